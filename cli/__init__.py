@@ -1,0 +1,1 @@
+"""The ``pm`` command (installed as ``posemachines.cli``)."""

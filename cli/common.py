@@ -1,0 +1,69 @@
+"""Options and helpers shared by the ``pm`` commands."""
+
+from __future__ import annotations
+
+import functools
+
+import click
+
+from posemachines.errors import PoseMachinesError
+
+BACKENDS = ("mean", "forest", "cnn")
+
+
+def friendly_errors(func):
+    """Turn the library's input errors into click's one-line error and exit status 1."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except PoseMachinesError as exc:
+            raise click.ClickException(str(exc)) from None
+
+    return wrapper
+
+
+def data_options(default_split: str):
+    def decorate(func):
+        options = [
+            click.option("--dataset", default=None,
+                         help="lsp, lspet or synthetic. Default: see the command's help."),
+            click.option("--split", default=default_split, show_default=True,
+                         help="Split: train/test (lsp), train (lspet), train/test/val (synthetic)."),
+            click.option("--data-root", type=click.Path(file_okay=False), default=None,
+                         help="Folder holding lsp/ and lspet/ (else $POSEMACHINES_DATA, else "
+                              "the cache directory)."),
+            click.option("--synthetic-size", type=int, default=None,
+                         help="Number of synthetic images in the split (train 400, test 100)."),
+            click.option("--protocol", type=click.Choice(["image", "gt"]), default=None,
+                         help="Where the person box comes from: 'image' (image centre and "
+                              "size, honest) or 'gt' (ground-truth joints, flattering). "
+                              "Default: the dataset's own (image for lsp and synthetic)."),
+            click.option("--on-bad-image", type=click.Choice(["skip", "stop"]), default="skip",
+                         show_default=True, help="What to do with an unreadable image."),
+        ]  # fmt: skip
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return decorate
+
+
+def load_data(dataset, split, data_root, synthetic_size, protocol, seed=0):
+    from posemachines.data import load_dataset
+
+    options = {"size": synthetic_size, "seed": seed} if dataset == "synthetic" else {}
+    return load_dataset(dataset, split, data_root, protocol=protocol, **options)
+
+
+def echo_err(message: str) -> None:
+    click.echo(message, err=True)
+
+
+
+
+def device_name(device: str) -> str:
+    from posemachines.devices import resolve_device
+
+    return resolve_device(device)

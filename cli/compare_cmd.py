@@ -1,0 +1,60 @@
+"""`pm compare` and `pm bench`."""
+
+from __future__ import annotations
+
+import click
+
+from .common import friendly_errors
+
+
+@click.command()
+@click.argument("entries", nargs=-1, type=click.Path(exists=True))
+@click.option("--dataset", default=None)
+@click.option("--split", default="test", show_default=True)
+@click.option("--data-root", type=click.Path(file_okay=False), default=None)
+@click.option("--synthetic-size", type=int, default=None)
+@click.option("--protocol", type=click.Choice(["image", "gt"]), default=None)
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Report folder (default: a new runs/compare-N).")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--timing-images", type=int, default=20, show_default=True)
+@friendly_errors
+def compare(entries, dataset, split, data_root, synthetic_size, protocol, out, device,
+            timing_images):  # fmt: skip
+    """Evaluate models and prediction files side by side and write an HTML/Markdown/JSON report.
+
+    With no ENTRIES, compares the latest run of each backend under runs/ on the test split of
+    the dataset they were trained on.
+    """
+    from posemachines.report import run_compare
+
+    report = run_compare(entries, dataset=dataset, split=split, data_root=data_root,
+                         synthetic_size=synthetic_size, protocol=protocol, out=out,
+                         device=device, timing_images=timing_images)  # fmt: skip
+    click.echo(f"report written to {report}/report.html")
+
+
+@click.command()
+@click.argument("model", type=click.Path(exists=True, file_okay=False))
+@click.option("--dataset", default=None)
+@click.option("--split", default="test", show_default=True)
+@click.option("--data-root", type=click.Path(file_okay=False), default=None)
+@click.option("--images", type=int, default=20, show_default=True)
+@click.option("--batch-size", type=int, default=1, show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+@friendly_errors
+def bench(model, dataset, split, data_root, images, batch_size, device):
+    """Median milliseconds per image of MODEL, measured as `pm compare` measures it."""
+    import json
+
+    from posemachines.compare import load_entry, time_model
+    from posemachines.data import load_dataset
+
+    from .common import device_name
+
+    dev = device_name(device)
+    entry = load_entry(model, dev)
+    name = dataset or entry.manifest.get("training", {}).get("dataset_name") or "synthetic"
+    data = load_dataset(name if name != "packed" else "synthetic", split, data_root)
+    figures = time_model(entry.model, data, n=images, batch_size=batch_size, device=dev)
+    click.echo(json.dumps({"model": str(model), "dataset": data.describe(), **figures}))

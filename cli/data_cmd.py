@@ -1,0 +1,57 @@
+"""`pm data`: which datasets were found, and packing training caches."""
+
+from __future__ import annotations
+
+import click
+
+from .common import echo_err, friendly_errors
+
+
+@click.group(invoke_without_command=True)
+@click.option("--data-root", type=click.Path(file_okay=False), default=None,
+              help="Folder holding lsp/ and lspet/ (else $POSEMACHINES_DATA, else the cache).")
+@click.pass_context
+@friendly_errors
+def data(ctx, data_root):
+    """List the datasets, where each was found, and their sizes."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from posemachines.data import DATASETS, dataset_available, find_data_root, load_dataset
+
+    root, how = find_data_root(data_root)
+    click.echo(f"data root: {root} (from {how})")
+    for name in DATASETS:
+        if not dataset_available(name, data_root):
+            click.echo(f"  {name:10s} not found (expected {root / name}/joints.mat)")
+            continue
+        if name == "synthetic":
+            click.echo(f"  {name:10s} built in: train 400, test 100, val 100 by default "
+                       "(--synthetic-size)")  # fmt: skip
+            continue
+        splits = ("train", "test") if name == "lsp" else ("train",)
+        sizes = ", ".join(f"{s} {len(load_dataset(name, s, data_root))}" for s in splits)
+        click.echo(f"  {name:10s} {root / name}  {sizes}")
+
+
+@data.command()
+@click.argument("datasets", nargs=-1, required=True)
+@click.option("--out", type=click.Path(dir_okay=False), required=True, help="Cache file (.npz).")
+@click.option("--data-root", type=click.Path(file_okay=False), default=None)
+@click.option("--side", type=int, default=256, show_default=True,
+              help="Side of the stored crops in pixels.")
+@click.option("--quality", type=int, default=90, show_default=True, help="JPEG quality.")
+@click.option("--synthetic-size", type=int, default=None)
+@click.option("--jobs", type=int, default=-1, show_default=True)
+@friendly_errors
+def pack(datasets, out, data_root, side, quality, synthetic_size, jobs):
+    """Write DATASET[:SPLIT]... (e.g. lsp:train lspet) as one training cache of crops."""
+    from posemachines.data import load_dataset
+    from posemachines.data.pack import pack_datasets
+
+    parts = []
+    for spec in datasets:
+        name, _, split = spec.partition(":")
+        options = {"size": synthetic_size} if name == "synthetic" else {}
+        parts.append(load_dataset(name, split or "train", data_root, **options))
+    info = pack_datasets(parts, out, side=side, quality=quality, n_jobs=jobs)
+    echo_err(f"packed {info['n']} crops of {side} px ({info['megabytes']:.1f} MB) into {out}")

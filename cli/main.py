@@ -1,0 +1,212 @@
+"""``pm``: train, evaluate, predict, compare and benchmark pose machines.
+
+Thin click commands: they parse options, call the library and print. Errors in the user's
+input are reported as one line (``Error: ...``), never as a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+
+from posemachines.errors import PoseMachinesError
+
+from .common import BACKENDS, data_options, device_name, echo_err, friendly_errors, load_data
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="posemachines")
+def cli():
+    """Pose Machines (random forests, 2014) and Convolutional Pose Machines (2016).
+
+    Train with `pm train --backend forest|cnn|mean`, score with `pm evaluate`, run on your own
+    images with `pm predict`, put models side by side with `pm compare`. Everything runs on the
+    built-in synthetic data with no download; `pm data` shows which real datasets were found.
+    """
+
+
+# -- train ---------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--backend", type=click.Choice(BACKENDS), default="forest", show_default=True,
+              help="mean: mean-pose prior; forest: the 2014 Pose Machine; cnn: the 2016 CPM.")
+@data_options(default_split="train")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Model directory to write (default: a new runs/BACKEND-N).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+@click.option("--stages", type=int, default=None,
+              help="Number of stages (forest 3, cnn: the config's).")
+@click.option("--jobs", type=int, default=-1, show_default=True,
+              help="CPU workers for feature extraction and forest fitting (-1 = all cores).")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run in --out.")
+@click.option("--trees", type=int, default=None, help="[forest] Trees per stage.")
+@click.option("--depth", type=int, default=None, help="[forest] Maximum tree depth.")
+@click.option("--init", "init_model", type=click.Path(exists=True, file_okay=False), default=None,
+              help="[forest] Train forest stages on top of this model's stages (hybrid).")
+@click.option("--init-stages", type=int, default=1, show_default=True,
+              help="[forest] How many stages of --init to keep below the forest stages.")
+@click.option("--config", "cnn_config", default=None,
+              help="[cnn] cpm-paper (368 px, 6 stages) or cpm-small (128 px). "
+                   "Default: cpm-paper on CUDA, cpm-small on CPU.")
+@click.option("--epochs", type=int, default=None, help="[cnn] Training epochs.")
+@click.option("--batch-size", type=int, default=None, help="[cnn] Batch size.")
+@click.option("--lr", type=float, default=None, help="[cnn] Peak learning rate.")
+@click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), default="adamw",
+              show_default=True, help="[cnn] AdamW with warm-up and cosine decay, or the "
+                                      "paper's SGD with momentum and step decay.")
+@click.option("--device", default="auto", show_default=True, help="[cnn] cpu, cuda or auto.")
+@click.option("--data", "packed", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="[cnn] Train from a cache written by `pm data pack`.")
+@click.option("--checkpoint-every", type=int, default=200, show_default=True,
+              help="[cnn] Steps between checkpoints.")
+@click.option("--val-fraction", type=float, default=0.05, show_default=True,
+              help="[cnn] Share of the training data held out for validation PCK.")
+@friendly_errors
+def train(backend, dataset, split, data_root, synthetic_size, protocol, on_bad_image, out, seed,
+          stages, jobs, resume, trees, depth, init_model, init_stages, cnn_config, epochs,
+          batch_size, lr, optimizer, device, packed, checkpoint_every, val_fraction):  # fmt: skip
+    """Train a model and write it as a model directory.
+
+    Without --dataset, trains on LSP (train split) when a data root holds it, otherwise on the
+    synthetic set, and says which.
+    """
+    from posemachines.data import default_training_dataset
+    from posemachines.io import save_model
+    from posemachines.runs import next_run_dir
+
+    if resume and out is None:
+        raise PoseMachinesError("--resume needs --out pointing at the interrupted run")
+    if stages is not None and stages < 1:
+        raise PoseMachinesError(f"--stages must be at least 1, got {stages}")
+    train_data = None
+    if packed is None:
+        if dataset is None:
+            dataset, why = default_training_dataset(data_root)
+            echo_err(f"training on {dataset} ({why})")
+        train_data = load_data(dataset, split, data_root, synthetic_size, protocol, seed)
+    out_dir = Path(out) if out else next_run_dir(backend)
+    start = time.time()
+    if backend == "mean":
+        from posemachines.training.mean import train_mean
+
+        model = train_mean(train_data, n_jobs=jobs, on_bad_image=on_bad_image)
+    elif backend == "forest":
+        from posemachines.training.forest import ForestSettings, train_forest
+
+        settings = ForestSettings.from_options(stages=stages, trees=trees, depth=depth)
+        model = train_forest(train_data, settings, out_dir, seed=seed, n_jobs=jobs,
+                             resume=resume, init_model=init_model, init_stages=init_stages,
+                             on_bad_image=on_bad_image, progress=True)  # fmt: skip
+    else:
+        from posemachines.training.cnn import CNNSettings, train_cnn
+
+        settings = CNNSettings.from_options(
+            config=cnn_config, stages=stages, epochs=epochs, batch_size=batch_size, lr=lr,
+            optimizer=optimizer, device=device, checkpoint_every=checkpoint_every,
+            val_fraction=val_fraction, seed=seed,
+        )  # fmt: skip
+        model = train_cnn(train_data, settings, out_dir, packed=packed, resume=resume,
+                          progress=True)  # fmt: skip
+        if model is None:  # a non-zero rank under torchrun: rank 0 writes
+            return
+    model.info.setdefault("training", {})
+    model.info["training"].update({
+        "dataset": train_data.describe() if train_data is not None else f"packed:{packed}",
+        "dataset_name": train_data.name if train_data is not None else "packed",
+        "protocol": train_data.protocol if train_data is not None else "packed",
+        "seed": seed,
+        "seconds": round(time.time() - start, 1),
+        "command": " ".join(["pm"] + sys.argv[1:]),
+    })  # fmt: skip
+    save_model(model, out_dir)
+    click.echo(f"model written to {out_dir}")
+
+
+# -- evaluate ------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("model", type=click.Path(exists=True))
+@data_options(default_split="test")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--device", default="cpu", show_default=True, help="Device for CNN stages.")
+@click.option("--zero-based", is_flag=True,
+              help="A .mat prediction file holds 0-based coordinates (default: 1-based, as the "
+                   "dataset's annotation file).")
+@click.option("--save-predictions", type=click.Path(dir_okay=False), default=None,
+              help="Also write every stage's keypoints to this JSON file.")
+@friendly_errors
+def evaluate(model, dataset, split, data_root, synthetic_size, protocol, on_bad_image, as_json,
+             batch_size, device, zero_based, save_predictions):  # fmt: skip
+    """Score MODEL (a model directory, or a .mat/.json prediction file) on a dataset split.
+
+    A model directory is evaluated on the dataset it was trained on unless --dataset says
+    otherwise; the scores are recorded in its manifest.
+    """
+    from posemachines.compare import load_entry, score_entry
+    from posemachines.io import update_manifest
+
+    entry = load_entry(model, device_name(device))
+    name = dataset or entry.manifest.get("training", {}).get("dataset_name") or "synthetic"
+    if name == "packed":
+        raise PoseMachinesError("this model was trained from a packed cache: pass --dataset")
+    data = load_data(name, split, data_root, synthetic_size, protocol)
+    if entry.model is not None:
+        entry.model.check_dataset(data)
+    result, preds = score_entry(entry, data, batch_size, on_bad_image, progress=not as_json,
+                                one_based=not zero_based)  # fmt: skip
+    doc = result.to_dict()
+    if save_predictions:
+        from posemachines.io import write_predictions
+        from posemachines.model import Predictions
+
+        confidence = np.zeros(preds.shape[:3])
+        write_predictions(save_predictions, Predictions(preds, confidence, data.names),
+                          data.skeleton)  # fmt: skip
+    if entry.model is not None:
+        evaluations = dict(entry.manifest.get("evaluations", {}))
+        evaluations[f"{data.name}:{data.split}:{data.protocol}"] = {
+            "n": result.n, "metrics": result.metrics,
+            "per_stage_pck@0.2": [s["pck@0.2"] for s in result.per_stage],
+        }  # fmt: skip
+        update_manifest(model, evaluations=evaluations)
+    if as_json:
+        click.echo(json.dumps(doc))
+        return
+    click.echo(format_result(doc))
+
+
+def format_result(doc: dict) -> str:
+    def pct(v):
+        return "   -  " if v is None else f"{100 * v:6.2f}"
+
+    keys = ("pck@0.2", "pck@0.1", "pckh@0.5", "pcp", "auc")
+    head = f"{'':14s}" + "".join(f"{k:>10s}" for k in keys)
+    lines = [f"{doc['dataset']}:{doc['split']}  n={doc['n']}  protocol={doc['protocol']}", head]
+    for t, stage in enumerate(doc["per_stage"], 1):
+        lines.append(f"{'stage ' + str(t):14s}" + "".join(f"{pct(stage[k]):>10s}" for k in keys))
+    lines.append("per joint (final stage)")
+    for joint, m in doc["per_joint"].items():
+        lines.append(f"{joint:14s}" + "".join(f"{pct(m[k]):>10s}" for k in keys))
+    return "\n".join(lines)
+
+
+from .compare_cmd import bench, compare  # noqa: E402
+from .data_cmd import data  # noqa: E402
+from .predict_cmd import predict  # noqa: E402
+
+cli.add_command(predict)
+cli.add_command(data)
+cli.add_command(compare)
+cli.add_command(bench)
+
+if __name__ == "__main__":
+    cli()

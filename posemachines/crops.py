@@ -1,0 +1,138 @@
+"""Person-centred crops, augmentation, and the affine bookkeeping that maps predictions back.
+
+A crop is described by a 2x3 affine matrix ``A`` taking image coordinates (pixel centres at
+integers) to crop coordinates: ``q = A @ [x, y, 1]``. Its inverse maps crop predictions back
+to the original image exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .data import Sample
+from .skeletons import Skeleton
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Random scale, rotation and flip, as in the CPM paper (scale 0.7-1.3, rotation +-40 deg)."""
+
+    scale: tuple[float, float] = (0.7, 1.3)
+    rotation: float = 40.0
+    flip: float = 0.5
+    shift: float = 0.05  # fraction of the box side
+
+    def draw(self, rng: np.random.Generator) -> tuple[float, float, bool, np.ndarray]:
+        return (
+            float(rng.uniform(*self.scale)),
+            float(rng.uniform(-self.rotation, self.rotation)),
+            bool(rng.random() < self.flip),
+            rng.uniform(-self.shift, self.shift, size=2),
+        )
+
+
+NO_AUGMENTATION = Augmentation(scale=(1.0, 1.0), rotation=0.0, flip=0.0, shift=0.0)
+
+
+def crop_transform(
+    centre: np.ndarray,
+    box_side: float,
+    out_size: int,
+    scale: float = 1.0,
+    rotation: float = 0.0,
+    flip: bool = False,
+) -> np.ndarray:
+    """2x3 affine matrix taking image coordinates into an ``out_size`` square crop.
+
+    The box of side ``box_side`` around ``centre`` fills the crop; ``scale`` > 1 zooms in,
+    ``rotation`` (degrees) turns the person anticlockwise on screen, ``flip`` mirrors it.
+    """
+    s = scale * out_size / box_side
+    a = np.deg2rad(rotation)
+    c, si = np.cos(a) * s, np.sin(a) * s
+    linear = np.array([[c, si], [-si, c]])
+    if flip:
+        linear = np.array([[-1.0, 0.0], [0.0, 1.0]]) @ linear
+    half = (out_size - 1) / 2.0
+    offset = np.array([half, half]) - linear @ np.asarray(centre, dtype=np.float64)
+    return np.hstack([linear, offset[:, None]])
+
+
+def invert_affine(matrix: np.ndarray) -> np.ndarray:
+    linear_inv = np.linalg.inv(matrix[:, :2])
+    return np.hstack([linear_inv, (-linear_inv @ matrix[:, 2])[:, None]])
+
+
+def apply_affine(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Apply a 2x3 matrix (or a batch (N, 2, 3)) to points (..., 2)."""
+    points = np.asarray(points, dtype=np.float64)
+    if matrix.ndim == 3:
+        return np.einsum("nij,nkj->nki", matrix[:, :, :2], points) + matrix[:, None, :, 2]
+    return points @ matrix[:, :2].T + matrix[:, 2]
+
+
+def warp_image(image: np.ndarray, matrix: np.ndarray, out_size: int) -> np.ndarray:
+    """Resample ``image`` into the ``out_size`` square crop given by ``matrix`` (bilinear)."""
+    from PIL import Image
+
+    # PIL samples output pixel centres (i + 0.5) at input positions in its own continuous
+    # frame, where pixel centres also sit at + 0.5: shift into and out of that frame.
+    inv = invert_affine(matrix)
+    to_pil = np.array([[1, 0, 0.5], [0, 1, 0.5], [0, 0, 1.0]])
+    from_pil = np.array([[1, 0, -0.5], [0, 1, -0.5], [0, 0, 1.0]])
+    m = to_pil @ np.vstack([inv, [0, 0, 1]]) @ from_pil
+    pil = Image.fromarray(image)
+    out = pil.transform(
+        (out_size, out_size), Image.Transform.AFFINE, tuple(m[:2].ravel()), Image.Resampling.BILINEAR
+    )
+    return np.asarray(out)
+
+
+@dataclass
+class Crop:
+    """A person-centred crop: image (S, S, 3) uint8, joints in crop coordinates, the transform."""
+
+    image: np.ndarray
+    joints: np.ndarray
+    labelled: np.ndarray
+    visible: np.ndarray
+    transform: np.ndarray
+
+
+def person_crop(
+    sample: Sample,
+    size: int,
+    skeleton: Skeleton,
+    augmentation: Augmentation = NO_AUGMENTATION,
+    rng: np.random.Generator | None = None,
+) -> Crop:
+    """Crop ``sample`` around its person to a ``size`` square, optionally augmented.
+
+    A flip mirrors the image and swaps left and right joints, so joint ``i`` of the result is
+    still the skeleton's joint ``i``. Joints pushed outside the crop stay labelled (the target
+    for them is simply empty); they still count in losses that weigh labelled joints.
+    """
+    scale, rotation, flip, shift = (1.0, 0.0, False, np.zeros(2))
+    if augmentation != NO_AUGMENTATION:
+        if rng is None:
+            raise ValueError("augmentation needs an explicit random generator")
+        scale, rotation, flip, shift = augmentation.draw(rng)
+    centre = sample.centre + shift * sample.scale
+    matrix = crop_transform(centre, sample.scale, size, scale, rotation, flip)
+    joints = apply_affine(matrix, sample.joints)
+    labelled, visible = sample.labelled, sample.visible
+    if flip:
+        perm = skeleton.flip_permutation()
+        joints, labelled, visible = joints[perm], labelled[perm], visible[perm]
+    return Crop(warp_image(sample.image, matrix, size), joints, labelled.copy(), visible.copy(), matrix)
+
+
+def to_image_coordinates(keypoints: np.ndarray, transforms: np.ndarray) -> np.ndarray:
+    """Map crop keypoints (N, P, 2) back to image coordinates with each crop's (N, 2, 3) matrix.
+
+    Only unflipped crops are mapped back (prediction never flips).
+    """
+    inverse = np.stack([invert_affine(m) for m in transforms])
+    return apply_affine(inverse, keypoints)

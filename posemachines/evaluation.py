@@ -1,0 +1,196 @@
+"""Metrics as pure functions of (predictions, ground truth, skeleton), and a results object.
+
+Conventions, decided once for every metric:
+
+* Only labelled joints are scored; unlabelled ones are left out of every count.
+* A missing prediction (NaN, e.g. an image that could not be read) counts as wrong.
+* A joint whose normaliser is zero or unavailable (the torso or head joints of that person are
+  unlabelled or coincide) cannot be scored by that metric and is left out of its count.
+* A metric with nothing to count is NaN (never a silent 0 or 1); JSON writes it as null.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .skeletons import Skeleton
+
+PCK_THRESHOLDS = np.linspace(0.0, 0.2, 21)  # the range of the CPM paper's LSP curves
+METRIC_KEYS = ("pck@0.2", "pck@0.1", "pckh@0.5", "pcp", "auc", "pck_bbox@0.2")
+
+
+def _segment_length(gt: np.ndarray, labelled: np.ndarray, pair: tuple[int, int]) -> np.ndarray:
+    a, b = pair
+    length = np.linalg.norm(gt[:, a] - gt[:, b], axis=-1)
+    ok = labelled[:, a] & labelled[:, b] & (length > 0)
+    return np.where(ok, length, np.nan)
+
+
+def torso_size(gt: np.ndarray, labelled: np.ndarray, skeleton: Skeleton) -> np.ndarray:
+    """(N,) distance between the skeleton's torso joints (LSP: left shoulder, right hip)."""
+    return _segment_length(gt, labelled, skeleton.torso_indices())
+
+
+def head_size(gt: np.ndarray, labelled: np.ndarray, skeleton: Skeleton) -> np.ndarray:
+    """(N,) length of the head segment (LSP: neck to head top); NaN without one."""
+    pair = skeleton.head_indices()
+    if pair is None:
+        return np.full(len(gt), np.nan)
+    return _segment_length(gt, labelled, pair)
+
+
+def bbox_size(gt: np.ndarray, labelled: np.ndarray) -> np.ndarray:
+    """(N,) longer side of the bounding box of the labelled joints."""
+    pts = np.where(labelled[..., None], gt, np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: no labelled joint
+        side = np.nanmax(np.nanmax(pts, 1) - np.nanmin(pts, 1), -1)
+    return np.where(side > 0, side, np.nan)
+
+
+def joint_errors(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """(N, P) Euclidean distance; inf where the prediction is missing."""
+    err = np.linalg.norm(np.asarray(pred, float) - np.asarray(gt, float), axis=-1)
+    return np.where(np.isnan(err), np.inf, err)
+
+
+def correct_within(
+    pred: np.ndarray, gt: np.ndarray, labelled: np.ndarray, normaliser: np.ndarray, alpha: float
+) -> np.ndarray:
+    """(N, P) float: 1 correct, 0 wrong, NaN not scorable (unlabelled or no normaliser)."""
+    err = joint_errors(pred, gt)
+    ok = (err <= alpha * normaliser[:, None]).astype(float)
+    scorable = labelled & np.isfinite(normaliser)[:, None]
+    return np.where(scorable, ok, np.nan)
+
+
+def _mean(x: np.ndarray, axis=None):
+    x = np.asarray(x, float)
+    count = np.sum(~np.isnan(x), axis=axis)
+    total = np.nansum(x, axis=axis)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def pck(pred, gt, labelled, normaliser, alpha: float) -> float:
+    """Fraction of scorable joints within ``alpha * normaliser`` of the ground truth."""
+    return float(_mean(correct_within(pred, gt, labelled, normaliser, alpha)))
+
+
+def pcp_correct(pred, gt, labelled, skeleton: Skeleton) -> np.ndarray:
+    """(N, L) strict PCP: a limb is correct when both endpoints lie within half its length.
+
+    A limb is scored when both its endpoints are labelled and its length is non-zero.
+    """
+    err = joint_errors(pred, gt)
+    out = []
+    for a, b in skeleton.limb_indices():
+        length = _segment_length(gt, labelled, (a, b))
+        ok = (err[:, a] <= 0.5 * length) & (err[:, b] <= 0.5 * length)
+        out.append(np.where(np.isfinite(length), ok.astype(float), np.nan))
+    return np.stack(out, 1)
+
+
+def _metric_table(pred, gt, labelled, skeleton: Skeleton) -> tuple[dict, dict]:
+    """Overall and per-joint metrics for one set of predictions."""
+    torso = torso_size(gt, labelled, skeleton)
+    head = head_size(gt, labelled, skeleton)
+    c02 = correct_within(pred, gt, labelled, torso, 0.2)
+    c01 = correct_within(pred, gt, labelled, torso, 0.1)
+    ch = correct_within(pred, gt, labelled, head, 0.5)
+    curve = np.stack([correct_within(pred, gt, labelled, torso, a) for a in PCK_THRESHOLDS])
+    limbs = pcp_correct(pred, gt, labelled, skeleton)
+    cbox = correct_within(pred, gt, labelled, bbox_size(gt, labelled), 0.2)
+    overall = {
+        "pck@0.2": _mean(c02),
+        "pck@0.1": _mean(c01),
+        "pckh@0.5": _mean(ch),
+        "pcp": _mean(limbs),
+        "auc": _mean(_mean(curve.reshape(len(PCK_THRESHOLDS), -1), axis=1)),
+        "pck_bbox@0.2": _mean(cbox),
+    }
+    # A joint's PCP is that of the limbs it ends (a per-joint view of the limb metric).
+    per_joint = {}
+    limb_idx = skeleton.limb_indices()
+    j02, j01, jh = _mean(c02, 0), _mean(c01, 0), _mean(ch, 0)
+    jcurve = _mean(_mean(curve, axis=1), axis=0)
+    jbox = _mean(cbox, 0)
+    for j, name in enumerate(skeleton.joints):
+        touching = [k for k, (a, b) in enumerate(limb_idx) if j in (a, b)]
+        per_joint[name] = {
+            "pck@0.2": j02[j],
+            "pck@0.1": j01[j],
+            "pckh@0.5": jh[j],
+            "pcp": _mean(limbs[:, touching]) if touching else np.nan,
+            "auc": jcurve[j],
+            "pck_bbox@0.2": jbox[j],
+        }
+    return _clean(overall), {k: _clean(v) for k, v in per_joint.items()}
+
+
+def _clean(d: dict) -> dict:
+    return {k: (None if v is None or not np.isfinite(v) else float(v)) for k, v in d.items()}
+
+
+def pck_curve(pred, gt, labelled, skeleton: Skeleton, thresholds=PCK_THRESHOLDS) -> list:
+    torso = torso_size(gt, labelled, skeleton)
+    return [pck(pred, gt, labelled, torso, a) for a in thresholds]
+
+
+@dataclass
+class EvaluationResult:
+    """Scores of one model (every stage) on one dataset split; ``to_dict`` is the JSON contract."""
+
+    dataset: str
+    split: str
+    n: int
+    protocol: str
+    skeleton: str
+    metrics: dict
+    per_joint: dict
+    per_stage: list
+    pck_curve: list = field(default_factory=list)
+    thresholds: list = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def evaluate(
+    stage_predictions: np.ndarray,
+    gt: np.ndarray,
+    labelled: np.ndarray,
+    skeleton: Skeleton,
+    dataset: str = "",
+    split: str = "",
+    protocol: str = "",
+) -> EvaluationResult:
+    """Score predictions of every stage; the final stage gives ``metrics`` and ``per_joint``.
+
+    stage_predictions : (T, N, P, 2) or (N, P, 2) image coordinates (a single "stage").
+    """
+    preds = np.asarray(stage_predictions, dtype=float)
+    if preds.ndim == 3:
+        preds = preds[None]
+    gt = np.asarray(gt, dtype=float)
+    if preds.shape[1:] != gt.shape:
+        raise ValueError(f"predictions {preds.shape[1:]} do not match ground truth {gt.shape}")
+    per_stage = [_metric_table(p, gt, labelled, skeleton)[0] for p in preds]
+    metrics, per_joint = _metric_table(preds[-1], gt, labelled, skeleton)
+    curve = pck_curve(preds[-1], gt, labelled, skeleton)
+    return EvaluationResult(
+        dataset=dataset,
+        split=split,
+        n=int(gt.shape[0]),
+        protocol=protocol,
+        skeleton=skeleton.name,
+        metrics=metrics,
+        per_joint=per_joint,
+        per_stage=per_stage,
+        pck_curve=[None if math.isnan(v) else v for v in curve],
+        thresholds=[float(t) for t in PCK_THRESHOLDS],
+    )

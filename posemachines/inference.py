@@ -1,0 +1,118 @@
+"""Running a model on the user's own images, folders and videos."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from .data import Sample, person_box, read_image
+from .errors import PoseMachinesError
+from .model import PoseModel
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif"}
+
+
+def collect_inputs(paths) -> list[Path]:
+    """Image and video files named directly or found (sorted) in the folders given."""
+    files = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files += sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise PoseMachinesError(f"{p}: no such file or folder")
+    if not files:
+        raise PoseMachinesError("no images found in the inputs given")
+    return files
+
+
+def iter_frames(path: Path) -> Iterator[tuple[str, np.ndarray]]:
+    """(name, image) for an image file, or for every frame of a video file."""
+    if path.suffix.lower() not in VIDEO_SUFFIXES:
+        yield path.name, read_image(path)
+        return
+    try:
+        import imageio.v3 as iio
+    except ImportError:
+        raise PoseMachinesError(
+            f"{path}: reading videos needs imageio (pip install 'posemachines[video]')"
+        ) from None
+    try:
+        for k, frame in enumerate(iio.imiter(path)):
+            yield f"{path.name}#{k:06d}", np.asarray(frame)[..., :3]
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise PoseMachinesError(f"{path}: cannot read video ({exc})") from None
+
+
+def load_boxes(path: str | Path) -> dict:
+    """``{"image.jpg": [x, y, w, h], ...}`` (COCO-style boxes, 0-based pixels) from JSON."""
+    try:
+        boxes = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise PoseMachinesError(f"{path}: cannot read boxes ({exc})") from None
+    if not isinstance(boxes, dict) or not all(
+        isinstance(v, list) and len(v) == 4 for v in boxes.values()
+    ):
+        raise PoseMachinesError(f"{path}: expected {{image name: [x, y, w, h]}}")
+    return boxes
+
+
+def make_sample(name: str, image: np.ndarray, skeleton_size: int, centre=None, scale=None,
+                box=None) -> Sample:  # fmt: skip
+    """A sample with no annotation; the person box from a box, a centre/scale, or the image."""
+    p = skeleton_size
+    empty = np.zeros((p, 2)), np.zeros(p, bool)
+    c, s = person_box(image.shape, empty[0], empty[1], "image")
+    if box is not None:
+        x, y, w, h = map(float, box)
+        c, s = np.array([x + (w - 1) / 2, y + (h - 1) / 2]), max(w, h) * 1.2
+    if centre is not None:
+        c = np.asarray(centre, float)
+    if scale is not None:
+        s = float(scale)
+    return Sample(image, empty[0], empty[1], empty[1], c, s, name)
+
+
+def coco_results(names: list[str], keypoints: np.ndarray, confidence: np.ndarray) -> list[dict]:
+    """COCO-results-style list: one entry per image with flat [x, y, score, ...] keypoints."""
+    out = []
+    for name, kp, conf in zip(names, keypoints, confidence):
+        flat = np.concatenate([kp, conf[:, None]], 1).ravel()
+        out.append({
+            "image_id": name, "category_id": 1,
+            "keypoints": [round(float(v), 3) for v in flat],
+            "score": float(np.mean(conf)),
+        })  # fmt: skip
+    return out
+
+
+def predict_files(model: PoseModel, files, boxes=None, centre=None, scale=None,
+                  batch_size: int = 16, progress: bool = True):  # fmt: skip
+    """Yield (name, image, keypoints (P, 2), confidence (P,)) for every image or video frame."""
+    from tqdm.auto import tqdm
+
+    p = model.skeleton.num_joints
+    batch = []
+
+    def flush():
+        samples = [s for s, _ in batch]
+        kp, conf = model.predict_samples(samples)
+        for (s, _), k, c in zip(batch, kp[-1], conf[-1]):
+            yield s.name, s.image, k, c
+        batch.clear()
+
+    with tqdm(desc="predict", unit="img", disable=not progress) as bar:
+        for path in files:
+            for name, image in iter_frames(path):
+                box = (boxes or {}).get(name) or (boxes or {}).get(path.name)
+                batch.append((make_sample(name, image, p, centre, scale, box), path))
+                bar.update()
+                if len(batch) == batch_size:
+                    yield from flush()
+        if batch:
+            yield from flush()

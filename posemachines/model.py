@@ -1,0 +1,114 @@
+"""A pose model: skeleton, codec, crop protocol and a list of stages, with batch prediction."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .crops import person_crop, to_image_coordinates
+from .data import PoseDataset, iter_samples
+from .errors import PoseMachinesError
+from .runner import run_stages
+from .skeletons import Skeleton
+from .targets import BeliefCodec
+
+
+@dataclass
+class Predictions:
+    """Keypoints (T, N, P, 2) in image coordinates and confidences (T, N, P) for every stage.
+
+    Samples whose image could not be read hold NaN (scored as missing predictions).
+    """
+
+    keypoints: np.ndarray
+    confidence: np.ndarray
+    names: list = field(default_factory=list)
+
+    @property
+    def final(self) -> np.ndarray:
+        return self.keypoints[-1]
+
+
+@dataclass
+class PoseModel:
+    """Everything needed to turn images into keypoints.
+
+    ``info`` holds the manifest's descriptive fields (training data, time, metrics); it is
+    carried along but never changes what the model predicts.
+    """
+
+    backend: str
+    skeleton: Skeleton
+    codec: BeliefCodec
+    stages: list
+    info: dict = field(default_factory=dict)
+
+    @property
+    def input_size(self) -> int:
+        return self.codec.input_size
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.stages)
+
+    def stage_beliefs(self, crops: np.ndarray) -> list[np.ndarray]:
+        """Beliefs (N, P+1, h, w) of every stage for a batch of crops (N, S, S, 3) uint8."""
+        return run_stages(self.stages, crops)
+
+    def decode(self, beliefs: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Crop keypoints (T, N, P, 2) and confidences (T, N, P) from each stage's beliefs."""
+        p = self.skeleton.num_joints
+        decoded = [self.codec.decode(b[:, :p]) for b in beliefs]
+        return np.stack([k for k, _ in decoded]), np.stack([c for _, c in decoded])
+
+    def check_dataset(self, dataset: PoseDataset) -> None:
+        if dataset.skeleton.name != self.skeleton.name:
+            raise PoseMachinesError(
+                f"skeleton mismatch: the model predicts {self.skeleton.name} "
+                f"({self.skeleton.num_joints} joints), {dataset.describe()} is annotated in "
+                f"{dataset.skeleton.name} ({dataset.skeleton.num_joints} joints)"
+            )
+
+    def predict_samples(self, samples: Sequence) -> tuple[np.ndarray, np.ndarray]:
+        """Image-coordinate keypoints (T, n, P, 2) and confidences for a batch of samples."""
+        crops = [person_crop(s, self.input_size, self.skeleton) for s in samples]
+        beliefs = self.stage_beliefs(np.stack([c.image for c in crops]))
+        keypoints, confidence = self.decode(beliefs)
+        transforms = np.stack([c.transform for c in crops])
+        return np.stack([to_image_coordinates(k, transforms) for k in keypoints]), confidence
+
+    def predict(
+        self,
+        dataset: PoseDataset,
+        batch_size: int = 32,
+        on_bad_image: str = "skip",
+        progress: bool = False,
+    ) -> Predictions:
+        """Predict every sample of ``dataset`` with every stage."""
+        from tqdm.auto import tqdm
+
+        self.check_dataset(dataset)
+        n, p, t = len(dataset), self.skeleton.num_joints, self.num_stages
+        keypoints = np.full((t, n, p, 2), np.nan)
+        confidence = np.zeros((t, n, p))
+        batch_idx, batch = [], []
+        bar = tqdm(total=n, desc="predict", unit="img", disable=not progress)
+
+        def flush():
+            if batch:
+                k, c = self.predict_samples(batch)
+                keypoints[:, batch_idx], confidence[:, batch_idx] = k, c
+                bar.update(len(batch))
+                batch_idx.clear()
+                batch.clear()
+
+        for i, sample in iter_samples(dataset, on_bad_image=on_bad_image):
+            batch_idx.append(i)
+            batch.append(sample)
+            if len(batch) == batch_size:
+                flush()
+        flush()
+        bar.close()
+        return Predictions(keypoints, confidence, list(dataset.names))

@@ -1,0 +1,24 @@
+"""The sequential runner: chains T stages and keeps every stage's beliefs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from .stages import Stage
+
+
+def run_stages(stages: Sequence[Stage], crops: np.ndarray) -> list[np.ndarray]:
+    """Run ``stages`` in order on a batch of crops; returns the beliefs of each stage.
+
+    Stage 1 receives no previous beliefs; stage t receives stage t-1's. Nothing here knows
+    what a stage is made of: forests, networks and priors all meet the same contract.
+    """
+    cache: dict = {}
+    beliefs = None
+    out = []
+    for stage in stages:
+        beliefs = np.asarray(stage.beliefs(crops, beliefs, cache), dtype=np.float32)
+        out.append(beliefs)
+    return out

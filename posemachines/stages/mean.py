@@ -1,0 +1,35 @@
+"""Mean-pose prior: the average target belief map of the training set, for every image."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class MeanPoseStage:
+    """A stage that ignores the image and predicts the training set's average beliefs.
+
+    The classic floor every pose paper reports; also the simplest proof of the stage contract.
+    """
+
+    kind = "mean"
+
+    def __init__(self, mean_beliefs: np.ndarray | None = None):
+        self.mean_beliefs_ = mean_beliefs
+
+    def fit(self, target_maps: np.ndarray) -> MeanPoseStage:
+        """target_maps: (N, P+1, h, w) training targets."""
+        self.mean_beliefs_ = np.asarray(target_maps, dtype=np.float32).mean(0)
+        return self
+
+    def beliefs(self, crops, previous, cache) -> np.ndarray:
+        return np.broadcast_to(self.mean_beliefs_, (len(crops),) + self.mean_beliefs_.shape).copy()
+
+    def config(self) -> dict:
+        return {}
+
+    def tensors(self) -> dict[str, np.ndarray]:
+        return {"mean_beliefs": self.mean_beliefs_}
+
+    @classmethod
+    def from_tensors(cls, config: dict, tensors: dict[str, np.ndarray]) -> MeanPoseStage:
+        return cls(tensors["mean_beliefs"])

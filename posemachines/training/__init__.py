@@ -1,0 +1,60 @@
+"""Training strategies. Shared here: turning a dataset into crops and targets."""
+
+from __future__ import annotations
+
+import numpy as np
+from joblib import Parallel, delayed
+
+from ..crops import NO_AUGMENTATION, Augmentation, person_crop
+from ..data import CorruptImageError, PoseDataset
+
+
+def _crop_one(dataset, i, size, augmentation, seed, on_bad_image):
+    rng = np.random.default_rng(seed)
+    try:
+        sample = dataset[i]
+    except CorruptImageError:
+        if on_bad_image == "stop":
+            raise
+        return None
+    return person_crop(sample, size, dataset.skeleton, augmentation, rng)
+
+
+def crop_dataset(
+    dataset: PoseDataset,
+    size: int,
+    augmentation: Augmentation = NO_AUGMENTATION,
+    seed: int = 0,
+    copies: int = 1,
+    n_jobs: int = 1,
+    on_bad_image: str = "skip",
+):
+    """Crops of every sample (``copies`` augmented versions each), read in parallel.
+
+    Returns images (M, S, S, 3) uint8, joints (M, P, 2), labelled (M, P), source index (M,).
+    Per-crop seeds are drawn up front so the result does not depend on ``n_jobs``.
+    Unreadable images are skipped (with a warning from the caller's count) or stop the run.
+    """
+    import warnings
+
+    seeds = np.random.default_rng(seed).integers(0, 2**63, size=(copies, len(dataset)))
+    jobs = [(i, int(seeds[c, i])) for c in range(copies) for i in range(len(dataset))]
+    crops = Parallel(n_jobs=n_jobs, batch_size=32)(
+        delayed(_crop_one)(dataset, i, size, augmentation, s, on_bad_image) for i, s in jobs
+    )
+    kept = [(job[0], c) for job, c in zip(jobs, crops) if c is not None]
+    if len(kept) < len(jobs):
+        warnings.warn(
+            f"{len(jobs) - len(kept)} unreadable image(s) skipped in {dataset.describe()}",
+            stacklevel=2,
+        )
+    if not kept:
+        from ..errors import PoseMachinesError
+
+        raise PoseMachinesError(f"no readable images in {dataset.describe()}")
+    return (
+        np.stack([c.image for _, c in kept]),
+        np.stack([c.joints for _, c in kept]),
+        np.stack([c.labelled for _, c in kept]),
+        np.array([i for i, _ in kept]),
+    )

@@ -1,0 +1,24 @@
+"""Training the mean-pose prior: average the training targets."""
+
+from __future__ import annotations
+
+from ..data import PoseDataset
+from ..model import PoseModel
+from ..stages.mean import MeanPoseStage
+from ..targets import BeliefCodec
+from . import crop_dataset
+
+
+def train_mean(
+    dataset: PoseDataset,
+    input_size: int = 160,
+    stride: int = 4,
+    sigma: float = 6.0,
+    n_jobs: int = 1,
+    on_bad_image: str = "skip",
+) -> PoseModel:
+    codec = BeliefCodec(input_size, stride, sigma)
+    _, joints, labelled, _ = crop_dataset(dataset, input_size, n_jobs=n_jobs,
+                                          on_bad_image=on_bad_image)  # fmt: skip
+    targets, _ = codec.encode(joints, labelled)
+    return PoseModel("mean", dataset.skeleton, codec, [MeanPoseStage().fit(targets)])
