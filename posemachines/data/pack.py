@@ -1,0 +1,143 @@
+"""A compact single-file training cache of person-centred crops (the role LMDB plays for CPM).
+
+The file is a NumPy ``.npz`` (read with ``allow_pickle=False``) holding every crop as JPEG bytes
+in one flat array with offsets, the joints in crop coordinates, the flags, the image->crop
+transforms, and a JSON header. Crops are padded around the person box (``pad`` times its side)
+so that training-time scale and rotation augmentation has real image around the person.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from joblib import Parallel, delayed
+
+from ..crops import apply_affine, crop_transform, warp_image
+from ..errors import PoseMachinesError
+from . import CorruptImageError, PoseDataset
+
+PACK_FORMAT = "posemachines-pack"
+
+
+@dataclass
+class PackedCrops:
+    """Crops in memory: images (N, S, S, 3) uint8, joints (N, P, 2) in crop coordinates,
+    labelled/visible (N, P), transforms (N, 2, 3) image->crop; the person box of every crop is
+    centred with side ``S / pad``."""
+
+    images: np.ndarray
+    joints: np.ndarray
+    labelled: np.ndarray
+    visible: np.ndarray
+    transforms: np.ndarray
+    pad: float
+    skeleton: str
+    sources: list
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def side(self) -> int:
+        return self.images.shape[1]
+
+    @property
+    def box_side(self) -> float:
+        return self.side / self.pad
+
+    def subset(self, idx) -> PackedCrops:
+        idx = np.asarray(idx)
+        return PackedCrops(self.images[idx], self.joints[idx], self.labelled[idx],
+                           self.visible[idx], self.transforms[idx], self.pad, self.skeleton,
+                           self.sources)  # fmt: skip
+
+
+def _pack_one(dataset: PoseDataset, i: int, side: int, pad: float):
+    try:
+        s = dataset[i]
+    except CorruptImageError:
+        return None
+    m = crop_transform(s.centre, s.scale * pad, side)
+    return warp_image(s.image, m, side), apply_affine(m, s.joints), s.labelled, s.visible, m
+
+
+def pack_crops(datasets, side: int = 256, pad: float = 1.5, n_jobs: int = -1) -> PackedCrops:
+    """Crop every sample of ``datasets`` (all of one skeleton) into memory."""
+    if side < 16:
+        raise PoseMachinesError(f"--side must be at least 16 px, got {side}")
+    skeletons = {d.skeleton.name for d in datasets}
+    if len(skeletons) != 1:
+        raise PoseMachinesError(f"cannot pack datasets of different skeletons: {sorted(skeletons)}")
+    parts = []
+    for d in datasets:
+        parts += Parallel(n_jobs=n_jobs, batch_size=32)(
+            delayed(_pack_one)(d, i, side, pad) for i in range(len(d))
+        )
+    parts = [p for p in parts if p is not None]
+    if not parts:
+        raise PoseMachinesError("no readable images to pack")
+    images, joints, labelled, visible, transforms = (np.stack(x) for x in zip(*parts))
+    return PackedCrops(images, joints, labelled, visible, transforms, pad, skeletons.pop(),
+                       [d.describe() for d in datasets])  # fmt: skip
+
+
+def save_pack(crops: PackedCrops, path: str | Path, quality: int = 90) -> dict:
+    """Write ``crops`` as one JPEG-compressed file, atomically."""
+    from PIL import Image
+
+    from ..io import atomic_write_bytes
+
+    if not 1 <= quality <= 100:
+        raise PoseMachinesError(f"--quality must be within 1-100, got {quality}")
+    blobs = []
+    for img in crops.images:
+        buf = io.BytesIO()
+        Image.fromarray(img).save(buf, format="JPEG", quality=quality)
+        blobs.append(np.frombuffer(buf.getvalue(), dtype=np.uint8))
+    offsets = np.cumsum([0] + [len(b) for b in blobs])
+    header = {"format": PACK_FORMAT, "version": 1, "side": crops.side, "pad": crops.pad,
+              "skeleton": crops.skeleton, "sources": crops.sources, "quality": quality}  # fmt: skip
+    buf = io.BytesIO()
+    np.savez(
+        buf,
+        header=np.frombuffer(json.dumps(header).encode(), dtype=np.uint8),
+        jpeg=np.concatenate(blobs),
+        offsets=offsets,
+        joints=crops.joints.astype(np.float32),
+        labelled=crops.labelled,
+        visible=crops.visible,
+        transforms=crops.transforms,
+    )
+    atomic_write_bytes(path, buf.getvalue())
+    return {"n": len(crops), "megabytes": buf.tell() / 2**20}
+
+
+def load_pack(path: str | Path) -> PackedCrops:
+    """Read a cache written by ``save_pack``; JPEGs are decoded once, into memory."""
+    from PIL import Image
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            header = json.loads(bytes(z["header"]).decode())
+            jpeg, offsets = z["jpeg"], z["offsets"]
+            arrays = {k: z[k] for k in ("joints", "labelled", "visible", "transforms")}
+    except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
+        raise PoseMachinesError(f"{path}: not a posemachines training cache ({exc})") from None
+    if header.get("format") != PACK_FORMAT:
+        raise PoseMachinesError(f"{path}: not a posemachines training cache")
+    images = np.stack([
+        np.asarray(Image.open(io.BytesIO(jpeg[a:b].tobytes())).convert("RGB"))
+        for a, b in zip(offsets[:-1], offsets[1:])
+    ])  # fmt: skip
+    return PackedCrops(images, arrays["joints"].astype(np.float64), arrays["labelled"],
+                       arrays["visible"], arrays["transforms"], float(header["pad"]),
+                       header["skeleton"], header["sources"])  # fmt: skip
+
+
+def pack_datasets(datasets, out, side: int = 256, quality: int = 90, pad: float = 1.5,
+                  n_jobs: int = -1) -> dict:  # fmt: skip
+    return save_pack(pack_crops(datasets, side, pad, n_jobs), out, quality)

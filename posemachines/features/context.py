@@ -1,0 +1,63 @@
+"""Context features psi(z, b_{t-1}) computed from the previous stage's belief maps."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from . import pooled_samples
+
+
+def patch_context(beliefs: np.ndarray, cells: tuple[int, ...] = (1, 3, 7), grid: int = 3
+                  ) -> np.ndarray:  # fmt: skip
+    """psi_1: for every joint map, beliefs pooled in patches around z at several scales.
+
+    beliefs : (P+1, h, w); the background channel is ignored.
+    Returns (h, w, P * len(cells) * grid * grid): at cell size c the patch spans
+    ``grid * c`` map cells, so distant context is seen coarsely.
+    """
+    maps = np.asarray(beliefs[:-1], dtype=np.float32)
+    h, w = maps.shape[1:]
+    ys, xs = np.arange(h), np.arange(w)
+    return np.concatenate([pooled_samples(maps, c, grid, ys, xs) for c in cells], -1)
+
+
+def belief_peaks(beliefs: np.ndarray, top_k: int = 2, nms_size: int = 3):
+    """Top-K local maxima of each joint map: positions (P, K, 2) as (x, y) and scores (P, K).
+
+    Missing peaks (a flat map) get score 0 at the map centre.
+    """
+    maps = np.asarray(beliefs[:-1], dtype=np.float32)
+    p, h, w = maps.shape
+    is_peak = maps == ndimage.maximum_filter(maps, size=(1, nms_size, nms_size), mode="constant")
+    scores = np.where(is_peak, maps, -1.0).reshape(p, -1)
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :top_k]
+    best = np.take_along_axis(scores, order, 1)
+    y, x = np.divmod(order, w)
+    pos = np.stack([x, y], -1).astype(np.float32)
+    missing = best <= 0
+    pos[missing] = ((w - 1) / 2, (h - 1) / 2)
+    return pos, np.where(missing, 0.0, best).astype(np.float32)
+
+
+def offset_context(beliefs: np.ndarray, top_k: int = 2, nms_size: int = 3) -> np.ndarray:
+    """psi_2: for every joint, its top-K peaks as offsets from z in polar form, with scores.
+
+    Returns (h, w, P * K * 4): distance (in map widths), cos and sin of the angle, peak score.
+    """
+    h, w = beliefs.shape[1:]
+    pos, score = belief_peaks(beliefs, top_k, nms_size)
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    dx = pos[None, None, ..., 0] - xs[..., None, None]
+    dy = pos[None, None, ..., 1] - ys[..., None, None]
+    dist = np.hypot(dx, dy)
+    safe = np.maximum(dist, 1e-6)
+    feats = np.stack(
+        [dist / w, dx / safe, dy / safe, np.broadcast_to(score, dist.shape)], -1
+    )  # (h, w, P, K, 4)
+    return feats.reshape(h, w, -1).astype(np.float32)
+
+
+def context_features(beliefs: np.ndarray, cells=(1, 3, 7), top_k: int = 2) -> np.ndarray:
+    """psi = [psi_1, psi_2] at every location: (h, w, D_context)."""
+    return np.concatenate([patch_context(beliefs, cells), offset_context(beliefs, top_k)], -1)

@@ -1,0 +1,224 @@
+"""The Convolutional Pose Machine (Wei et al., CVPR 2016) and its stages for the runner.
+
+torch is imported here only; nothing else in the package imports this module at start-up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+@dataclass(frozen=True)
+class CPMConfig:
+    """Architecture of a CPM; ``cpm-paper`` is the paper's network, ``cpm-small`` a CPU one."""
+
+    num_joints: int = 14
+    stages: int = 6
+    input_size: int = 368
+    pools: int = 3  # stride = 2 ** pools
+    image_channels: int = 128  # width of the [conv + pool] blocks
+    image_kernel: int = 9
+    feature_channels: int = 32  # x' (and stage 1's 5x5 conv)
+    stage1_hidden: int = 512
+    stage1_kernel: int = 9
+    refine_channels: int = 128
+    refine_kernel: int = 11
+    centre_sigma: float = 21.0  # Gaussian centre map, input pixels
+    sigma: float = 8.0  # belief-map targets, input pixels
+
+    @property
+    def stride(self) -> int:
+        return 2**self.pools
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+CONFIGS = {
+    "cpm-paper": CPMConfig(),
+    "cpm-small": CPMConfig(
+        stages=3, input_size=128, pools=2, image_channels=48, image_kernel=5,
+        feature_channels=32, stage1_hidden=128, stage1_kernel=7, refine_channels=48,
+        refine_kernel=7, centre_sigma=8.0, sigma=5.0,
+    ),
+}  # fmt: skip
+
+
+def conv(cin: int, cout: int, k: int) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, k, padding=k // 2)
+
+
+def image_blocks(cfg: CPMConfig) -> list[nn.Module]:
+    """The [k x k conv, ReLU, 3x3 max-pool stride 2] blocks every image branch starts with."""
+    layers, cin = [], 3
+    for _ in range(cfg.pools):
+        layers += [conv(cin, cfg.image_channels, cfg.image_kernel), nn.ReLU(inplace=True),
+                   nn.MaxPool2d(3, stride=2, padding=1)]  # fmt: skip
+        cin = cfg.image_channels
+    return layers
+
+
+class Stage1(nn.Module):
+    """Beliefs from the image alone."""
+
+    def __init__(self, cfg: CPMConfig):
+        super().__init__()
+        p1 = cfg.num_joints + 1
+        self.net = nn.Sequential(
+            *image_blocks(cfg),
+            conv(cfg.image_channels, cfg.feature_channels, 5), nn.ReLU(inplace=True),
+            conv(cfg.feature_channels, cfg.stage1_hidden, cfg.stage1_kernel), nn.ReLU(inplace=True),
+            conv(cfg.stage1_hidden, cfg.stage1_hidden, 1), nn.ReLU(inplace=True),
+            conv(cfg.stage1_hidden, p1, 1),
+        )  # fmt: skip
+
+    def forward(self, image):
+        return self.net(image)
+
+
+class ImageFeatures(nn.Sequential):
+    """x': the image features shared by every stage t >= 2, computed once."""
+
+    def __init__(self, cfg: CPMConfig):
+        super().__init__(*image_blocks(cfg), conv(cfg.image_channels, cfg.feature_channels, 5),
+                         nn.ReLU(inplace=True))  # fmt: skip
+
+
+class RefineStage(nn.Module):
+    """Stage t >= 2: x' + the previous beliefs + the centre map -> new beliefs."""
+
+    def __init__(self, cfg: CPMConfig):
+        super().__init__()
+        p1, w, k = cfg.num_joints + 1, cfg.refine_channels, cfg.refine_kernel
+        self.net = nn.Sequential(
+            conv(cfg.feature_channels + p1 + 1, w, k), nn.ReLU(inplace=True),
+            conv(w, w, k), nn.ReLU(inplace=True),
+            conv(w, w, k), nn.ReLU(inplace=True),
+            conv(w, w, 1), nn.ReLU(inplace=True),
+            conv(w, p1, 1),
+        )  # fmt: skip
+
+    def forward(self, features, beliefs, centre):
+        return self.net(torch.cat([features, beliefs, centre], 1))
+
+
+class CPM(nn.Module):
+    """Stage 1 on the image, then T-1 refinement stages on x', beliefs and the centre map."""
+
+    def __init__(self, cfg: CPMConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.stage1 = Stage1(cfg)
+        self.features = ImageFeatures(cfg)
+        self.refine = nn.ModuleList(RefineStage(cfg) for _ in range(cfg.stages - 1))
+        self.register_buffer("centre", self._centre_map(cfg), persistent=False)
+
+    @staticmethod
+    def _centre_map(cfg: CPMConfig) -> torch.Tensor:
+        """The Gaussian centre map (person-centred crops), pooled to belief resolution."""
+        g = torch.arange(cfg.input_size, dtype=torch.float32) - (cfg.input_size - 1) / 2
+        m = torch.exp(-(g[:, None] ** 2 + g[None, :] ** 2) / (2 * cfg.centre_sigma**2))
+        return F.avg_pool2d(m[None, None], cfg.stride)
+
+    def centre_map(self, n: int, like: torch.Tensor) -> torch.Tensor:
+        return self.centre.to(like.dtype).expand(n, -1, -1, -1)
+
+    def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
+        """image: (N, 3, S, S) in [-0.5, 0.5]. Returns each stage's (N, P+1, S/8, S/8) beliefs."""
+        beliefs = [self.stage1(image)]
+        x = self.features(image)
+        centre = self.centre_map(len(image), x)
+        for stage in self.refine:
+            beliefs.append(stage(x, beliefs[-1], centre))
+        return beliefs
+
+
+def to_input(crops, device, channels_last: bool = False) -> torch.Tensor:
+    """(N, S, S, 3) uint8 crops (array or tensor) -> (N, 3, S, S) float in [-0.5, 0.5]."""
+    t = torch.as_tensor(np.asarray(crops) if not torch.is_tensor(crops) else crops, device=device)
+    t = t.permute(0, 3, 1, 2).float().div_(255).sub_(0.5)
+    return t.contiguous(memory_format=torch.channels_last) if channels_last else t
+
+
+class CPMNetwork:
+    """A CPM with its device, shared by the runner stages that use it."""
+
+    def __init__(self, cfg: CPMConfig, module: CPM | None = None, device: str = "cpu"):
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.module = (module or CPM(cfg)).to(self.device).eval()
+
+    def config_dict(self) -> dict:
+        return self.cfg.to_dict()
+
+    def state_dict(self) -> dict:
+        return self.module.state_dict()
+
+    @torch.no_grad()
+    def stage_forward(self, t: int, crops, previous, cache: dict) -> np.ndarray:
+        """Stage ``t`` (0-based) of this network, following the stage contract."""
+        key = ("cnn", id(self))
+        state = cache.setdefault(key, {})
+        autocast = torch.autocast("cuda", torch.bfloat16, enabled=self.device.type == "cuda")
+        with autocast:
+            if "image" not in state:
+                state["image"] = to_input(crops, self.device)
+            if t == 0:
+                out = self.module.stage1(state["image"])
+            else:
+                if "features" not in state:
+                    state["features"] = self.module.features(state["image"])
+                x = state["features"]
+                # Reuse our own tensor when the previous beliefs are what we returned last.
+                if state.get("last_numpy") is previous:
+                    prev = state["last_tensor"]
+                else:
+                    prev = torch.as_tensor(np.asarray(previous), device=self.device)
+                prev = prev.to(x.dtype)
+                out = self.module.refine[t - 1](x, prev, self.module.centre_map(len(x), x))
+        result = out.float().cpu().numpy()
+        state["last_numpy"], state["last_tensor"] = result, out
+        return result
+
+
+class CPMStage:
+    """Stage ``index`` of a CPM, for the runner."""
+
+    kind = "cnn"
+
+    def __init__(self, network: CPMNetwork, index: int):
+        self.network = network
+        self.index = index
+
+    def beliefs(self, crops, previous, cache) -> np.ndarray:
+        return self.network.stage_forward(self.index, crops, previous, cache)
+
+    def config(self) -> dict:
+        return {"index": self.index}
+
+
+def build_network(config: dict, state: dict | None = None, device: str = "cpu") -> CPMNetwork:
+    from ..errors import PoseMachinesError
+
+    try:
+        cfg = CPMConfig(**config)
+    except TypeError as exc:
+        raise PoseMachinesError(f"unknown CNN configuration fields ({exc})") from None
+    module = CPM(cfg)
+    if state is not None:
+        missing, unexpected = module.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise PoseMachinesError(
+                f"CNN weights do not match the configuration (missing {list(missing)[:3]}, "
+                f"unexpected {list(unexpected)[:3]})"
+            )
+    return CPMNetwork(cfg, module, device)
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

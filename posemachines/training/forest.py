@@ -1,0 +1,325 @@
+"""Stage-wise training of the Pose Machine (Ramakrishna et al., ECCV 2014).
+
+Stage t is a forest trained on sampled locations of the training crops. Stages t >= 2 see the
+context features of beliefs that stage t-1 produced on images it was *not* trained on (K-fold
+out-of-fold predictions), so they learn from beliefs as noisy as those met at test time.
+After each stage the partial model and the out-of-fold beliefs are checkpointed under
+``OUT/checkpoint``; ``resume=True`` continues from the last finished stage.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+from joblib import Parallel, delayed
+
+from ..errors import PoseMachinesError
+from ..model import PoseModel
+from ..stages.forest import ForestStage, forest_beliefs, stage_image_features, stage_inputs
+from ..targets import BeliefCodec
+from . import crop_dataset
+
+
+@dataclass
+class ForestSettings:
+    """Everything that decides a forest Pose Machine; stored in its manifest."""
+
+    stages: int = 3
+    trees: int = 40
+    depth: int | None = 25
+    forest: str = "extra"  # "extra" (extremely randomised trees) or "random"
+    min_samples_leaf: int = 2
+    max_features: str = "sqrt"
+    input_size: int = 160
+    stride: int = 4
+    sigma: float = 6.0
+    folds: int = 2
+    positive_radius: float = 1.5  # in output cells: locations this close to a joint are positives
+    background: int = 150  # background locations sampled per image
+    hog_cells: tuple = (8, 20)
+    colour_cell: int = 12
+    context_cells: tuple = (1, 3, 7)
+    top_k: int = 2
+    smooth: float = 1.0  # Gaussian smoothing of each belief map, in cells
+
+    @classmethod
+    def from_options(cls, **options) -> ForestSettings:
+        return cls(**{k: v for k, v in options.items() if v is not None})
+
+    def validate(self, n_samples: int | None = None) -> None:
+        """Refuse impossible settings before any work starts."""
+        if self.stages < 1:
+            raise PoseMachinesError(f"--stages must be at least 1, got {self.stages}")
+        if self.trees < 1:
+            raise PoseMachinesError(f"--trees must be at least 1, got {self.trees}")
+        if self.depth is not None and self.depth < 1:
+            raise PoseMachinesError(f"--depth must be at least 1, got {self.depth}")
+        if self.forest not in ("extra", "random"):
+            raise PoseMachinesError(f"forest must be 'extra' or 'random', not {self.forest!r}")
+        if self.folds < 2:
+            raise PoseMachinesError(f"stacking needs at least 2 folds, got {self.folds}")
+        window = max(max(self.hog_cells), self.colour_cell) * 3
+        if window > self.input_size:
+            raise PoseMachinesError(
+                f"feature window of {window} px (3 x {max(self.hog_cells)}-px cells) is larger "
+                f"than the {self.input_size}-px input"
+            )
+        BeliefCodec(self.input_size, self.stride, self.sigma)  # checks the geometry
+        if n_samples is not None and n_samples < self.folds:
+            raise PoseMachinesError(
+                f"{self.folds}-fold stacking needs at least {self.folds} training images, "
+                f"the dataset has {n_samples}"
+            )
+
+    def stage_config(self, num_classes: int) -> dict:
+        return {
+            "stride": self.stride,
+            "hog_cells": list(self.hog_cells),
+            "colour_cell": self.colour_cell,
+            "context_cells": list(self.context_cells),
+            "top_k": self.top_k,
+            "smooth": self.smooth,
+            "num_classes": num_classes,
+        }
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+def sample_locations(joints, labelled, codec: BeliefCodec, radius: float, n_background: int,
+                     rng: np.random.Generator):  # fmt: skip
+    """Training locations of one crop: (rows, cols, labels), label P for background.
+
+    Positives: cells within ``radius`` cells of a labelled joint (nearest joint wins).
+    Background: cells farther than twice that from every joint, half drawn near the body
+    (inside its bounding box, padded) and half anywhere.
+    """
+    p = len(joints)
+    grid = codec.grid()
+    gy, gx = np.meshgrid(grid, grid, indexing="ij")
+    d = np.hypot(gx[..., None] - joints[:, 0], gy[..., None] - joints[:, 1]) / codec.stride
+    d[..., ~labelled] = np.inf
+    nearest, dmin = d.argmin(-1), d.min(-1)
+    pos_r, pos_c = np.nonzero(dmin <= radius)
+    labels = [nearest[pos_r, pos_c]]
+    far = dmin > 2 * radius
+    pts = joints[labelled]
+    near = np.zeros_like(far)
+    if len(pts):
+        lo, hi = pts.min(0) - 0.1 * np.ptp(pts, 0), pts.max(0) + 0.1 * np.ptp(pts, 0)
+        near = (gx >= lo[0]) & (gx <= hi[0]) & (gy >= lo[1]) & (gy <= hi[1])
+    rows, cols = [pos_r], [pos_c]
+    for pool, count in ((far & near, n_background // 2), (far, n_background - n_background // 2)):
+        r, c = np.nonzero(pool)
+        if len(r):
+            pick = rng.choice(len(r), size=min(count, len(r)), replace=False)
+            rows.append(r[pick])
+            cols.append(c[pick])
+            labels.append(np.full(len(pick), p))
+    return np.concatenate(rows), np.concatenate(cols), np.concatenate(labels)
+
+
+def _training_rows(crop, previous, joints, labelled, codec, settings, config, seed):
+    feats = stage_inputs(stage_image_features(crop, config), previous, config)
+    rng = np.random.default_rng(seed)
+    r, c, y = sample_locations(joints, labelled, codec, settings.positive_radius,
+                               settings.background, rng)  # fmt: skip
+    return feats[r, c], y
+
+
+def _inputs(crop, previous, config):
+    return stage_inputs(stage_image_features(crop, config), previous, config)
+
+
+def _make_forest(settings: ForestSettings, seed: int, n_jobs: int):
+    from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
+
+    kind = ExtraTreesClassifier if settings.forest == "extra" else RandomForestClassifier
+    return kind(
+        n_estimators=settings.trees,
+        max_depth=settings.depth,
+        min_samples_leaf=settings.min_samples_leaf,
+        max_features=settings.max_features,
+        class_weight="balanced",
+        n_jobs=n_jobs,
+        random_state=seed,
+    )
+
+
+def predict_dense(forest, crops, previous, config, n_jobs, chunk=32, bar=None) -> np.ndarray:
+    """Belief maps (N, P+1, h, w) for many crops: features in parallel, trees in threads."""
+    out = []
+    forest.n_jobs = n_jobs
+    with Parallel(n_jobs=n_jobs) as parallel:
+        for start in range(0, len(crops), chunk):
+            idx = range(start, min(start + chunk, len(crops)))
+            inputs = parallel(
+                delayed(_inputs)(crops[i], None if previous is None else previous[i], config)
+                for i in idx
+            )
+            for x in inputs:
+                out.append(forest_beliefs(forest, x, config["num_classes"], config["smooth"]))
+            if bar is not None:
+                bar.update(len(idx))
+    return np.stack(out)
+
+
+def _checkpoint_dir(out_dir: Path) -> Path:
+    return Path(out_dir) / "checkpoint"
+
+
+def _save_checkpoint(out_dir, model, oof, state):
+    from ..io import atomic_write_bytes, atomic_write_json, save_model
+
+    ckpt = _checkpoint_dir(out_dir)
+    save_model(model, ckpt / "model")
+    if oof is not None:
+        import io as _io
+
+        buf = _io.BytesIO()
+        np.save(buf, oof, allow_pickle=False)
+        atomic_write_bytes(ckpt / "beliefs.npy", buf.getvalue())
+    atomic_write_json(ckpt / "state.json", state)  # written last: marks the checkpoint complete
+
+
+def _load_checkpoint(out_dir, expected: dict):
+    from ..io import load_model
+
+    ckpt = _checkpoint_dir(out_dir)
+    if not (ckpt / "state.json").is_file():
+        raise PoseMachinesError(f"{out_dir}: nothing to resume (no checkpoint/state.json)")
+    state = json.loads((ckpt / "state.json").read_text())
+    differs = [k for k in expected if state.get(k) != expected[k]]
+    if differs:
+        raise PoseMachinesError(
+            f"{out_dir}: the checkpoint was made with different {', '.join(differs)}; "
+            "start a new run instead of --resume"
+        )
+    model = load_model(ckpt / "model")
+    oof = np.load(ckpt / "beliefs.npy", allow_pickle=False) if (ckpt / "beliefs.npy").is_file() \
+        else None  # fmt: skip
+    return model, oof, state
+
+
+def train_forest(
+    dataset,
+    settings: ForestSettings,
+    out_dir: str | Path,
+    seed: int = 0,
+    n_jobs: int = -1,
+    resume: bool = False,
+    init_model: str | Path | None = None,
+    init_stages: int = 1,
+    on_bad_image: str = "skip",
+    progress: bool = False,
+) -> PoseModel:
+    """Train a forest Pose Machine (or forest stages on top of ``init_model``'s stages)."""
+    from tqdm.auto import tqdm
+
+    from ..io import load_model
+
+    settings.validate(len(dataset))
+    out_dir = Path(out_dir)
+    log = tqdm.write if progress else (lambda *_: None)
+    base_stages, backend = [], "forest"
+    codec = BeliefCodec(settings.input_size, settings.stride, settings.sigma)
+    if init_model is not None:
+        init = load_model(init_model)
+        if init.skeleton.name != dataset.skeleton.name:
+            raise PoseMachinesError(
+                f"--init model uses skeleton {init.skeleton.name}, the data {dataset.skeleton.name}"
+            )
+        if not 1 <= init_stages <= init.num_stages:
+            raise PoseMachinesError(
+                f"--init-stages must be between 1 and {init.num_stages}, got {init_stages}"
+            )
+        base_stages, backend, codec = init.stages[:init_stages], "hybrid", init.codec
+        settings.input_size, settings.stride = codec.input_size, codec.stride
+        settings.validate(len(dataset))
+    p = dataset.skeleton.num_joints
+    config = settings.stage_config(p + 1)
+    identity = {"settings": settings.to_dict(), "seed": seed, "dataset": dataset.describe(),
+                "init": str(init_model) if init_model else None}  # fmt: skip
+
+    start_time = time.time()
+    crops, joints, labelled, _ = crop_dataset(dataset, codec.input_size, n_jobs=n_jobs,
+                                              on_bad_image=on_bad_image)  # fmt: skip
+    n = len(crops)
+    rng = np.random.default_rng(seed)
+    row_seeds = rng.integers(0, 2**63, size=(settings.stages, n))
+    fold_of = rng.permutation(n) % settings.folds
+    forest_seeds = rng.integers(0, 2**31, size=(settings.stages, settings.folds + 1))
+
+    stages, previous, first = [], None, 0
+    if resume:
+        partial, previous, state = _load_checkpoint(out_dir, identity)
+        stages = partial.stages[len(base_stages):]
+        first = state["stages_done"]
+        log(f"resuming after stage {first} of {settings.stages}")
+    elif _checkpoint_dir(out_dir).exists():
+        shutil.rmtree(_checkpoint_dir(out_dir))
+    if base_stages and previous is None:
+        from ..runner import run_stages
+
+        previous = np.concatenate([
+            run_stages(base_stages, crops[i : i + 64])[-1] for i in range(0, n, 64)
+        ])  # fmt: skip
+
+    def model_of(forest_stages):
+        return PoseModel(backend, dataset.skeleton, codec, base_stages + forest_stages,
+                         {"forest": settings.to_dict()})  # fmt: skip
+
+    stage_times = []
+    for t in range(first, settings.stages):
+        t0 = time.time()
+        with Parallel(n_jobs=n_jobs) as parallel:
+            rows = parallel(
+                delayed(_training_rows)(
+                    crops[i], None if previous is None else previous[i], joints[i], labelled[i],
+                    codec, settings, config, int(row_seeds[t, i]),
+                )
+                for i in tqdm(range(n), desc=f"stage {t + 1} features", unit="img",
+                              disable=not progress, leave=False)
+            )  # fmt: skip
+        x = np.concatenate([r[0] for r in rows])
+        y = np.concatenate([r[1] for r in rows])
+        image_of_row = np.repeat(np.arange(n), [len(r[1]) for r in rows])
+        del rows
+        log(f"stage {t + 1}: {len(y)} training locations x {x.shape[1]} features")
+        last = t == settings.stages - 1
+        oof = None
+        if not last:
+            oof = np.zeros((n, p + 1, codec.map_size, codec.map_size), dtype=np.float32)
+            bar = tqdm(total=n, desc=f"stage {t + 1} out-of-fold", unit="img",
+                       disable=not progress, leave=False)  # fmt: skip
+            for k in range(settings.folds):
+                forest = _make_forest(settings, int(forest_seeds[t, k]), n_jobs)
+                forest.fit(x[fold_of[image_of_row] != k], y[fold_of[image_of_row] != k])
+                held = np.flatnonzero(fold_of == k)
+                oof[held] = predict_dense(
+                    forest, crops[held], None if previous is None else previous[held], config,
+                    n_jobs, bar=bar,
+                )  # fmt: skip
+                del forest
+            bar.close()
+        log(f"stage {t + 1}: fitting {settings.trees} trees on all images")
+        forest = _make_forest(settings, int(forest_seeds[t, -1]), n_jobs).fit(x, y)
+        del x, y
+        stages.append(ForestStage.from_estimator(config, forest))
+        previous = oof
+        stage_times.append(time.time() - t0)
+        left = np.mean(stage_times) * (settings.stages - t - 1)
+        log(f"stage {t + 1} done in {stage_times[-1]:.0f} s; about {left:.0f} s left")
+        state = {**identity, "stages_done": t + 1}
+        _save_checkpoint(out_dir, model_of(stages), oof, state)
+
+    model = model_of(stages)
+    model.info["training"] = {"train_seconds_stages": [round(s, 1) for s in stage_times],
+                              "images": n, "total_seconds": round(time.time() - start_time, 1)}
+    return model
