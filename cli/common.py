@@ -61,8 +61,6 @@ def echo_err(message: str) -> None:
     click.echo(message, err=True)
 
 
-
-
 def device_name(device: str) -> str:
     from posemachines.devices import resolve_device
 

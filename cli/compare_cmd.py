@@ -14,8 +14,12 @@ from .common import friendly_errors
 @click.option("--data-root", type=click.Path(file_okay=False), default=None)
 @click.option("--synthetic-size", type=int, default=None)
 @click.option("--protocol", type=click.Choice(["image", "gt"]), default=None)
-@click.option("--out", type=click.Path(file_okay=False), default=None,
-              help="Report folder (default: a new runs/compare-N).")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Report folder (default: a new runs/compare-N).",
+)
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--timing-images", type=int, default=20, show_default=True)
 @friendly_errors

@@ -8,8 +8,12 @@ from .common import echo_err, friendly_errors
 
 
 @click.group(invoke_without_command=True)
-@click.option("--data-root", type=click.Path(file_okay=False), default=None,
-              help="Folder holding lsp/ and lspet/ (else $POSEMACHINES_DATA, else the cache).")
+@click.option(
+    "--data-root",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Folder holding lsp/ and lspet/ (else $POSEMACHINES_DATA, else the cache).",
+)
 @click.pass_context
 @friendly_errors
 def data(ctx, data_root):
@@ -37,8 +41,9 @@ def data(ctx, data_root):
 @click.argument("datasets", nargs=-1, required=True)
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="Cache file (.npz).")
 @click.option("--data-root", type=click.Path(file_okay=False), default=None)
-@click.option("--side", type=int, default=256, show_default=True,
-              help="Side of the stored crops in pixels.")
+@click.option(
+    "--side", type=int, default=256, show_default=True, help="Side of the stored crops in pixels."
+)
 @click.option("--quality", type=int, default=90, show_default=True, help="JPEG quality.")
 @click.option("--synthetic-size", type=int, default=None)
 @click.option("--jobs", type=int, default=-1, show_default=True)

@@ -6,7 +6,6 @@ input are reported as one line (``Error: ...``), never as a traceback.
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
 import time
@@ -35,39 +34,88 @@ def cli():
 
 
 @cli.command()
-@click.option("--backend", type=click.Choice(BACKENDS), default="forest", show_default=True,
-              help="mean: mean-pose prior; forest: the 2014 Pose Machine; cnn: the 2016 CPM.")
+@click.option(
+    "--backend",
+    type=click.Choice(BACKENDS),
+    default="forest",
+    show_default=True,
+    help="mean: mean-pose prior; forest: the 2014 Pose Machine; cnn: the 2016 CPM.",
+)
 @data_options(default_split="train")
-@click.option("--out", type=click.Path(file_okay=False), default=None,
-              help="Model directory to write (default: a new runs/BACKEND-N).")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Model directory to write (default: a new runs/BACKEND-N).",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
-@click.option("--stages", type=int, default=None,
-              help="Number of stages (forest 3, cnn: the config's).")
-@click.option("--jobs", type=int, default=-1, show_default=True,
-              help="CPU workers for feature extraction and forest fitting (-1 = all cores).")
+@click.option(
+    "--stages", type=int, default=None, help="Number of stages (forest 3, cnn: the config's)."
+)
+@click.option(
+    "--jobs",
+    type=int,
+    default=-1,
+    show_default=True,
+    help="CPU workers for feature extraction and forest fitting (-1 = all cores).",
+)
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out.")
 @click.option("--trees", type=int, default=None, help="[forest] Trees per stage.")
 @click.option("--depth", type=int, default=None, help="[forest] Maximum tree depth.")
-@click.option("--init", "init_model", type=click.Path(exists=True, file_okay=False), default=None,
-              help="[forest] Train forest stages on top of this model's stages (hybrid).")
-@click.option("--init-stages", type=int, default=1, show_default=True,
-              help="[forest] How many stages of --init to keep below the forest stages.")
-@click.option("--config", "cnn_config", default=None,
-              help="[cnn] cpm-paper (368 px, 6 stages) or cpm-small (128 px). "
-                   "Default: cpm-paper on CUDA, cpm-small on CPU.")
+@click.option(
+    "--init",
+    "init_model",
+    type=click.Path(exists=True, file_okay=False),
+    default=None,
+    help="[forest] Train forest stages on top of this model's stages (hybrid).",
+)
+@click.option(
+    "--init-stages",
+    type=int,
+    default=1,
+    show_default=True,
+    help="[forest] How many stages of --init to keep below the forest stages.",
+)
+@click.option(
+    "--config",
+    "cnn_config",
+    default=None,
+    help="[cnn] cpm-paper (368 px, 6 stages) or cpm-small (128 px). "
+    "Default: cpm-paper on CUDA, cpm-small on CPU.",
+)
 @click.option("--epochs", type=int, default=None, help="[cnn] Training epochs.")
 @click.option("--batch-size", type=int, default=None, help="[cnn] Batch size.")
 @click.option("--lr", type=float, default=None, help="[cnn] Peak learning rate.")
-@click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), default="adamw",
-              show_default=True, help="[cnn] AdamW with warm-up and cosine decay, or the "
-                                      "paper's SGD with momentum and step decay.")
+@click.option(
+    "--optimizer",
+    type=click.Choice(["adamw", "sgd"]),
+    default="adamw",
+    show_default=True,
+    help="[cnn] AdamW with warm-up and cosine decay, or the "
+    "paper's SGD with momentum and step decay.",
+)
 @click.option("--device", default="auto", show_default=True, help="[cnn] cpu, cuda or auto.")
-@click.option("--data", "packed", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="[cnn] Train from a cache written by `pm data pack`.")
-@click.option("--checkpoint-every", type=int, default=200, show_default=True,
-              help="[cnn] Steps between checkpoints.")
-@click.option("--val-fraction", type=float, default=0.05, show_default=True,
-              help="[cnn] Share of the training data held out for validation PCK.")
+@click.option(
+    "--data",
+    "packed",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="[cnn] Train from a cache written by `pm data pack`.",
+)
+@click.option(
+    "--checkpoint-every",
+    type=int,
+    default=200,
+    show_default=True,
+    help="[cnn] Steps between checkpoints.",
+)
+@click.option(
+    "--val-fraction",
+    type=float,
+    default=0.05,
+    show_default=True,
+    help="[cnn] Share of the training data held out for validation PCK.",
+)
 @friendly_errors
 def train(backend, dataset, split, data_root, synthetic_size, protocol, on_bad_image, out, seed,
           stages, jobs, resume, trees, depth, init_model, init_stages, cnn_config, epochs,
@@ -138,11 +186,18 @@ def train(backend, dataset, split, data_root, synthetic_size, protocol, on_bad_i
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 @click.option("--batch-size", type=int, default=32, show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="Device for CNN stages.")
-@click.option("--zero-based", is_flag=True,
-              help="A .mat prediction file holds 0-based coordinates (default: 1-based, as the "
-                   "dataset's annotation file).")
-@click.option("--save-predictions", type=click.Path(dir_okay=False), default=None,
-              help="Also write every stage's keypoints to this JSON file.")
+@click.option(
+    "--zero-based",
+    is_flag=True,
+    help="A .mat prediction file holds 0-based coordinates (default: 1-based, as the "
+    "dataset's annotation file).",
+)
+@click.option(
+    "--save-predictions",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Also write every stage's keypoints to this JSON file.",
+)
 @friendly_errors
 def evaluate(model, dataset, split, data_root, synthetic_size, protocol, on_bad_image, as_json,
              batch_size, device, zero_based, save_predictions):  # fmt: skip

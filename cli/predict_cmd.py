@@ -12,14 +12,32 @@ from .common import device_name, friendly_errors
 @click.command()
 @click.argument("model", type=click.Path(exists=True, file_okay=False))
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
-@click.option("--out", type=click.Path(file_okay=False), default="predictions", show_default=True,
-              help="Folder for keypoints.json and the overlay images.")
-@click.option("--centre", nargs=2, type=float, default=None,
-              help="Person centre X Y in pixels (default: the image centre).")
-@click.option("--scale", type=float, default=None,
-              help="Side of the person box in pixels (default: the longer image side).")
-@click.option("--boxes", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="JSON {image name: [x, y, w, h]} giving each image's person box.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default="predictions",
+    show_default=True,
+    help="Folder for keypoints.json and the overlay images.",
+)
+@click.option(
+    "--centre",
+    nargs=2,
+    type=float,
+    default=None,
+    help="Person centre X Y in pixels (default: the image centre).",
+)
+@click.option(
+    "--scale",
+    type=float,
+    default=None,
+    help="Side of the person box in pixels (default: the longer image side).",
+)
+@click.option(
+    "--boxes",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="JSON {image name: [x, y, w, h]} giving each image's person box.",
+)
 @click.option("--no-overlays", is_flag=True, help="Write keypoints only.")
 @click.option("--device", default="cpu", show_default=True, help="Device for CNN stages.")
 @friendly_errors

@@ -85,7 +85,10 @@ def warp_image(image: np.ndarray, matrix: np.ndarray, out_size: int) -> np.ndarr
     m = to_pil @ np.vstack([inv, [0, 0, 1]]) @ from_pil
     pil = Image.fromarray(image)
     out = pil.transform(
-        (out_size, out_size), Image.Transform.AFFINE, tuple(m[:2].ravel()), Image.Resampling.BILINEAR
+        (out_size, out_size),
+        Image.Transform.AFFINE,
+        tuple(m[:2].ravel()),
+        Image.Resampling.BILINEAR,
     )
     return np.asarray(out)
 
@@ -126,7 +129,9 @@ def person_crop(
     if flip:
         perm = skeleton.flip_permutation()
         joints, labelled, visible = joints[perm], labelled[perm], visible[perm]
-    return Crop(warp_image(sample.image, matrix, size), joints, labelled.copy(), visible.copy(), matrix)
+    return Crop(
+        warp_image(sample.image, matrix, size), joints, labelled.copy(), visible.copy(), matrix
+    )
 
 
 def to_image_coordinates(keypoints: np.ndarray, transforms: np.ndarray) -> np.ndarray:

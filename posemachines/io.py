@@ -112,7 +112,12 @@ def _load_estimator(path: Path):
     unexpected = sorted(untrusted - TRUSTED_SKOPS_TYPES)
     if unexpected:
         raise PoseMachinesError(f"{path}: refuses to load unexpected types {unexpected}")
-    return skops.io.load(str(path), trusted=sorted(untrusted))
+    from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
+
+    estimator = skops.io.load(str(path), trusted=sorted(untrusted))
+    if not isinstance(estimator, (RandomForestClassifier, ExtraTreesClassifier)):
+        raise PoseMachinesError(f"{path}: holds a {type(estimator).__name__}, not a forest")
+    return estimator
 
 
 def _stage_file(t: int, suffix: str) -> str:
@@ -262,8 +267,8 @@ def load_model(folder: str | Path, device: str = "cpu") -> PoseModel:
             payload = None
             if "file" in entry:
                 path = _verified(folder, manifest, entry["file"])
-                payload = _load_arrays(path) if path.suffix == ".safetensors" else (
-                    _load_estimator(path)
+                payload = (
+                    _load_arrays(path) if path.suffix == ".safetensors" else (_load_estimator(path))
                 )
             stages.append(
                 STAGE_LOADERS[kind](entry["config"], payload, networks.get(entry.get("network")))
@@ -349,7 +354,7 @@ def read_predictions(path: str | Path, skeleton: Skeleton, n: int,
             raise PoseMachinesError(
                 f"{path}: expected exactly one numeric array, found {sorted(arrays) or 'none'}"
             )
-        (name, arr), = arrays.items()
+        ((name, arr),) = arrays.items()
         arr = np.asarray(arr, dtype=float)
         if arr.ndim != 3 or arr.shape[0] != p or arr.shape[1] not in (2, 3) or arr.shape[2] != n:
             raise PoseMachinesError(

@@ -88,8 +88,10 @@ class BeliefCodec:
         gauss = gauss * mask[..., None, None]
         peak = gauss.max(1) if xp is np else gauss.amax(1)
         background = xp.clip(1 - peak, 0, None) if xp is np else (1 - peak).clamp(min=0)
-        maps = xp.concatenate([gauss, background[:, None]], 1) if xp is np else xp.cat(
-            [gauss, background[:, None]], 1
+        maps = (
+            xp.concatenate([gauss, background[:, None]], 1)
+            if xp is np
+            else xp.cat([gauss, background[:, None]], 1)
         )
         ones = xp.ones_like(mask[:, :1])
         weights = xp.concatenate([mask, ones], 1) if xp is np else xp.cat([mask, ones], 1)

@@ -42,9 +42,8 @@ def draw_skeleton(image: np.ndarray, keypoints: np.ndarray, skeleton: Skeleton,
 
 def belief_overlay(crop: np.ndarray, beliefs: np.ndarray) -> np.ndarray:
     """The crop dimmed, with the maximum over joint maps (P+1 maps, background dropped) in heat."""
-    from PIL import Image
-
     from matplotlib import colormaps
+    from PIL import Image
 
     heat = np.asarray(beliefs[:-1]).max(0)
     heat = heat / max(float(heat.max()), 1e-6)

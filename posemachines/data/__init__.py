@@ -140,7 +140,11 @@ class PoseDataset:
 
         idx = np.asarray(indices, dtype=int)
         sub = copy.copy(self)
-        sub.joints, sub.visible, sub.labelled = self.joints[idx], self.visible[idx], self.labelled[idx]
+        sub.joints, sub.visible, sub.labelled = (
+            self.joints[idx],
+            self.visible[idx],
+            self.labelled[idx],
+        )
         sub.names = [self.names[i] for i in idx]
         sub.ids = self.ids[idx]
         return sub
@@ -163,7 +167,9 @@ def iter_samples(
             skipped += 1
             warnings.warn(f"skipping sample {i}: {exc}", stacklevel=2)
     if skipped:
-        warnings.warn(f"{skipped} unreadable image(s) skipped in {dataset.describe()}", stacklevel=2)
+        warnings.warn(
+            f"{skipped} unreadable image(s) skipped in {dataset.describe()}", stacklevel=2
+        )
 
 
 def default_cache_dir() -> Path:

@@ -35,7 +35,9 @@ def _read_joints_mat(path: Path, expected_shape: tuple) -> np.ndarray:
     if "joints" not in mat:
         raise PoseMachinesError(f"{path}: no variable 'joints' in the file")
     joints = np.asarray(mat["joints"], dtype=np.float64)
-    if joints.ndim != 3 or any(e is not None and e != s for e, s in zip(expected_shape, joints.shape)):
+    if joints.ndim != 3 or any(
+        e is not None and e != s for e, s in zip(expected_shape, joints.shape)
+    ):
         want = "x".join("N" if e is None else str(e) for e in expected_shape)
         raise PoseMachinesError(
             f"{path}: 'joints' has shape {'x'.join(map(str, joints.shape))}, expected {want}"

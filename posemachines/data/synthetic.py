@@ -170,7 +170,9 @@ class SyntheticDataset(PoseDataset):
 
     def _layout(self, i: int):
         # Layout and looks use separate streams: annotations come without drawing anything.
-        return figure_layout(np.random.default_rng([self.seed, self._stream, i, 0]), self.image_size)
+        return figure_layout(
+            np.random.default_rng([self.seed, self._stream, i, 0]), self.image_size
+        )
 
     def _image(self, i: int) -> np.ndarray:
         i = int(self.ids[i])

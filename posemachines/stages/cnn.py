@@ -140,7 +140,11 @@ class CPM(nn.Module):
 
 def to_input(crops, device, channels_last: bool = False) -> torch.Tensor:
     """(N, S, S, 3) uint8 crops (array or tensor) -> (N, 3, S, S) float in [-0.5, 0.5]."""
-    t = torch.as_tensor(np.asarray(crops) if not torch.is_tensor(crops) else crops, device=device)
+    t = (
+        crops.to(device)
+        if torch.is_tensor(crops)
+        else torch.tensor(np.asarray(crops), device=device)
+    )
     t = t.permute(0, 3, 1, 2).float().div_(255).sub_(0.5)
     return t.contiguous(memory_format=torch.channels_last) if channels_last else t
 

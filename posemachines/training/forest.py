@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -259,7 +259,7 @@ def train_forest(
     stages, previous, first = [], None, 0
     if resume:
         partial, previous, state = _load_checkpoint(out_dir, identity)
-        stages = partial.stages[len(base_stages):]
+        stages = partial.stages[len(base_stages) :]
         first = state["stages_done"]
         log(f"resuming after stage {first} of {settings.stages}")
     elif _checkpoint_dir(out_dir).exists():
@@ -320,6 +320,9 @@ def train_forest(
         _save_checkpoint(out_dir, model_of(stages), oof, state)
 
     model = model_of(stages)
-    model.info["training"] = {"train_seconds_stages": [round(s, 1) for s in stage_times],
-                              "images": n, "total_seconds": round(time.time() - start_time, 1)}
+    model.info["training"] = {
+        "train_seconds_stages": [round(s, 1) for s in stage_times],
+        "images": n,
+        "total_seconds": round(time.time() - start_time, 1),
+    }
     return model

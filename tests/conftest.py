@@ -1,0 +1,97 @@
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from posemachines.data import DATA_ROOT_ENV
+
+
+def real_data_root() -> Path | None:
+    root = os.environ.get(DATA_ROOT_ENV)
+    return Path(root) if root and (Path(root) / "lsp" / "joints.mat").is_file() else None
+
+
+needs_lsp = pytest.mark.skipif(
+    real_data_root() is None, reason=f"LSP not found under ${DATA_ROOT_ENV}"
+)
+
+
+def has_cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def pytest_addoption(parser):
+    parser.addoption("--device", default="cpu", help="cpu or cuda: where CNN tests run")
+
+
+@pytest.fixture(scope="session")
+def device(request):
+    dev = request.config.getoption("--device")
+    if dev == "cuda" and not has_cuda():
+        pytest.skip("--device cuda given but no GPU is available")
+    return dev
+
+
+@pytest.fixture(scope="session")
+def synthetic_train():
+    from posemachines.data import load_dataset
+
+    return load_dataset("synthetic", "train", size=60, seed=0)
+
+
+@pytest.fixture(scope="session")
+def synthetic_test():
+    from posemachines.data import load_dataset
+
+    return load_dataset("synthetic", "test", size=20, seed=0)
+
+
+@pytest.fixture(scope="session")
+def mean_model_dir(tmp_path_factory, synthetic_train):
+    from posemachines.io import save_model
+    from posemachines.training.mean import train_mean
+
+    out = tmp_path_factory.mktemp("models") / "mean"
+    model = train_mean(synthetic_train, input_size=64, stride=4, sigma=4.0)
+    model.info["training"] = {"dataset_name": "synthetic"}
+    save_model(model, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_forest_settings():
+    from posemachines.training.forest import ForestSettings
+
+    return ForestSettings(
+        stages=2,
+        trees=8,
+        depth=12,
+        input_size=64,
+        stride=4,
+        sigma=4.0,
+        hog_cells=(4, 8),
+        colour_cell=6,
+        background=60,
+        positive_radius=2.0,
+    )
+
+
+@pytest.fixture(scope="session")
+def forest_model_dir(tmp_path_factory, synthetic_train, tiny_forest_settings):
+    from posemachines.io import save_model
+    from posemachines.training.forest import train_forest
+
+    out = tmp_path_factory.mktemp("models") / "forest"
+    model = train_forest(synthetic_train, tiny_forest_settings, out, seed=0, n_jobs=1)
+    model.info["training"] = {"dataset_name": "synthetic"}
+    save_model(model, out)
+    return out
+
+
+def random_joints(n=5, p=14, seed=0):
+    return np.random.default_rng(seed).uniform(10, 90, size=(n, p, 2))

@@ -1,0 +1,129 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from posemachines.cli.main import cli
+
+
+def run(*args, ok=True):
+    result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+    if ok:
+        assert result.exit_code == 0, result.output
+    return result
+
+
+def test_help_does_not_import_torch():
+    code = (
+        "import sys; from click.testing import CliRunner; from posemachines.cli.main import cli;"
+        "r = CliRunner().invoke(cli, ['--help']); assert r.exit_code == 0;"
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_train_mean_then_evaluate_json_contract(tmp_path):
+    out = tmp_path / "m"
+    run(
+        "train", "--backend", "mean", "--dataset", "synthetic", "--synthetic-size", 30, "--out", out
+    )
+    result = run("evaluate", out, "--json", "--synthetic-size", 10)
+    doc = json.loads(result.stdout)
+    for key in ("dataset", "split", "n", "metrics", "per_joint", "per_stage"):
+        assert key in doc
+    assert doc["dataset"] == "synthetic" and doc["split"] == "test" and doc["n"] == 10
+    for key in ("pck@0.2", "pck@0.1", "pckh@0.5", "pcp", "auc"):
+        assert 0 <= doc["metrics"][key] <= 1
+        assert key in doc["per_joint"]["r_ankle"] and key in doc["per_stage"][0]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert (
+        manifest["evaluations"]["synthetic:test:image"]["metrics"]["pck@0.2"]
+        == doc["metrics"]["pck@0.2"]
+    )
+
+
+def test_train_without_out_makes_numbered_run_dirs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("POSEMACHINES_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    r1 = run("train", "--backend", "mean", "--synthetic-size", 10)
+    r2 = run("train", "--backend", "mean", "--synthetic-size", 10)
+    assert "training on synthetic" in r1.stderr
+    assert "runs/mean-1" in r1.stdout and "runs/mean-2" in r2.stdout
+
+
+def test_predict_writes_keypoints_and_overlays(mean_model_dir, tmp_path, synthetic_test):
+    from PIL import Image
+
+    images = tmp_path / "imgs"
+    images.mkdir()
+    for i in range(3):
+        Image.fromarray(synthetic_test[i].image).save(images / f"p{i}.png")
+    out = tmp_path / "pred"
+    run("predict", mean_model_dir, images, "--out", out)
+    doc = json.loads((out / "keypoints.json").read_text())
+    assert len(doc["results"]) == 3 and len(doc["results"][0]["keypoints"]) == 14 * 3
+    assert (out / "p0.png").is_file()
+
+
+def test_evaluate_external_prediction_files(tmp_path, synthetic_test):
+    import scipy.io
+
+    gt = synthetic_test.joints[:10]
+    scipy.io.savemat(tmp_path / "gt.mat", {"preds": gt.transpose(1, 2, 0) + 1.0})
+    doc = json.loads(run("evaluate", tmp_path / "gt.mat", "--dataset", "synthetic",
+                         "--synthetic-size", 10, "--json").stdout)  # fmt: skip
+    assert doc["metrics"]["pck@0.2"] == 1.0 and doc["protocol"] == "external"
+    (tmp_path / "p.json").write_text(json.dumps({"keypoints": (gt + 100).tolist()}))
+    doc = json.loads(run("evaluate", tmp_path / "p.json", "--dataset", "synthetic",
+                         "--synthetic-size", 10, "--json").stdout)  # fmt: skip
+    assert doc["metrics"]["pck@0.2"] == 0.0
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["train", "--backend", "mean", "--dataset", "lsp", "--data-root", "/nonexistent"],
+            "does not exist",
+        ),
+        (["train", "--backend", "mean", "--dataset", "imagenet"], "unknown dataset"),
+        (
+            ["train", "--backend", "forest", "--stages", "0", "--dataset", "synthetic"],
+            "--stages must be at least 1",
+        ),
+        (["evaluate", "/"], "not a model directory"),
+    ],
+)
+def test_bad_input_gives_one_line_errors(args, message):
+    result = run(*args, ok=False)
+    assert result.exit_code != 0
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_unknown_backend_is_refused():
+    result = run("train", "--backend", "svm", ok=False)
+    assert result.exit_code == 2 and "svm" in result.output
+
+
+def test_skeleton_mismatch_is_refused(mean_model_dir, tmp_path):
+    from posemachines.errors import PoseMachinesError
+    from posemachines.io import load_model
+    from posemachines.skeletons import MPII16
+
+    model = load_model(mean_model_dir)
+    from posemachines.data import load_dataset
+
+    data = load_dataset("synthetic", "test", size=2)
+    data.skeleton = MPII16
+    with pytest.raises(PoseMachinesError, match="skeleton mismatch"):
+        model.predict(data)
+
+
+def test_data_lists_datasets(tmp_path):
+    out = run("data", "--data-root", tmp_path).stdout
+    assert "lsp" in out and "not found" in out and "synthetic" in out
+    np.testing.assert_equal(True, True)

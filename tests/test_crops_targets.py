@@ -1,0 +1,93 @@
+import numpy as np
+import pytest
+from conftest import random_joints
+
+from posemachines.crops import (
+    Augmentation,
+    apply_affine,
+    crop_transform,
+    invert_affine,
+    person_crop,
+    to_image_coordinates,
+    warp_image,
+)  # fmt: skip
+from posemachines.data import Sample
+from posemachines.errors import PoseMachinesError
+from posemachines.skeletons import LSP14
+from posemachines.targets import BeliefCodec
+
+
+def test_crop_transform_maps_box_to_crop_and_inverts_exactly():
+    m = crop_transform(np.array([50.0, 40.0]), 100.0, 64, scale=1.2, rotation=30, flip=True)
+    centre = apply_affine(m, np.array([[50.0, 40.0]]))
+    np.testing.assert_allclose(centre, [[31.5, 31.5]])
+    pts = np.random.default_rng(0).uniform(0, 100, (10, 2))
+    back = apply_affine(invert_affine(m), apply_affine(m, pts))
+    np.testing.assert_allclose(back, pts, atol=1e-9)
+
+
+def test_warp_puts_a_pixel_where_the_transform_says():
+    image = np.zeros((80, 60, 3), np.uint8)
+    image[30, 20] = 255  # pixel centre at x=20, y=30
+    m = crop_transform(np.array([24.5, 34.5]), 40.0, 40)  # scale 1, integer shift
+    crop = warp_image(image, m, 40)
+    x, y = apply_affine(m, np.array([[20.0, 30.0]]))[0]
+    assert crop[int(round(y)), int(round(x)), 0] == 255
+    assert crop[..., 0].sum() == 255  # a pure shift keeps exactly that one pixel
+
+
+def test_person_crop_flip_swaps_left_and_right():
+    joints = random_joints(1)[0]
+    sample = Sample(np.zeros((100, 100, 3), np.uint8), joints, np.ones(14, bool),
+                    np.ones(14, bool), np.array([49.5, 49.5]), 100.0)  # fmt: skip
+    rng = np.random.default_rng(0)
+    aug = Augmentation(scale=(1, 1), rotation=0, flip=1.0, shift=0)
+    crop = person_crop(sample, 100, LSP14, aug, rng)
+    # mirrored x, and joint 0 (right ankle) of the crop is the original left ankle (5)
+    assert crop.joints[0, 0] == pytest.approx(99 - joints[5, 0])
+    assert crop.joints[0, 1] == pytest.approx(joints[5, 1])
+
+
+def test_crop_round_trip_to_image_coordinates():
+    joints = random_joints(1)[0]
+    sample = Sample(np.zeros((120, 90, 3), np.uint8), joints, np.ones(14, bool),
+                    np.ones(14, bool), np.array([44.5, 59.5]), 120.0)  # fmt: skip
+    crop = person_crop(sample, 64, LSP14)
+    back = to_image_coordinates(crop.joints[None], crop.transform[None])[0]
+    np.testing.assert_allclose(back, joints, atol=1e-9)
+
+
+def test_encode_decode_round_trip_is_sub_pixel():
+    codec = BeliefCodec(64, 4, 3.0)
+    joints = np.random.default_rng(1).uniform(6, 58, (3, 14, 2))
+    maps, weights = codec.encode(joints, np.ones((3, 14), bool))
+    assert maps.shape == (3, 15, 16, 16) and weights.shape == (3, 15)
+    decoded, conf = codec.decode(maps[:, :14])
+    np.testing.assert_allclose(decoded, joints, atol=0.01)
+    assert (conf > 0.5).all()
+
+
+def test_unlabelled_joint_gives_empty_map_and_zero_weight():
+    codec = BeliefCodec(32, 4, 2.0)
+    joints = np.full((1, 2, 2), 16.0)
+    labelled = np.array([[True, False]])
+    maps, weights = codec.encode(joints, labelled)
+    assert maps[0, 1].max() == 0 and weights[0, 1] == 0 and weights[0, 0] == 1
+    np.testing.assert_allclose(maps[0, 2], np.maximum(0, 1 - maps[0, 0]), atol=1e-6)
+
+
+def test_codec_validates_geometry():
+    with pytest.raises(PoseMachinesError, match="multiple of the stride"):
+        BeliefCodec(30, 4, 2.0)
+
+
+def test_torch_encoding_matches_numpy():
+    torch = pytest.importorskip("torch")
+    codec = BeliefCodec(48, 4, 2.5)
+    joints = random_joints(2, 14)[..., :2] * 0.45
+    labelled = np.ones((2, 14), bool)
+    labelled[1, 3] = False
+    a, wa = codec.encode(joints, labelled)
+    b, wb = codec.encode(torch.tensor(joints, dtype=torch.float32), torch.tensor(labelled))
+    np.testing.assert_allclose(b.numpy(), a, atol=1e-5)
+    np.testing.assert_array_equal(wb.numpy(), wa)
