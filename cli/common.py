@@ -27,22 +27,46 @@ def friendly_errors(func):
 def data_options(default_split: str):
     def decorate(func):
         options = [
-            click.option("--dataset", default=None,
-                         help="lsp, lspet or synthetic. Default: see the command's help."),
-            click.option("--split", default=default_split, show_default=True,
-                         help="Split: train/test (lsp), train (lspet), train/test/val (synthetic)."),
-            click.option("--data-root", type=click.Path(file_okay=False), default=None,
-                         help="Folder holding lsp/ and lspet/ (else $POSEMACHINES_DATA, else "
-                              "the cache directory)."),
-            click.option("--synthetic-size", type=int, default=None,
-                         help="Number of synthetic images in the split (train 400, test 100)."),
-            click.option("--protocol", type=click.Choice(["image", "gt"]), default=None,
-                         help="Where the person box comes from: 'image' (image centre and "
-                              "size, honest) or 'gt' (ground-truth joints, flattering). "
-                              "Default: the dataset's own (image for lsp and synthetic)."),
-            click.option("--on-bad-image", type=click.Choice(["skip", "stop"]), default="skip",
-                         show_default=True, help="What to do with an unreadable image."),
-        ]  # fmt: skip
+            click.option(
+                "--dataset",
+                default=None,
+                help="lsp, lspet or synthetic. Default: see the command's help.",
+            ),
+            click.option(
+                "--split",
+                default=default_split,
+                show_default=True,
+                help="Split: train/test (lsp), train (lspet), train/test/val (synthetic).",
+            ),
+            click.option(
+                "--data-root",
+                type=click.Path(file_okay=False),
+                default=None,
+                help="Folder holding lsp/ and lspet/ (else $POSEMACHINES_DATA, else "
+                "the cache directory).",
+            ),
+            click.option(
+                "--synthetic-size",
+                type=int,
+                default=None,
+                help="Number of synthetic images in the split (train 400, test 100).",
+            ),
+            click.option(
+                "--protocol",
+                type=click.Choice(["image", "gt"]),
+                default=None,
+                help="Where the person box comes from: 'image' (image centre and "
+                "size, honest) or 'gt' (ground-truth joints, flattering). "
+                "Default: the dataset's own (image for lsp and synthetic).",
+            ),
+            click.option(
+                "--on-bad-image",
+                type=click.Choice(["skip", "stop"]),
+                default="skip",
+                show_default=True,
+                help="What to do with an unreadable image.",
+            ),
+        ]
         for option in reversed(options):
             func = option(func)
         return func

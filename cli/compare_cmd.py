@@ -23,8 +23,9 @@ from .common import friendly_errors
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--timing-images", type=int, default=20, show_default=True)
 @friendly_errors
-def compare(entries, dataset, split, data_root, synthetic_size, protocol, out, device,
-            timing_images):  # fmt: skip
+def compare(
+    entries, dataset, split, data_root, synthetic_size, protocol, out, device, timing_images
+):
     """Evaluate models and prediction files side by side and write an HTML/Markdown/JSON report.
 
     With no ENTRIES, compares the latest run of each backend under runs/ on the test split of
@@ -32,9 +33,17 @@ def compare(entries, dataset, split, data_root, synthetic_size, protocol, out, d
     """
     from posemachines.report import run_compare
 
-    report = run_compare(entries, dataset=dataset, split=split, data_root=data_root,
-                         synthetic_size=synthetic_size, protocol=protocol, out=out,
-                         device=device, timing_images=timing_images)  # fmt: skip
+    report = run_compare(
+        entries,
+        dataset=dataset,
+        split=split,
+        data_root=data_root,
+        synthetic_size=synthetic_size,
+        protocol=protocol,
+        out=out,
+        device=device,
+        timing_images=timing_images,
+    )
     click.echo(f"report written to {report}/report.html")
 
 

@@ -29,8 +29,9 @@ def data(ctx, data_root):
             click.echo(f"  {name:10s} not found (expected {root / name}/joints.mat)")
             continue
         if name == "synthetic":
-            click.echo(f"  {name:10s} built in: train 400, test 100, val 100 by default "
-                       "(--synthetic-size)")  # fmt: skip
+            click.echo(
+                f"  {name:10s} built in: train 400, test 100, val 100 by default (--synthetic-size)"
+            )
             continue
         splits = ("train", "test") if name == "lsp" else ("train",)
         sizes = ", ".join(f"{s} {len(load_dataset(name, s, data_root))}" for s in splits)

@@ -117,9 +117,33 @@ def cli():
     help="[cnn] Share of the training data held out for validation PCK.",
 )
 @friendly_errors
-def train(backend, dataset, split, data_root, synthetic_size, protocol, on_bad_image, out, seed,
-          stages, jobs, resume, trees, depth, init_model, init_stages, cnn_config, epochs,
-          batch_size, lr, optimizer, device, packed, checkpoint_every, val_fraction):  # fmt: skip
+def train(
+    backend,
+    dataset,
+    split,
+    data_root,
+    synthetic_size,
+    protocol,
+    on_bad_image,
+    out,
+    seed,
+    stages,
+    jobs,
+    resume,
+    trees,
+    depth,
+    init_model,
+    init_stages,
+    cnn_config,
+    epochs,
+    batch_size,
+    lr,
+    optimizer,
+    device,
+    packed,
+    checkpoint_every,
+    val_fraction,
+):
     """Train a model and write it as a model directory.
 
     Without --dataset, trains on LSP (train split) when a data root holds it, otherwise on the
@@ -149,30 +173,49 @@ def train(backend, dataset, split, data_root, synthetic_size, protocol, on_bad_i
         from posemachines.training.forest import ForestSettings, train_forest
 
         settings = ForestSettings.from_options(stages=stages, trees=trees, depth=depth)
-        model = train_forest(train_data, settings, out_dir, seed=seed, n_jobs=jobs,
-                             resume=resume, init_model=init_model, init_stages=init_stages,
-                             on_bad_image=on_bad_image, progress=True)  # fmt: skip
+        model = train_forest(
+            train_data,
+            settings,
+            out_dir,
+            seed=seed,
+            n_jobs=jobs,
+            resume=resume,
+            init_model=init_model,
+            init_stages=init_stages,
+            on_bad_image=on_bad_image,
+            progress=True,
+        )
     else:
         from posemachines.training.cnn import CNNSettings, train_cnn
 
         settings = CNNSettings.from_options(
-            config=cnn_config, stages=stages, epochs=epochs, batch_size=batch_size, lr=lr,
-            optimizer=optimizer, device=device, checkpoint_every=checkpoint_every,
-            val_fraction=val_fraction, seed=seed,
-        )  # fmt: skip
-        model = train_cnn(train_data, settings, out_dir, packed=packed, resume=resume,
-                          progress=True)  # fmt: skip
+            config=cnn_config,
+            stages=stages,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            optimizer=optimizer,
+            device=device,
+            checkpoint_every=checkpoint_every,
+            val_fraction=val_fraction,
+            seed=seed,
+        )
+        model = train_cnn(
+            train_data, settings, out_dir, packed=packed, resume=resume, progress=True
+        )
         if model is None:  # a non-zero rank under torchrun: rank 0 writes
             return
     model.info.setdefault("training", {})
-    model.info["training"].update({
-        "dataset": train_data.describe() if train_data is not None else f"packed:{packed}",
-        "dataset_name": train_data.name if train_data is not None else "packed",
-        "protocol": train_data.protocol if train_data is not None else "packed",
-        "seed": seed,
-        "seconds": round(time.time() - start, 1),
-        "command": " ".join(["pm"] + sys.argv[1:]),
-    })  # fmt: skip
+    model.info["training"].update(
+        {
+            "dataset": train_data.describe() if train_data is not None else f"packed:{packed}",
+            "dataset_name": train_data.name if train_data is not None else "packed",
+            "protocol": train_data.protocol if train_data is not None else "packed",
+            "seed": seed,
+            "seconds": round(time.time() - start, 1),
+            "command": " ".join(["pm"] + sys.argv[1:]),
+        }
+    )
     save_model(model, out_dir)
     click.echo(f"model written to {out_dir}")
 
@@ -199,8 +242,20 @@ def train(backend, dataset, split, data_root, synthetic_size, protocol, on_bad_i
     help="Also write every stage's keypoints to this JSON file.",
 )
 @friendly_errors
-def evaluate(model, dataset, split, data_root, synthetic_size, protocol, on_bad_image, as_json,
-             batch_size, device, zero_based, save_predictions):  # fmt: skip
+def evaluate(
+    model,
+    dataset,
+    split,
+    data_root,
+    synthetic_size,
+    protocol,
+    on_bad_image,
+    as_json,
+    batch_size,
+    device,
+    zero_based,
+    save_predictions,
+):
     """Score MODEL (a model directory, or a .mat/.json prediction file) on a dataset split.
 
     A model directory is evaluated on the dataset it was trained on unless --dataset says
@@ -216,22 +271,25 @@ def evaluate(model, dataset, split, data_root, synthetic_size, protocol, on_bad_
     data = load_data(name, split, data_root, synthetic_size, protocol)
     if entry.model is not None:
         entry.model.check_dataset(data)
-    result, preds = score_entry(entry, data, batch_size, on_bad_image, progress=not as_json,
-                                one_based=not zero_based)  # fmt: skip
+    result, preds = score_entry(
+        entry, data, batch_size, on_bad_image, progress=not as_json, one_based=not zero_based
+    )
     doc = result.to_dict()
     if save_predictions:
         from posemachines.io import write_predictions
         from posemachines.model import Predictions
 
         confidence = np.zeros(preds.shape[:3])
-        write_predictions(save_predictions, Predictions(preds, confidence, data.names),
-                          data.skeleton)  # fmt: skip
+        write_predictions(
+            save_predictions, Predictions(preds, confidence, data.names), data.skeleton
+        )
     if entry.model is not None:
         evaluations = dict(entry.manifest.get("evaluations", {}))
         evaluations[f"{data.name}:{data.split}:{data.protocol}"] = {
-            "n": result.n, "metrics": result.metrics,
+            "n": result.n,
+            "metrics": result.metrics,
             "per_stage_pck@0.2": [s["pck@0.2"] for s in result.per_stage],
-        }  # fmt: skip
+        }
         update_manifest(model, evaluations=evaluations)
     if as_json:
         click.echo(json.dumps(doc))

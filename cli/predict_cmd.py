@@ -68,10 +68,13 @@ def predict(model, inputs, out, centre, scale, boxes, no_overlays, device):
             overlay = draw_skeleton(image, kp, pose_model.skeleton)
             Image.fromarray(overlay).save(out_dir / (Path(name.replace("#", "_")).stem + ".png"))
     results = coco_results(names, kps, confs)
-    atomic_write_json(out_dir / "keypoints.json", {
-        "skeleton": pose_model.skeleton.name,
-        "joints": list(pose_model.skeleton.joints),
-        "coordinates": "0-based pixel centres",
-        "results": results,
-    })  # fmt: skip
+    atomic_write_json(
+        out_dir / "keypoints.json",
+        {
+            "skeleton": pose_model.skeleton.name,
+            "joints": list(pose_model.skeleton.joints),
+            "coordinates": "0-based pixel centres",
+            "results": results,
+        },
+    )
     click.echo(f"{len(results)} image(s): keypoints in {out_dir / 'keypoints.json'}")

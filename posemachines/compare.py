@@ -63,9 +63,14 @@ def score_entry(
         preds = read_predictions(entry.path, dataset.skeleton, len(dataset), one_based)
         protocol = "external"
     result = evaluate(
-        preds, dataset.joints, dataset.labelled, dataset.skeleton,
-        dataset=dataset.name, split=dataset.split, protocol=protocol,
-    )  # fmt: skip
+        preds,
+        dataset.joints,
+        dataset.labelled,
+        dataset.skeleton,
+        dataset=dataset.name,
+        split=dataset.split,
+        protocol=protocol,
+    )
     return result, preds
 
 

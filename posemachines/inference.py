@@ -62,8 +62,9 @@ def load_boxes(path: str | Path) -> dict:
     return boxes
 
 
-def make_sample(name: str, image: np.ndarray, skeleton_size: int, centre=None, scale=None,
-                box=None) -> Sample:  # fmt: skip
+def make_sample(
+    name: str, image: np.ndarray, skeleton_size: int, centre=None, scale=None, box=None
+) -> Sample:
     """A sample with no annotation; the person box from a box, a centre/scale, or the image."""
     p = skeleton_size
     empty = np.zeros((p, 2)), np.zeros(p, bool)
@@ -83,16 +84,26 @@ def coco_results(names: list[str], keypoints: np.ndarray, confidence: np.ndarray
     out = []
     for name, kp, conf in zip(names, keypoints, confidence):
         flat = np.concatenate([kp, conf[:, None]], 1).ravel()
-        out.append({
-            "image_id": name, "category_id": 1,
-            "keypoints": [round(float(v), 3) for v in flat],
-            "score": float(np.mean(conf)),
-        })  # fmt: skip
+        out.append(
+            {
+                "image_id": name,
+                "category_id": 1,
+                "keypoints": [round(float(v), 3) for v in flat],
+                "score": float(np.mean(conf)),
+            }
+        )
     return out
 
 
-def predict_files(model: PoseModel, files, boxes=None, centre=None, scale=None,
-                  batch_size: int = 16, progress: bool = True):  # fmt: skip
+def predict_files(
+    model: PoseModel,
+    files,
+    boxes=None,
+    centre=None,
+    scale=None,
+    batch_size: int = 16,
+    progress: bool = True,
+):
     """Yield (name, image, keypoints (P, 2), confidence (P,)) for every image or video frame."""
     from tqdm.auto import tqdm
 

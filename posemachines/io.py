@@ -280,9 +280,19 @@ def load_model(folder: str | Path, device: str = "cpu") -> PoseModel:
 
 
 _STRUCTURAL = {
-    "format", "format_version", "backend", "skeleton", "joints", "input_size", "stride",
-    "sigma", "num_stages", "stages", "networks", "sha256",
-}  # fmt: skip
+    "format",
+    "format_version",
+    "backend",
+    "skeleton",
+    "joints",
+    "input_size",
+    "stride",
+    "sigma",
+    "num_stages",
+    "stages",
+    "networks",
+    "sha256",
+}
 
 
 def _load_mean(config, payload, network):
@@ -309,8 +319,9 @@ STAGE_LOADERS = {"mean": _load_mean, "forest": _load_forest, "cnn": _load_cnn}
 # -- prediction files -----------------------------------------------------------------------------
 
 
-def write_predictions(path: str | Path, predictions: Predictions, skeleton: Skeleton,
-                      **meta) -> None:  # fmt: skip
+def write_predictions(
+    path: str | Path, predictions: Predictions, skeleton: Skeleton, **meta
+) -> None:
     """JSON with every stage's keypoints, 0-based image coordinates (null where missing)."""
     doc = {
         "format": "posemachines-predictions",
@@ -325,8 +336,9 @@ def write_predictions(path: str | Path, predictions: Predictions, skeleton: Skel
     atomic_write_json(path, doc)
 
 
-def read_predictions(path: str | Path, skeleton: Skeleton, n: int,
-                     one_based: bool = True) -> np.ndarray:  # fmt: skip
+def read_predictions(
+    path: str | Path, skeleton: Skeleton, n: int, one_based: bool = True
+) -> np.ndarray:
     """External predictions as (T, N, P, 2) 0-based image coordinates.
 
     ``.mat``: a MATLAB file holding one numeric array of shape (P, 2, N) (or (P, 3, N) with a
@@ -347,9 +359,10 @@ def read_predictions(path: str | Path, skeleton: Skeleton, n: int,
         except Exception as exc:
             raise PoseMachinesError(f"{path}: not a readable MATLAB file ({exc})") from None
         arrays = {
-            k: v for k, v in mat.items()
+            k: v
+            for k, v in mat.items()
             if not k.startswith("__") and isinstance(v, np.ndarray) and v.dtype.kind in "fiu"
-        }  # fmt: skip
+        }
         if len(arrays) != 1:
             raise PoseMachinesError(
                 f"{path}: expected exactly one numeric array, found {sorted(arrays) or 'none'}"

@@ -61,21 +61,27 @@ def fairness_notes(entries: list[Entry], dataset) -> list[str]:
     models = [e for e in entries if e.model is not None]
     sizes = {e.model.input_size for e in models}
     if len(sizes) > 1:
-        notes.append("input sizes differ: " + ", ".join(f"{e.label} {e.model.input_size} px"
-                                                         for e in models))  # fmt: skip
+        notes.append(
+            "input sizes differ: " + ", ".join(f"{e.label} {e.model.input_size} px" for e in models)
+        )
     trained_on = {e.label: e.manifest.get("training", {}).get("dataset", "?") for e in models}
     if len(set(trained_on.values())) > 1:
-        notes.append("training data differ: " + "; ".join(f"{k}: {v}" for k, v in
-                                                           trained_on.items()))  # fmt: skip
+        notes.append(
+            "training data differ: " + "; ".join(f"{k}: {v}" for k, v in trained_on.items())
+        )
     for label, data in trained_on.items():
         if f"{dataset.name}:{dataset.split}" in data:
             notes.append(f"{label} was trained on the split it is evaluated on")
     if any(e.model is None for e in entries):
-        notes.append("prediction files were made outside this toolkit: their crops, person "
-                     "boxes and decoding are their authors', not the protocol used here")  # fmt: skip
+        notes.append(
+            "prediction files were made outside this toolkit: their crops, person "
+            "boxes and decoding are their authors', not the protocol used here"
+        )
     if dataset.protocol == "gt":
-        notes.append("person boxes come from the ground-truth joints ('gt' protocol): "
-                     "flattering for every entry")  # fmt: skip
+        notes.append(
+            "person boxes come from the ground-truth joints ('gt' protocol): "
+            "flattering for every entry"
+        )
     return notes
 
 
@@ -90,14 +96,26 @@ def check_comparable(entries: list[Entry], dataset) -> None:
 
 
 def _dir_megabytes(path: Path) -> float:
-    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()
-                                           and "checkpoint" not in p.parts]  # fmt: skip
+    files = (
+        [path]
+        if path.is_file()
+        else [p for p in path.rglob("*") if p.is_file() and "checkpoint" not in p.parts]
+    )
     return sum(p.stat().st_size for p in files) / 2**20
 
 
-def run_compare(entries, dataset=None, split="test", data_root=None, synthetic_size=None,
-                protocol=None, out=None, device="cpu", timing_images=20,
-                runs_root="runs") -> Path:  # fmt: skip
+def run_compare(
+    entries,
+    dataset=None,
+    split="test",
+    data_root=None,
+    synthetic_size=None,
+    protocol=None,
+    out=None,
+    device="cpu",
+    timing_images=20,
+    runs_root="runs",
+) -> Path:
     """Evaluate ``entries`` side by side and write the report folder; returns its path."""
     from .data import load_dataset
     from .devices import resolve_device
@@ -115,8 +133,9 @@ def run_compare(entries, dataset=None, split="test", data_root=None, synthetic_s
         names.discard(None)
         names.discard("packed")
         if len(names) > 1:
-            raise PoseMachinesError(f"entries were trained on different datasets {sorted(names)}:"
-                                    " pass --dataset")  # fmt: skip
+            raise PoseMachinesError(
+                f"entries were trained on different datasets {sorted(names)}: pass --dataset"
+            )
         dataset = names.pop() if names else "synthetic"
     options = {"size": synthetic_size} if dataset == "synthetic" else {}
     data = load_dataset(dataset, split, data_root, protocol=protocol, **options)
@@ -127,8 +146,13 @@ def run_compare(entries, dataset=None, split="test", data_root=None, synthetic_s
     rows = []
     for e in loaded:
         result, preds = score_entry(e, data)
-        row = {"label": e.label, "kind": e.kind, "path": str(e.path), "result": result.to_dict(),
-               "predictions": preds}  # fmt: skip
+        row = {
+            "label": e.label,
+            "kind": e.kind,
+            "path": str(e.path),
+            "result": result.to_dict(),
+            "predictions": preds,
+        }
         if e.model is not None:
             row["timing"] = time_model(e.model, data, n=timing_images, device=device)
             row["input_size"] = e.model.input_size
@@ -142,11 +166,17 @@ def run_compare(entries, dataset=None, split="test", data_root=None, synthetic_s
     figures = make_figures(rows, loaded, data)
     notes = fairness_notes(loaded, data)
     results = {
-        "dataset": data.name, "split": data.split, "n": len(data), "protocol": data.protocol,
-        "skeleton": data.skeleton.name, "command": " ".join(["pm"] + sys.argv[1:]),
-        "versions": package_versions(), "notes": notes, "device": device,
+        "dataset": data.name,
+        "split": data.split,
+        "n": len(data),
+        "protocol": data.protocol,
+        "skeleton": data.skeleton.name,
+        "command": " ".join(["pm"] + sys.argv[1:]),
+        "versions": package_versions(),
+        "notes": notes,
+        "device": device,
         "entries": [{k: v for k, v in r.items() if k != "predictions"} for r in rows],
-    }  # fmt: skip
+    }
     atomic_write_json(out_dir / "results.json", _round(results))
     for name, png in figures.items():
         atomic_write_bytes(out_dir / f"{name}.png", png)
@@ -172,8 +202,12 @@ def make_figures(rows, entries: list[Entry], data) -> dict[str, bytes]:
         res = r["result"]
         curve = [np.nan if v is None else v for v in res["pck_curve"]]
         ax.plot(res["thresholds"], curve, label=r["label"], marker=".")
-    ax.set(xlabel="normalised distance (fraction of torso)", ylabel="PCK", ylim=(0, 1),
-           title=f"PCK vs threshold, {data.name}:{data.split}")  # fmt: skip
+    ax.set(
+        xlabel="normalised distance (fraction of torso)",
+        ylabel="PCK",
+        ylim=(0, 1),
+        title=f"PCK vs threshold, {data.name}:{data.split}",
+    )
     ax.grid(alpha=0.3)
     ax.legend()
     figs["pck_curve"] = _figure_png(fig)
@@ -195,11 +229,16 @@ def make_figures(rows, entries: list[Entry], data) -> dict[str, bytes]:
         from .evaluation import correct_within, torso_size
 
         torso = torso_size(gt, data.labelled, data.skeleton)
-        table = np.array([np.nanmean(correct_within(p, gt, data.labelled, torso, 0.2), 0)
-                          for p in preds])  # fmt: skip
+        table = np.array(
+            [np.nanmean(correct_within(p, gt, data.labelled, torso, 0.2), 0) for p in preds]
+        )
         im = ax.imshow(table.T, vmin=0, vmax=1, cmap="viridis", aspect="auto")
-        ax.set(title=r["label"], xlabel="stage", xticks=range(len(preds)),
-               xticklabels=range(1, len(preds) + 1))  # fmt: skip
+        ax.set(
+            title=r["label"],
+            xlabel="stage",
+            xticks=range(len(preds)),
+            xticklabels=range(1, len(preds) + 1),
+        )
         ax.set_yticks(range(len(joints)), joints if ax is axes[0][0] else [""] * len(joints))
     fig.colorbar(im, ax=axes[0].tolist(), label="PCK@0.2")
     figs["per_joint_by_stage"] = _figure_png(fig)
@@ -216,12 +255,14 @@ def qualitative_figures(rows, entries, data, n_images: int = 4) -> dict[str, byt
     plt = _plt()
     figs = {}
     picks = list(np.linspace(0, len(data) - 1, min(n_images, len(data))).astype(int))
-    fig, axes = plt.subplots(len(rows), len(picks), figsize=(2.4 * len(picks), 2.6 * len(rows)),
-                             squeeze=False)  # fmt: skip
+    fig, axes = plt.subplots(
+        len(rows), len(picks), figsize=(2.4 * len(picks), 2.6 * len(rows)), squeeze=False
+    )
     for r, row in enumerate(rows):
         for c, i in enumerate(picks):
-            axes[r][c].imshow(draw_skeleton(data[i].image, row["predictions"][-1, i],
-                                            data.skeleton))  # fmt: skip
+            axes[r][c].imshow(
+                draw_skeleton(data[i].image, row["predictions"][-1, i], data.skeleton)
+            )
             axes[r][c].set_axis_off()
             axes[r][c].set_title(f"{row['label']}: {data.names[i]}", fontsize=7)
     figs["skeletons"] = _figure_png(fig)
@@ -229,9 +270,12 @@ def qualitative_figures(rows, entries, data, n_images: int = 4) -> dict[str, byt
     models = [e for e in entries if e.model is not None]
     if models:
         i = picks[0]
-        fig, axes = plt.subplots(len(models), max(e.model.num_stages for e in models),
-                                 figsize=(2.4 * max(e.model.num_stages for e in models),
-                                          2.6 * len(models)), squeeze=False)  # fmt: skip
+        fig, axes = plt.subplots(
+            len(models),
+            max(e.model.num_stages for e in models),
+            figsize=(2.4 * max(e.model.num_stages for e in models), 2.6 * len(models)),
+            squeeze=False,
+        )
         for r, e in enumerate(models):
             crop = person_crop(data[i], e.model.input_size, data.skeleton)
             beliefs = e.model.stage_beliefs(crop.image[None])
@@ -246,15 +290,18 @@ def qualitative_figures(rows, entries, data, n_images: int = 4) -> dict[str, byt
     torso = torso_size(data.joints, data.labelled, data.skeleton)
     fig, axes = plt.subplots(len(rows), 3, figsize=(7.5, 2.6 * len(rows)), squeeze=False)
     for r, row in enumerate(rows):
-        per_image = np.nanmean(correct_within(row["predictions"][-1], data.joints, data.labelled,
-                                              torso, 0.2), 1)  # fmt: skip
+        per_image = np.nanmean(
+            correct_within(row["predictions"][-1], data.joints, data.labelled, torso, 0.2), 1
+        )
         worst = np.argsort(np.nan_to_num(per_image, nan=2.0), kind="stable")[:3]
         for c, i in enumerate(worst):
-            axes[r][c].imshow(draw_skeleton(data[i].image, row["predictions"][-1, i],
-                                            data.skeleton))  # fmt: skip
+            axes[r][c].imshow(
+                draw_skeleton(data[i].image, row["predictions"][-1, i], data.skeleton)
+            )
             axes[r][c].set_axis_off()
-            axes[r][c].set_title(f"{row['label']}: {data.names[i]} PCK {per_image[i]:.2f}",
-                                 fontsize=7)  # fmt: skip
+            axes[r][c].set_title(
+                f"{row['label']}: {data.names[i]} PCK {per_image[i]:.2f}", fontsize=7
+            )
     figs["worst_cases"] = _figure_png(fig)
     return figs
 
@@ -278,15 +325,25 @@ def _fmt(v, pct=True):
 
 
 def summary_table(results: dict) -> tuple[list[str], list[list[str]]]:
-    head = ["entry", "kind"] + [k.upper() for k in SUMMARY_KEYS] + [
-        "ms/image", "size MB", "train s", "trained on"]  # fmt: skip
+    head = (
+        ["entry", "kind"]
+        + [k.upper() for k in SUMMARY_KEYS]
+        + ["ms/image", "size MB", "train s", "trained on"]
+    )
     body = []
     for e in results["entries"]:
         m = e["result"]["metrics"]
         t = e.get("timing", {})
-        body.append([e["label"], e["kind"]] + [_fmt(m[k]) for k in SUMMARY_KEYS] + [
-            f"{t['ms_per_image']:.1f}" if t else "-", f"{e['megabytes']:.2f}",
-            _fmt(e.get("train_seconds"), pct=False), str(e.get("train_data") or "-")])  # fmt: skip
+        body.append(
+            [e["label"], e["kind"]]
+            + [_fmt(m[k]) for k in SUMMARY_KEYS]
+            + [
+                f"{t['ms_per_image']:.1f}" if t else "-",
+                f"{e['megabytes']:.2f}",
+                _fmt(e.get("train_seconds"), pct=False),
+                str(e.get("train_data") or "-"),
+            ]
+        )
     return head, body
 
 
@@ -294,8 +351,7 @@ def joint_table(results: dict) -> tuple[list[str], list[list[str]]]:
     entries = results["entries"]
     head = ["joint"] + [f"{e['label']} PCK@0.2" for e in entries]
     joints = list(entries[0]["result"]["per_joint"])
-    body = [[j] + [_fmt(e["result"]["per_joint"][j]["pck@0.2"]) for e in entries]
-            for j in joints]  # fmt: skip
+    body = [[j] + [_fmt(e["result"]["per_joint"][j]["pck@0.2"]) for e in entries] for j in joints]
     return head, body
 
 
@@ -303,8 +359,12 @@ def stage_table(results: dict) -> tuple[list[str], list[list[str]]]:
     entries = results["entries"]
     t = max(len(e["result"]["per_stage"]) for e in entries)
     head = ["entry"] + [f"stage {i + 1}" for i in range(t)]
-    body = [[e["label"]] + [_fmt(s["pck@0.2"]) for s in e["result"]["per_stage"]]
-            + [""] * (t - len(e["result"]["per_stage"])) for e in entries]  # fmt: skip
+    body = [
+        [e["label"]]
+        + [_fmt(s["pck@0.2"]) for s in e["result"]["per_stage"]]
+        + [""] * (t - len(e["result"]["per_stage"]))
+        for e in entries
+    ]
     return head, body
 
 
@@ -315,10 +375,12 @@ def _md_table(head, body) -> str:
 
 
 def _intro(results: dict) -> str:
-    return (f"{results['dataset']}:{results['split']}, {results['n']} samples, person boxes by "
-            f"the '{results['protocol']}' protocol, skeleton {results['skeleton']}; timing: "
-            f"median ms per image (image decoding, crop, all stages, decoding), batch 1, on "
-            f"{results['device']}. Metrics in percent; PCK uses the torso normaliser.")  # fmt: skip
+    return (
+        f"{results['dataset']}:{results['split']}, {results['n']} samples, person boxes by "
+        f"the '{results['protocol']}' protocol, skeleton {results['skeleton']}; timing: "
+        f"median ms per image (image decoding, crop, all stages, decoding), batch 1, on "
+        f"{results['device']}. Metrics in percent; PCK uses the torso normaliser."
+    )
 
 
 def render_markdown(results: dict, figures: dict) -> str:
@@ -337,20 +399,26 @@ def render_markdown(results: dict, figures: dict) -> str:
 
 def _html_table(head, body, cls="") -> str:
     h = "".join(f"<th>{html.escape(c)}</th>" for c in head)
-    rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>"
-                   for r in body)  # fmt: skip
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in body
+    )
     return f'<table class="{cls}"><thead><tr>{h}</tr></thead><tbody>{rows}</tbody></table>'
 
 
 def render_html(results: dict, figures: dict) -> str:
-    style = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}"
-             "table{border-collapse:collapse;margin:1em 0;font-size:14px}"
-             "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
-             "td:first-child,th:first-child{text-align:left}th{background:#f3f3f3}"
-             "img{max-width:100%;display:block;margin:0.5em 0}.note{color:#a33}")  # fmt: skip
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>Pose machine comparison"
-             f"</title><style>{style}</style></head><body>",
-             "<h1>Pose machine comparison</h1>", f"<p>{html.escape(_intro(results))}</p>"]  # fmt: skip
+    style = (
+        "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+        "table{border-collapse:collapse;margin:1em 0;font-size:14px}"
+        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
+        "td:first-child,th:first-child{text-align:left}th{background:#f3f3f3}"
+        "img{max-width:100%;display:block;margin:0.5em 0}.note{color:#a33}"
+    )
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>Pose machine comparison"
+        f"</title><style>{style}</style></head><body>",
+        "<h1>Pose machine comparison</h1>",
+        f"<p>{html.escape(_intro(results))}</p>",
+    ]
     if results["notes"]:
         parts.append("<h2>Differences that affect fairness</h2><ul>")
         parts += [f"<li class='note'>{html.escape(n)}</li>" for n in results["notes"]]
@@ -360,8 +428,10 @@ def render_html(results: dict, figures: dict) -> str:
     parts += ["<h2>Per joint (final stage)</h2>", _html_table(*joint_table(results), "joints")]
     for name, png in figures.items():
         data = base64.b64encode(png).decode()
-        parts.append(f"<h2>{html.escape(FIGURE_TITLES.get(name, name))}</h2>"
-                     f"<img alt='{name}' src='data:image/png;base64,{data}'>")  # fmt: skip
+        parts.append(
+            f"<h2>{html.escape(FIGURE_TITLES.get(name, name))}</h2>"
+            f"<img alt='{name}' src='data:image/png;base64,{data}'>"
+        )
     parts.append(f"<h2>Command</h2><pre>{html.escape(results['command'])}</pre>")
     parts.append("</body></html>")
     return "\n".join(parts)

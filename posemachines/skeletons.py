@@ -76,7 +76,7 @@ LSP14 = Skeleton(
         "l_wrist",
         "neck",
         "head_top",
-    ),  # fmt: skip
+    ),
     limbs=(
         ("r_ankle", "r_knee"),
         ("r_knee", "r_hip"),
@@ -89,7 +89,7 @@ LSP14 = Skeleton(
         ("neck", "head_top"),
         ("r_shoulder", "r_hip"),
         ("l_shoulder", "l_hip"),
-    ),  # fmt: skip
+    ),
     flip_pairs=(
         ("r_ankle", "l_ankle"),
         ("r_knee", "l_knee"),
@@ -97,7 +97,7 @@ LSP14 = Skeleton(
         ("r_wrist", "l_wrist"),
         ("r_elbow", "l_elbow"),
         ("r_shoulder", "l_shoulder"),
-    ),  # fmt: skip
+    ),
     torso=("l_shoulder", "r_hip"),
     head=("neck", "head_top"),
 )
@@ -121,7 +121,7 @@ MPII16 = Skeleton(
         "l_shoulder",
         "l_elbow",
         "l_wrist",
-    ),  # fmt: skip
+    ),
     limbs=(
         ("r_ankle", "r_knee"),
         ("r_knee", "r_hip"),
@@ -133,7 +133,7 @@ MPII16 = Skeleton(
         ("l_elbow", "l_wrist"),
         ("upper_neck", "head_top"),
         ("pelvis", "thorax"),
-    ),  # fmt: skip
+    ),
     flip_pairs=(
         ("r_ankle", "l_ankle"),
         ("r_knee", "l_knee"),
@@ -141,7 +141,7 @@ MPII16 = Skeleton(
         ("r_wrist", "l_wrist"),
         ("r_elbow", "l_elbow"),
         ("r_shoulder", "l_shoulder"),
-    ),  # fmt: skip
+    ),
     torso=("l_shoulder", "r_hip"),
     head=("upper_neck", "head_top"),
 )
@@ -166,7 +166,7 @@ COCO17 = Skeleton(
         "r_knee",
         "l_ankle",
         "r_ankle",
-    ),  # fmt: skip
+    ),
     limbs=(
         ("l_ankle", "l_knee"),
         ("l_knee", "l_hip"),
@@ -185,7 +185,7 @@ COCO17 = Skeleton(
         ("nose", "r_eye"),
         ("l_eye", "l_ear"),
         ("r_eye", "r_ear"),
-    ),  # fmt: skip
+    ),
     flip_pairs=(
         ("l_eye", "r_eye"),
         ("l_ear", "r_ear"),
@@ -195,7 +195,7 @@ COCO17 = Skeleton(
         ("l_hip", "r_hip"),
         ("l_knee", "r_knee"),
         ("l_ankle", "r_ankle"),
-    ),  # fmt: skip
+    ),
     torso=("l_shoulder", "r_hip"),
     head=None,
 )

@@ -128,9 +128,17 @@ class BeliefCodec:
 
         c = logm[ni, pi, y, x]
         okx, oky = (x > 0) & (x < w - 1), (y > 0) & (y < h - 1)
-        dx = offset(logm[ni, pi, y, np.clip(x - 1, 0, w - 1)], c,
-                    logm[ni, pi, y, np.clip(x + 1, 0, w - 1)], okx)  # fmt: skip
-        dy = offset(logm[ni, pi, np.clip(y - 1, 0, h - 1), x], c,
-                    logm[ni, pi, np.clip(y + 1, 0, h - 1), x], oky)  # fmt: skip
+        dx = offset(
+            logm[ni, pi, y, np.clip(x - 1, 0, w - 1)],
+            c,
+            logm[ni, pi, y, np.clip(x + 1, 0, w - 1)],
+            okx,
+        )
+        dy = offset(
+            logm[ni, pi, np.clip(y - 1, 0, h - 1), x],
+            c,
+            logm[ni, pi, np.clip(y + 1, 0, h - 1), x],
+            oky,
+        )
         keypoints = np.stack([x + dx, y + dy], -1) * self.stride + (self.stride - 1) / 2.0
         return keypoints, confidence

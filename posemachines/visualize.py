@@ -18,8 +18,9 @@ def _limb_colour(skeleton: Skeleton, a: int, b: int):
     return CENTRE
 
 
-def draw_skeleton(image: np.ndarray, keypoints: np.ndarray, skeleton: Skeleton,
-                  width: int | None = None) -> np.ndarray:  # fmt: skip
+def draw_skeleton(
+    image: np.ndarray, keypoints: np.ndarray, skeleton: Skeleton, width: int | None = None
+) -> np.ndarray:
     """A copy of ``image`` (H, W, 3) with the skeleton drawn: right limbs red, left blue.
 
     Keypoints that are NaN are left out, with the limbs that touch them.

@@ -69,25 +69,31 @@ def tiny_forest_settings():
 
     return ForestSettings(
         stages=2,
-        trees=8,
-        depth=12,
-        input_size=64,
+        trees=10,
+        depth=15,
+        input_size=96,
         stride=4,
         sigma=4.0,
-        hog_cells=(4, 8),
-        colour_cell=6,
-        background=60,
-        positive_radius=2.0,
+        hog_cells=(6, 12),
+        colour_cell=8,
+        background=80,
     )
 
 
 @pytest.fixture(scope="session")
-def forest_model_dir(tmp_path_factory, synthetic_train, tiny_forest_settings):
+def forest_train():
+    from posemachines.data import load_dataset
+
+    return load_dataset("synthetic", "train", size=120, seed=0)
+
+
+@pytest.fixture(scope="session")
+def forest_model_dir(tmp_path_factory, forest_train, tiny_forest_settings):
     from posemachines.io import save_model
     from posemachines.training.forest import train_forest
 
     out = tmp_path_factory.mktemp("models") / "forest"
-    model = train_forest(synthetic_train, tiny_forest_settings, out, seed=0, n_jobs=1)
+    model = train_forest(forest_train, tiny_forest_settings, out, seed=0, n_jobs=1)
     model.info["training"] = {"dataset_name": "synthetic"}
     save_model(model, out)
     return out

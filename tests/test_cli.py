@@ -73,12 +73,30 @@ def test_evaluate_external_prediction_files(tmp_path, synthetic_test):
 
     gt = synthetic_test.joints[:10]
     scipy.io.savemat(tmp_path / "gt.mat", {"preds": gt.transpose(1, 2, 0) + 1.0})
-    doc = json.loads(run("evaluate", tmp_path / "gt.mat", "--dataset", "synthetic",
-                         "--synthetic-size", 10, "--json").stdout)  # fmt: skip
+    doc = json.loads(
+        run(
+            "evaluate",
+            tmp_path / "gt.mat",
+            "--dataset",
+            "synthetic",
+            "--synthetic-size",
+            10,
+            "--json",
+        ).stdout
+    )
     assert doc["metrics"]["pck@0.2"] == 1.0 and doc["protocol"] == "external"
     (tmp_path / "p.json").write_text(json.dumps({"keypoints": (gt + 100).tolist()}))
-    doc = json.loads(run("evaluate", tmp_path / "p.json", "--dataset", "synthetic",
-                         "--synthetic-size", 10, "--json").stdout)  # fmt: skip
+    doc = json.loads(
+        run(
+            "evaluate",
+            tmp_path / "p.json",
+            "--dataset",
+            "synthetic",
+            "--synthetic-size",
+            10,
+            "--json",
+        ).stdout
+    )
     assert doc["metrics"]["pck@0.2"] == 0.0
 
 

@@ -10,7 +10,7 @@ from posemachines.crops import (
     person_crop,
     to_image_coordinates,
     warp_image,
-)  # fmt: skip
+)
 from posemachines.data import Sample
 from posemachines.errors import PoseMachinesError
 from posemachines.skeletons import LSP14
@@ -38,8 +38,14 @@ def test_warp_puts_a_pixel_where_the_transform_says():
 
 def test_person_crop_flip_swaps_left_and_right():
     joints = random_joints(1)[0]
-    sample = Sample(np.zeros((100, 100, 3), np.uint8), joints, np.ones(14, bool),
-                    np.ones(14, bool), np.array([49.5, 49.5]), 100.0)  # fmt: skip
+    sample = Sample(
+        np.zeros((100, 100, 3), np.uint8),
+        joints,
+        np.ones(14, bool),
+        np.ones(14, bool),
+        np.array([49.5, 49.5]),
+        100.0,
+    )
     rng = np.random.default_rng(0)
     aug = Augmentation(scale=(1, 1), rotation=0, flip=1.0, shift=0)
     crop = person_crop(sample, 100, LSP14, aug, rng)
@@ -50,8 +56,14 @@ def test_person_crop_flip_swaps_left_and_right():
 
 def test_crop_round_trip_to_image_coordinates():
     joints = random_joints(1)[0]
-    sample = Sample(np.zeros((120, 90, 3), np.uint8), joints, np.ones(14, bool),
-                    np.ones(14, bool), np.array([44.5, 59.5]), 120.0)  # fmt: skip
+    sample = Sample(
+        np.zeros((120, 90, 3), np.uint8),
+        joints,
+        np.ones(14, bool),
+        np.ones(14, bool),
+        np.array([44.5, 59.5]),
+        120.0,
+    )
     crop = person_crop(sample, 64, LSP14)
     back = to_image_coordinates(crop.joints[None], crop.transform[None])[0]
     np.testing.assert_allclose(back, joints, atol=1e-9)

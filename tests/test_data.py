@@ -9,7 +9,7 @@ from posemachines.data import (
     iter_samples,
     load_dataset,
     person_box,
-)  # fmt: skip
+)
 from posemachines.data.lsp import load_lsp, load_lspet
 from posemachines.errors import PoseMachinesError
 

@@ -10,7 +10,7 @@ from posemachines.io import (
     read_predictions,
     save_model,
     update_manifest,
-)  # fmt: skip
+)
 from posemachines.runner import run_stages
 from posemachines.skeletons import LSP14
 from posemachines.stages.mean import MeanPoseStage

@@ -51,9 +51,16 @@ class PackedCrops:
 
     def subset(self, idx) -> PackedCrops:
         idx = np.asarray(idx)
-        return PackedCrops(self.images[idx], self.joints[idx], self.labelled[idx],
-                           self.visible[idx], self.transforms[idx], self.pad, self.skeleton,
-                           self.sources)  # fmt: skip
+        return PackedCrops(
+            self.images[idx],
+            self.joints[idx],
+            self.labelled[idx],
+            self.visible[idx],
+            self.transforms[idx],
+            self.pad,
+            self.skeleton,
+            self.sources,
+        )
 
 
 def _pack_one(dataset: PoseDataset, i: int, side: int, pad: float):
@@ -81,8 +88,16 @@ def pack_crops(datasets, side: int = 256, pad: float = 1.5, n_jobs: int = -1) ->
     if not parts:
         raise PoseMachinesError("no readable images to pack")
     images, joints, labelled, visible, transforms = (np.stack(x) for x in zip(*parts))
-    return PackedCrops(images, joints, labelled, visible, transforms, pad, skeletons.pop(),
-                       [d.describe() for d in datasets])  # fmt: skip
+    return PackedCrops(
+        images,
+        joints,
+        labelled,
+        visible,
+        transforms,
+        pad,
+        skeletons.pop(),
+        [d.describe() for d in datasets],
+    )
 
 
 def save_pack(crops: PackedCrops, path: str | Path, quality: int = 90) -> dict:
@@ -99,8 +114,15 @@ def save_pack(crops: PackedCrops, path: str | Path, quality: int = 90) -> dict:
         Image.fromarray(img).save(buf, format="JPEG", quality=quality)
         blobs.append(np.frombuffer(buf.getvalue(), dtype=np.uint8))
     offsets = np.cumsum([0] + [len(b) for b in blobs])
-    header = {"format": PACK_FORMAT, "version": 1, "side": crops.side, "pad": crops.pad,
-              "skeleton": crops.skeleton, "sources": crops.sources, "quality": quality}  # fmt: skip
+    header = {
+        "format": PACK_FORMAT,
+        "version": 1,
+        "side": crops.side,
+        "pad": crops.pad,
+        "skeleton": crops.skeleton,
+        "sources": crops.sources,
+        "quality": quality,
+    }
     buf = io.BytesIO()
     np.savez(
         buf,
@@ -129,15 +151,25 @@ def load_pack(path: str | Path) -> PackedCrops:
         raise PoseMachinesError(f"{path}: not a posemachines training cache ({exc})") from None
     if header.get("format") != PACK_FORMAT:
         raise PoseMachinesError(f"{path}: not a posemachines training cache")
-    images = np.stack([
-        np.asarray(Image.open(io.BytesIO(jpeg[a:b].tobytes())).convert("RGB"))
-        for a, b in zip(offsets[:-1], offsets[1:])
-    ])  # fmt: skip
-    return PackedCrops(images, arrays["joints"].astype(np.float64), arrays["labelled"],
-                       arrays["visible"], arrays["transforms"], float(header["pad"]),
-                       header["skeleton"], header["sources"])  # fmt: skip
+    images = np.stack(
+        [
+            np.asarray(Image.open(io.BytesIO(jpeg[a:b].tobytes())).convert("RGB"))
+            for a, b in zip(offsets[:-1], offsets[1:])
+        ]
+    )
+    return PackedCrops(
+        images,
+        arrays["joints"].astype(np.float64),
+        arrays["labelled"],
+        arrays["visible"],
+        arrays["transforms"],
+        float(header["pad"]),
+        header["skeleton"],
+        header["sources"],
+    )
 
 
-def pack_datasets(datasets, out, side: int = 256, quality: int = 90, pad: float = 1.5,
-                  n_jobs: int = -1) -> dict:  # fmt: skip
+def pack_datasets(
+    datasets, out, side: int = 256, quality: int = 90, pad: float = 1.5, n_jobs: int = -1
+) -> dict:
     return save_pack(pack_crops(datasets, side, pad, n_jobs), out, quality)

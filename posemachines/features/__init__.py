@@ -27,8 +27,9 @@ def pooled_samples(
     (h, w, C * grid * grid) float32; windows that fall outside the maps read zero.
     """
     c, H, W = maps.shape
-    pooled = maps if cell == 1 else ndimage.uniform_filter(maps, size=(1, cell, cell),
-                                                           mode="constant")  # fmt: skip
+    pooled = (
+        maps if cell == 1 else ndimage.uniform_filter(maps, size=(1, cell, cell), mode="constant")
+    )
     half = grid // 2
     out = np.zeros((len(ys), len(xs), grid, grid, c), dtype=np.float32)
     for a, dy in enumerate(range(-half, half + 1)):

@@ -8,8 +8,9 @@ from scipy import ndimage
 from . import pooled_samples
 
 
-def patch_context(beliefs: np.ndarray, cells: tuple[int, ...] = (1, 3, 7), grid: int = 3
-                  ) -> np.ndarray:  # fmt: skip
+def patch_context(
+    beliefs: np.ndarray, cells: tuple[int, ...] = (1, 3, 7), grid: int = 3
+) -> np.ndarray:
     """psi_1: for every joint map, beliefs pooled in patches around z at several scales.
 
     beliefs : (P+1, h, w); the background channel is ignored.

@@ -42,11 +42,35 @@ class CPMConfig:
 CONFIGS = {
     "cpm-paper": CPMConfig(),
     "cpm-small": CPMConfig(
-        stages=3, input_size=128, pools=2, image_channels=48, image_kernel=5,
-        feature_channels=32, stage1_hidden=128, stage1_kernel=7, refine_channels=48,
-        refine_kernel=7, centre_sigma=8.0, sigma=5.0,
+        stages=3,
+        input_size=128,
+        pools=2,
+        image_channels=48,
+        image_kernel=5,
+        feature_channels=32,
+        stage1_hidden=128,
+        stage1_kernel=7,
+        refine_channels=48,
+        refine_kernel=7,
+        centre_sigma=8.0,
+        sigma=5.0,
     ),
-}  # fmt: skip
+    # A smoke-test network: trains in seconds, learns little.
+    "cpm-tiny": CPMConfig(
+        stages=2,
+        input_size=32,
+        pools=2,
+        image_channels=8,
+        image_kernel=3,
+        feature_channels=8,
+        stage1_hidden=16,
+        stage1_kernel=3,
+        refine_channels=8,
+        refine_kernel=3,
+        centre_sigma=4.0,
+        sigma=2.0,
+    ),
+}
 
 
 def conv(cin: int, cout: int, k: int) -> nn.Conv2d:
@@ -57,8 +81,11 @@ def image_blocks(cfg: CPMConfig) -> list[nn.Module]:
     """The [k x k conv, ReLU, 3x3 max-pool stride 2] blocks every image branch starts with."""
     layers, cin = [], 3
     for _ in range(cfg.pools):
-        layers += [conv(cin, cfg.image_channels, cfg.image_kernel), nn.ReLU(inplace=True),
-                   nn.MaxPool2d(3, stride=2, padding=1)]  # fmt: skip
+        layers += [
+            conv(cin, cfg.image_channels, cfg.image_kernel),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(3, stride=2, padding=1),
+        ]
         cin = cfg.image_channels
     return layers
 
@@ -71,11 +98,14 @@ class Stage1(nn.Module):
         p1 = cfg.num_joints + 1
         self.net = nn.Sequential(
             *image_blocks(cfg),
-            conv(cfg.image_channels, cfg.feature_channels, 5), nn.ReLU(inplace=True),
-            conv(cfg.feature_channels, cfg.stage1_hidden, cfg.stage1_kernel), nn.ReLU(inplace=True),
-            conv(cfg.stage1_hidden, cfg.stage1_hidden, 1), nn.ReLU(inplace=True),
+            conv(cfg.image_channels, cfg.feature_channels, 5),
+            nn.ReLU(inplace=True),
+            conv(cfg.feature_channels, cfg.stage1_hidden, cfg.stage1_kernel),
+            nn.ReLU(inplace=True),
+            conv(cfg.stage1_hidden, cfg.stage1_hidden, 1),
+            nn.ReLU(inplace=True),
             conv(cfg.stage1_hidden, p1, 1),
-        )  # fmt: skip
+        )
 
     def forward(self, image):
         return self.net(image)
@@ -85,8 +115,11 @@ class ImageFeatures(nn.Sequential):
     """x': the image features shared by every stage t >= 2, computed once."""
 
     def __init__(self, cfg: CPMConfig):
-        super().__init__(*image_blocks(cfg), conv(cfg.image_channels, cfg.feature_channels, 5),
-                         nn.ReLU(inplace=True))  # fmt: skip
+        super().__init__(
+            *image_blocks(cfg),
+            conv(cfg.image_channels, cfg.feature_channels, 5),
+            nn.ReLU(inplace=True),
+        )
 
 
 class RefineStage(nn.Module):
@@ -96,12 +129,16 @@ class RefineStage(nn.Module):
         super().__init__()
         p1, w, k = cfg.num_joints + 1, cfg.refine_channels, cfg.refine_kernel
         self.net = nn.Sequential(
-            conv(cfg.feature_channels + p1 + 1, w, k), nn.ReLU(inplace=True),
-            conv(w, w, k), nn.ReLU(inplace=True),
-            conv(w, w, k), nn.ReLU(inplace=True),
-            conv(w, w, 1), nn.ReLU(inplace=True),
+            conv(cfg.feature_channels + p1 + 1, w, k),
+            nn.ReLU(inplace=True),
+            conv(w, w, k),
+            nn.ReLU(inplace=True),
+            conv(w, w, k),
+            nn.ReLU(inplace=True),
+            conv(w, w, 1),
+            nn.ReLU(inplace=True),
             conv(w, p1, 1),
-        )  # fmt: skip
+        )
 
     def forward(self, features, beliefs, centre):
         return self.net(torch.cat([features, beliefs, centre], 1))

@@ -11,16 +11,21 @@ from ..features.image import dense_image_features
 
 def image_features(crops: np.ndarray, config: dict, cache: dict) -> list[np.ndarray]:
     """Dense image features of each crop, computed once per runner call and shared by stages."""
-    key = ("forest_image_features", config["stride"], tuple(config["hog_cells"]),
-           config["colour_cell"])  # fmt: skip
+    key = (
+        "forest_image_features",
+        config["stride"],
+        tuple(config["hog_cells"]),
+        config["colour_cell"],
+    )
     if key not in cache:
         cache[key] = [stage_image_features(c, config) for c in crops]
     return cache[key]
 
 
 def stage_image_features(crop: np.ndarray, config: dict) -> np.ndarray:
-    return dense_image_features(crop, config["stride"], tuple(config["hog_cells"]),
-                                config["colour_cell"])  # fmt: skip
+    return dense_image_features(
+        crop, config["stride"], tuple(config["hog_cells"]), config["colour_cell"]
+    )
 
 
 def stage_inputs(image_feats: np.ndarray, previous: np.ndarray | None, config: dict) -> np.ndarray:

@@ -61,8 +61,12 @@ class CNNSettings:
     def from_options(cls, config=None, device="auto", **options) -> CNNSettings:
         device = resolve_device(device)
         config = config or ("cpm-paper" if device.startswith("cuda") else "cpm-small")
-        s = cls(config=config, device=device, compile=device.startswith("cuda"),
-                **{k: v for k, v in options.items() if v is not None})  # fmt: skip
+        s = cls(
+            config=config,
+            device=device,
+            compile=device.startswith("cuda"),
+            **{k: v for k, v in options.items() if v is not None},
+        )
         s.validate()
         return s
 
@@ -100,8 +104,11 @@ def crop_matrices(crops: PackedCrops, input_size: int, idx, aug: Augmentation | 
     mats, flips = [], []
     for _ in idx:
         scale, rot, flip, shift = aug.draw(rng) if aug else (1.0, 0.0, False, np.zeros(2))
-        mats.append(crop_transform(centre + shift * crops.box_side, crops.box_side, input_size,
-                                   scale, rot, flip))  # fmt: skip
+        mats.append(
+            crop_transform(
+                centre + shift * crops.box_side, crops.box_side, input_size, scale, rot, flip
+            )
+        )
         flips.append(flip)
     return np.stack(mats), np.array(flips)
 
@@ -114,8 +121,9 @@ def warp_batch(images: torch.Tensor, matrices: np.ndarray, out_size: int) -> tor
     b, h, w = images.shape[:3]
     inv = np.linalg.inv(np.concatenate([matrices, np.tile([[[0, 0, 1.0]]], (b, 1, 1))], 1))
     # output normalised coords -> output pixels -> input pixels -> input normalised coords
-    d_out = np.array([[out_size / 2, 0, (out_size - 1) / 2], [0, out_size / 2, (out_size - 1) / 2],
-                      [0, 0, 1]])  # fmt: skip
+    d_out = np.array(
+        [[out_size / 2, 0, (out_size - 1) / 2], [0, out_size / 2, (out_size - 1) / 2], [0, 0, 1]]
+    )
     d_in = np.array([[2 / w, 0, 1 / w - 1], [0, 2 / h, 1 / h - 1], [0, 0, 1]])
     theta = torch.as_tensor((d_in @ inv @ d_out)[:, :2], dtype=torch.float32, device=images.device)
     grid = F.affine_grid(theta, (b, 3, out_size, out_size), align_corners=False)
@@ -174,8 +182,11 @@ def load_checkpoint(folder: Path, identity: dict):
     if not path.is_file():
         raise PoseMachinesError(f"{folder.parent}: nothing to resume (no checkpoint/state.json)")
     state = json.loads(path.read_text())
-    differs = {k: (state["identity"].get(k), v) for k, v in identity.items()
-               if state["identity"].get(k) != v}  # fmt: skip
+    differs = {
+        k: (state["identity"].get(k), v)
+        for k, v in identity.items()
+        if state["identity"].get(k) != v
+    }
     if differs:
         detail = "; ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in differs.items())
         raise PoseMachinesError(f"refusing to resume from a different configuration ({detail})")
@@ -197,8 +208,9 @@ def _validate(module, crops: PackedCrops, codec, skeleton, device, batch: int = 
         for start in range(0, len(crops), batch):
             idx = np.arange(start, min(start + batch, len(crops)))
             mats, _ = crop_matrices(crops, codec.input_size, idx, None, None)
-            x = warp_batch(torch.as_tensor(crops.images[idx], device=device), mats,
-                           codec.input_size)  # fmt: skip
+            x = warp_batch(
+                torch.as_tensor(crops.images[idx], device=device), mats, codec.input_size
+            )
             beliefs = module(x)
             p = skeleton.num_joints
             preds.append([codec.decode(b[:, :p].float().cpu().numpy())[0] for b in beliefs])
@@ -275,11 +287,19 @@ def train_cnn(
     if settings.optimizer == "adamw":
         opt = torch.optim.AdamW(params, lr=settings.peak_lr, weight_decay=settings.weight_decay)
     else:
-        opt = torch.optim.SGD(params, lr=settings.peak_lr, momentum=0.9,
-                              weight_decay=settings.weight_decay)  # fmt: skip
-    identity = {"settings": {k: v for k, v in settings.to_dict().items()
-                             if k not in ("device", "checkpoint_every", "compile")},
-                "network": cfg.to_dict(), "data": source, "n_train": len(train)}  # fmt: skip
+        opt = torch.optim.SGD(
+            params, lr=settings.peak_lr, momentum=0.9, weight_decay=settings.weight_decay
+        )
+    identity = {
+        "settings": {
+            k: v
+            for k, v in settings.to_dict().items()
+            if k not in ("device", "checkpoint_every", "compile")
+        },
+        "network": cfg.to_dict(),
+        "data": source,
+        "n_train": len(train),
+    }
     step = 0
     if resume:
         state, weights, opt_state = load_checkpoint(ckpt_dir, identity)
@@ -291,8 +311,9 @@ def train_cnn(
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
-        runner = DistributedDataParallel(module, device_ids=[device] if device.type == "cuda"
-                                         else None)  # fmt: skip
+        runner = DistributedDataParallel(
+            module, device_ids=[device] if device.type == "cuda" else None
+        )
     if settings.compile and device.type == "cuda":
         runner = torch.compile(runner)
     images = torch.as_tensor(train.images, device=device)  # decoded once, kept on the device
@@ -306,8 +327,9 @@ def train_cnn(
             log_path.unlink()
 
     stop = total if max_steps is None else min(total, step + max_steps)
-    bar = tqdm(total=total, initial=step, desc="train", unit="step",
-               disable=not progress or rank != 0)  # fmt: skip
+    bar = tqdm(
+        total=total, initial=step, desc="train", unit="step", disable=not progress or rank != 0
+    )
     epoch_losses, seen, t0 = [], 0, time.time()
     module.train()
     while step < stop:
@@ -352,15 +374,21 @@ def train_cnn(
             last_good = step
         if step % steps_per_epoch == 0:
             val_pck = _validate(module, val, codec, skeleton, device) if rank == 0 else []
-            record = {"epoch": epoch + 1, "step": step,
-                      "loss": float(np.sum(np.mean(epoch_losses, 0))),
-                      "loss_per_stage": np.mean(epoch_losses, 0).round(6).tolist(),
-                      "val_pck@0.2_per_stage": val_pck, "images_per_s": round(rate, 1)}  # fmt: skip
+            record = {
+                "epoch": epoch + 1,
+                "step": step,
+                "loss": float(np.sum(np.mean(epoch_losses, 0))),
+                "loss_per_stage": np.mean(epoch_losses, 0).round(6).tolist(),
+                "val_pck@0.2_per_stage": val_pck,
+                "images_per_s": round(rate, 1),
+            }
             if rank == 0:
                 with open(log_path, "a") as f:
                     f.write(json.dumps(record) + "\n")
-                bar.write(f"epoch {epoch + 1}: loss {record['loss']:.4f}, "
-                          f"val PCK@0.2 {val_pck}, {rate:.0f} img/s")  # fmt: skip
+                bar.write(
+                    f"epoch {epoch + 1}: loss {record['loss']:.4f}, "
+                    f"val PCK@0.2 {val_pck}, {rate:.0f} img/s"
+                )
             epoch_losses = []
     bar.close()
     if world > 1:
@@ -375,6 +403,10 @@ def train_cnn(
     network = CPMNetwork(cfg, module.to("cpu").to(memory_format=torch.contiguous_format), "cpu")
     model = PoseModel("cnn", skeleton, codec, [CPMStage(network, t) for t in range(cfg.stages)])
     model.info["cnn"] = {**settings.to_dict(), "network": cfg.to_dict()}
-    model.info["training"] = {"data": source, "steps": step, "images": len(train),
-                              "validation_images": len(val)}  # fmt: skip
+    model.info["training"] = {
+        "data": source,
+        "steps": step,
+        "images": len(train),
+        "validation_images": len(val),
+    }
     return model

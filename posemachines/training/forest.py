@@ -92,8 +92,9 @@ class ForestSettings:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
-def sample_locations(joints, labelled, codec: BeliefCodec, radius: float, n_background: int,
-                     rng: np.random.Generator):  # fmt: skip
+def sample_locations(
+    joints, labelled, codec: BeliefCodec, radius: float, n_background: int, rng: np.random.Generator
+):
     """Training locations of one crop: (rows, cols, labels), label P for background.
 
     Positives: cells within ``radius`` cells of a labelled joint (nearest joint wins).
@@ -112,15 +113,20 @@ def sample_locations(joints, labelled, codec: BeliefCodec, radius: float, n_back
     pts = joints[labelled]
     near = np.zeros_like(far)
     if len(pts):
-        lo, hi = pts.min(0) - 0.1 * np.ptp(pts, 0), pts.max(0) + 0.1 * np.ptp(pts, 0)
+        pad = 0.1 * np.ptp(pts, 0) + 2 * codec.stride
+        lo, hi = pts.min(0) - pad, pts.max(0) + pad
         near = (gx >= lo[0]) & (gx <= hi[0]) & (gy >= lo[1]) & (gy <= hi[1])
     rows, cols = [pos_r], [pos_c]
-    for pool, count in ((far & near, n_background // 2), (far, n_background - n_background // 2)):
-        r, c = np.nonzero(pool)
-        if len(r):
+    taken = np.zeros_like(far)
+    # Half near the body; the rest (and whatever the body area could not give) anywhere.
+    for pool, count in ((far & near, n_background // 2), (far, None)):
+        r, c = np.nonzero(pool & ~taken)
+        count = n_background - int(taken.sum()) if count is None else count
+        if len(r) and count > 0:
             pick = rng.choice(len(r), size=min(count, len(r)), replace=False)
             rows.append(r[pick])
             cols.append(c[pick])
+            taken[r[pick], c[pick]] = True
             labels.append(np.full(len(pick), p))
     return np.concatenate(rows), np.concatenate(cols), np.concatenate(labels)
 
@@ -128,8 +134,9 @@ def sample_locations(joints, labelled, codec: BeliefCodec, radius: float, n_back
 def _training_rows(crop, previous, joints, labelled, codec, settings, config, seed):
     feats = stage_inputs(stage_image_features(crop, config), previous, config)
     rng = np.random.default_rng(seed)
-    r, c, y = sample_locations(joints, labelled, codec, settings.positive_radius,
-                               settings.background, rng)  # fmt: skip
+    r, c, y = sample_locations(
+        joints, labelled, codec, settings.positive_radius, settings.background, rng
+    )
     return feats[r, c], y
 
 
@@ -202,8 +209,11 @@ def _load_checkpoint(out_dir, expected: dict):
             "start a new run instead of --resume"
         )
     model = load_model(ckpt / "model")
-    oof = np.load(ckpt / "beliefs.npy", allow_pickle=False) if (ckpt / "beliefs.npy").is_file() \
-        else None  # fmt: skip
+    oof = (
+        np.load(ckpt / "beliefs.npy", allow_pickle=False)
+        if (ckpt / "beliefs.npy").is_file()
+        else None
+    )
     return model, oof, state
 
 
@@ -244,12 +254,17 @@ def train_forest(
         settings.validate(len(dataset))
     p = dataset.skeleton.num_joints
     config = settings.stage_config(p + 1)
-    identity = {"settings": settings.to_dict(), "seed": seed, "dataset": dataset.describe(),
-                "init": str(init_model) if init_model else None}  # fmt: skip
+    identity = {
+        "settings": settings.to_dict(),
+        "seed": seed,
+        "dataset": dataset.describe(),
+        "init": str(init_model) if init_model else None,
+    }
 
     start_time = time.time()
-    crops, joints, labelled, _ = crop_dataset(dataset, codec.input_size, n_jobs=n_jobs,
-                                              on_bad_image=on_bad_image)  # fmt: skip
+    crops, joints, labelled, _ = crop_dataset(
+        dataset, codec.input_size, n_jobs=n_jobs, on_bad_image=on_bad_image
+    )
     n = len(crops)
     rng = np.random.default_rng(seed)
     row_seeds = rng.integers(0, 2**63, size=(settings.stages, n))
@@ -267,13 +282,18 @@ def train_forest(
     if base_stages and previous is None:
         from ..runner import run_stages
 
-        previous = np.concatenate([
-            run_stages(base_stages, crops[i : i + 64])[-1] for i in range(0, n, 64)
-        ])  # fmt: skip
+        previous = np.concatenate(
+            [run_stages(base_stages, crops[i : i + 64])[-1] for i in range(0, n, 64)]
+        )
 
     def model_of(forest_stages):
-        return PoseModel(backend, dataset.skeleton, codec, base_stages + forest_stages,
-                         {"forest": settings.to_dict()})  # fmt: skip
+        return PoseModel(
+            backend,
+            dataset.skeleton,
+            codec,
+            base_stages + forest_stages,
+            {"forest": settings.to_dict()},
+        )
 
     stage_times = []
     for t in range(first, settings.stages):
@@ -281,12 +301,23 @@ def train_forest(
         with Parallel(n_jobs=n_jobs) as parallel:
             rows = parallel(
                 delayed(_training_rows)(
-                    crops[i], None if previous is None else previous[i], joints[i], labelled[i],
-                    codec, settings, config, int(row_seeds[t, i]),
+                    crops[i],
+                    None if previous is None else previous[i],
+                    joints[i],
+                    labelled[i],
+                    codec,
+                    settings,
+                    config,
+                    int(row_seeds[t, i]),
                 )
-                for i in tqdm(range(n), desc=f"stage {t + 1} features", unit="img",
-                              disable=not progress, leave=False)
-            )  # fmt: skip
+                for i in tqdm(
+                    range(n),
+                    desc=f"stage {t + 1} features",
+                    unit="img",
+                    disable=not progress,
+                    leave=False,
+                )
+            )
         x = np.concatenate([r[0] for r in rows])
         y = np.concatenate([r[1] for r in rows])
         image_of_row = np.repeat(np.arange(n), [len(r[1]) for r in rows])
@@ -296,16 +327,25 @@ def train_forest(
         oof = None
         if not last:
             oof = np.zeros((n, p + 1, codec.map_size, codec.map_size), dtype=np.float32)
-            bar = tqdm(total=n, desc=f"stage {t + 1} out-of-fold", unit="img",
-                       disable=not progress, leave=False)  # fmt: skip
+            bar = tqdm(
+                total=n,
+                desc=f"stage {t + 1} out-of-fold",
+                unit="img",
+                disable=not progress,
+                leave=False,
+            )
             for k in range(settings.folds):
                 forest = _make_forest(settings, int(forest_seeds[t, k]), n_jobs)
                 forest.fit(x[fold_of[image_of_row] != k], y[fold_of[image_of_row] != k])
                 held = np.flatnonzero(fold_of == k)
                 oof[held] = predict_dense(
-                    forest, crops[held], None if previous is None else previous[held], config,
-                    n_jobs, bar=bar,
-                )  # fmt: skip
+                    forest,
+                    crops[held],
+                    None if previous is None else previous[held],
+                    config,
+                    n_jobs,
+                    bar=bar,
+                )
                 del forest
             bar.close()
         log(f"stage {t + 1}: fitting {settings.trees} trees on all images")

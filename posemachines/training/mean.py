@@ -18,7 +18,8 @@ def train_mean(
     on_bad_image: str = "skip",
 ) -> PoseModel:
     codec = BeliefCodec(input_size, stride, sigma)
-    _, joints, labelled, _ = crop_dataset(dataset, input_size, n_jobs=n_jobs,
-                                          on_bad_image=on_bad_image)  # fmt: skip
+    _, joints, labelled, _ = crop_dataset(
+        dataset, input_size, n_jobs=n_jobs, on_bad_image=on_bad_image
+    )
     targets, _ = codec.encode(joints, labelled)
     return PoseModel("mean", dataset.skeleton, codec, [MeanPoseStage().fit(targets)])

@@ -1,0 +1,218 @@
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from posemachines.crops import crop_transform, warp_image  # noqa: E402
+from posemachines.data.pack import load_pack, pack_crops, save_pack  # noqa: E402
+from posemachines.errors import PoseMachinesError  # noqa: E402
+from posemachines.stages.cnn import CONFIGS, CPM  # noqa: E402
+from posemachines.training.cnn import CNNSettings, train_cnn, warp_batch  # noqa: E402
+
+
+def tiny(device="cpu", **kw):
+    return CNNSettings(
+        config="cpm-tiny",
+        device=device,
+        epochs=2,
+        batch_size=8,
+        checkpoint_every=3,
+        val_fraction=0.1,
+        **kw,
+    )
+
+
+def test_every_stage_has_the_right_shape():
+    for name in ("cpm-small", "cpm-tiny"):
+        cfg = CONFIGS[name]
+        out = CPM(cfg)(torch.zeros(2, 3, cfg.input_size, cfg.input_size))
+        assert len(out) == cfg.stages
+        side = cfg.input_size // cfg.stride
+        assert all(o.shape == (2, cfg.num_joints + 1, side, side) for o in out)
+
+
+def test_paper_network_size():
+    n = sum(p.numel() for p in CPM(CONFIGS["cpm-paper"]).parameters())
+    assert 30.0e6 < n < 31.5e6  # the paper's network is about 30.8 M parameters
+
+
+def test_device_warp_matches_the_cpu_warp():
+    img = np.random.default_rng(0).integers(0, 255, (48, 48, 3), dtype=np.uint8)
+    m = crop_transform(np.array([20.0, 25.0]), 30.0, 24, scale=1.1, rotation=17, flip=True)
+    ref = warp_image(img, m, 24).astype(float) / 255 - 0.5
+    got = warp_batch(torch.tensor(img[None]), m[None], 24)[0].permute(1, 2, 0).numpy()
+    inner = (slice(2, -2), slice(2, -2))  # borders differ only by padding rules
+    assert np.abs(got[inner] - ref[inner]).mean() < 0.01
+
+
+def test_training_loss_falls_and_model_predicts(synthetic_train, synthetic_test, tmp_path):
+    s = tiny(lr=3e-3)
+    s.epochs = 6
+    model = train_cnn(synthetic_train, s, tmp_path)
+    log = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    assert len(log) == 6 and log[-1]["loss"] < log[0]["loss"]
+    assert len(log[0]["loss_per_stage"]) == 2 and len(log[0]["val_pck@0.2_per_stage"]) == 2
+    preds = model.predict(synthetic_test)
+    assert preds.keypoints.shape == (2, len(synthetic_test), 14, 2)
+    assert np.isfinite(preds.keypoints).all()
+
+
+def test_cpu_training_is_deterministic_and_resume_is_exact(synthetic_train, tmp_path):
+    full = train_cnn(synthetic_train, tiny(), tmp_path / "a")
+    again = train_cnn(synthetic_train, tiny(), tmp_path / "b")
+    wa = full.stages[0].network.state_dict()
+    wb = again.stages[0].network.state_dict()
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    # interrupted after 4 steps (checkpoint at step 3), then resumed
+    assert train_cnn(synthetic_train, tiny(), tmp_path / "c", max_steps=4) is None
+    resumed = train_cnn(synthetic_train, tiny(), tmp_path / "c", resume=True)
+    wc = resumed.stages[0].network.state_dict()
+    assert all(torch.equal(wa[k], wc[k]) for k in wa)
+
+
+def test_resume_with_a_different_configuration_is_refused(synthetic_train, tmp_path):
+    train_cnn(synthetic_train, tiny(), tmp_path, max_steps=3)
+    with pytest.raises(PoseMachinesError, match="refusing to resume.*batch_size"):
+        s = tiny()
+        s.batch_size = 4
+        train_cnn(synthetic_train, s, tmp_path, resume=True)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(synthetic_train, tmp_path, monkeypatch):
+    import posemachines.training.cnn as tc
+
+    real = tc.stage_losses
+    calls = {"n": 0}
+
+    def poisoned(*args):
+        calls["n"] += 1
+        out = real(*args)
+        return out * float("nan") if calls["n"] == 5 else out
+
+    monkeypatch.setattr(tc, "stage_losses", poisoned)
+    with pytest.raises(PoseMachinesError, match=r"at step 4.*last good checkpoint \(step 3\)"):
+        train_cnn(synthetic_train, tiny(), tmp_path)
+    state = json.loads((tmp_path / "checkpoint" / "state.json").read_text())
+    assert state["step"] == 3
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
+def test_cuda_without_gpu_suggests_auto():
+    with pytest.raises(PoseMachinesError, match="--device auto"):
+        CNNSettings.from_options(device="cuda")
+
+
+def test_pack_round_trip(synthetic_train, tmp_path):
+    crops = pack_crops([synthetic_train.subset(range(5))], side=48, n_jobs=1)
+    info = save_pack(crops, tmp_path / "p.npz", quality=95)
+    back = load_pack(tmp_path / "p.npz")
+    assert info["n"] == 5 and back.images.shape == (5, 48, 48, 3)
+    np.testing.assert_allclose(back.joints, crops.joints, atol=1e-4)
+    assert np.abs(back.images.astype(int) - crops.images).mean() < 12  # JPEG: close, not equal
+    (tmp_path / "bad.npz").write_bytes(b"garbage")
+    with pytest.raises(PoseMachinesError, match="not a posemachines training cache"):
+        load_pack(tmp_path / "bad.npz")
+
+
+def test_train_from_pack_via_cli(tmp_path):
+    from click.testing import CliRunner
+    from posemachines.cli.main import cli
+
+    r = CliRunner()
+    pack = tmp_path / "p.npz"
+    res = r.invoke(
+        cli,
+        [
+            "data",
+            "pack",
+            "synthetic:train",
+            "--synthetic-size",
+            "24",
+            "--side",
+            "48",
+            "--out",
+            str(pack),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    res = r.invoke(
+        cli,
+        [
+            "train",
+            "--backend",
+            "cnn",
+            "--config",
+            "cpm-tiny",
+            "--epochs",
+            "1",
+            "--device",
+            "cpu",
+            "--data",
+            str(pack),
+            "--out",
+            str(tmp_path / "m"),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    res = r.invoke(
+        cli,
+        [
+            "evaluate",
+            str(tmp_path / "m"),
+            "--dataset",
+            "synthetic",
+            "--synthetic-size",
+            "4",
+            "--json",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+
+
+@pytest.mark.slow
+def test_distributed_training_with_two_processes(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        "29533",
+        "-m",
+        "posemachines.cli.main",
+        "train",
+        "--backend",
+        "cnn",
+        "--config",
+        "cpm-tiny",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--device",
+        "cpu",
+        "--dataset",
+        "synthetic",
+        "--synthetic-size",
+        "24",
+        "--out",
+        str(tmp_path / "ddp"),
+    ]
+    subprocess.run(cmd, check=True, env=env, timeout=300, capture_output=True)
+    assert (tmp_path / "ddp" / "manifest.json").is_file()
+
+
+def test_cuda_training_step(device, synthetic_train, tmp_path):
+    if device != "cuda":
+        pytest.skip("run with --device cuda on a GPU machine")
+    s = tiny(device="cuda")
+    s.compile = False
+    model = train_cnn(synthetic_train, s, tmp_path)
+    assert model is not None

@@ -1,0 +1,116 @@
+import numpy as np
+import pytest
+
+from posemachines.errors import PoseMachinesError
+from posemachines.features.context import belief_peaks, context_features
+from posemachines.features.image import dense_image_features
+from posemachines.io import load_model
+from posemachines.targets import BeliefCodec
+from posemachines.training.forest import ForestSettings, sample_locations, train_forest
+
+
+def test_dense_image_features_shape_and_position():
+    crop = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    f = dense_image_features(crop, 4, hog_cells=(4, 8), colour_cell=6)
+    assert f.shape[:2] == (16, 16) and f.dtype == np.float32
+    assert np.isfinite(f).all()
+    # the last two features are the location's x and y in the crop
+    assert f[0, 0, -2:].tolist() == [pytest.approx(1 / 63), pytest.approx(1 / 63)]
+    assert f[3, 5, -2] > f[3, 4, -2] and f[4, 5, -1] > f[3, 5, -1]
+
+
+def test_context_features_find_planted_peaks():
+    beliefs = np.zeros((3, 10, 10), np.float32)  # 2 joints + background
+    beliefs[0, 2, 7] = 0.9
+    beliefs[0, 8, 1] = 0.5
+    beliefs[1, 5, 5] = 0.7
+    pos, score = belief_peaks(beliefs, top_k=2)
+    assert pos[0, 0].tolist() == [7, 2] and score[0, 0] == pytest.approx(0.9)
+    assert pos[0, 1].tolist() == [1, 8] and score[0, 1] == pytest.approx(0.5)
+    assert score[1, 1] == 0  # only one peak
+    psi = context_features(beliefs, cells=(1, 3), top_k=2)
+    assert psi.shape == (10, 10, 2 * 2 * 9 + 2 * 2 * 4)
+    # offset context at z = the first peak: distance 0 to it
+    assert psi[2, 7, 2 * 2 * 9] == 0.0
+
+
+def test_sample_locations_positives_and_background():
+    codec = BeliefCodec(64, 4, 4.0)
+    joints = np.array([[10.0, 10.0], [50.0, 40.0]])
+    rows, cols, labels = sample_locations(
+        joints, np.array([True, False]), codec, 1.5, 20, np.random.default_rng(0)
+    )
+    assert set(labels) == {0, 2}  # unlabelled joint 1 never a positive
+    pos = labels == 0
+    centres = codec.grid()
+    d = np.hypot(centres[cols[pos]] - 10, centres[rows[pos]] - 10)
+    assert (d <= 1.5 * 4).all() and pos.sum() >= 4
+    assert (labels == 2).sum() == 20
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        (ForestSettings(stages=0), "--stages must be at least 1"),
+        (ForestSettings(input_size=32, stride=4), "larger than the 32-px input"),
+        (ForestSettings(trees=0), "--trees"),
+    ],
+)
+def test_bad_settings_fail_before_work(settings, message):
+    with pytest.raises(PoseMachinesError, match=message):
+        settings.validate(100)
+
+
+def test_more_folds_than_images(synthetic_train, tmp_path):
+    s = ForestSettings(folds=3, input_size=64, hog_cells=(4, 8), colour_cell=6)
+    with pytest.raises(PoseMachinesError, match="at least 3 training images"):
+        train_forest(synthetic_train.subset([0, 1]), s, tmp_path)
+
+
+def test_small_forest_learns_and_is_deterministic(
+    forest_model_dir, mean_model_dir, synthetic_test, forest_train, tiny_forest_settings, tmp_path
+):
+    from posemachines.compare import Entry, score_entry
+
+    forest = load_model(forest_model_dir)
+    result, preds = score_entry(Entry("f", forest_model_dir, forest), synthetic_test)
+    mean, _ = score_entry(Entry("m", mean_model_dir, load_model(mean_model_dir)), synthetic_test)
+    assert len(result.per_stage) == 2
+    assert result.metrics["pck@0.2"] > mean.metrics["pck@0.2"] + 0.05
+    again = train_forest(forest_train, tiny_forest_settings, tmp_path, seed=0, n_jobs=2)
+    np.testing.assert_array_equal(again.predict(synthetic_test).keypoints, preds)
+
+
+def test_interrupted_training_resumes_to_the_same_model(
+    forest_train, synthetic_test, tiny_forest_settings, forest_model_dir, tmp_path, monkeypatch
+):
+    import posemachines.training.forest as tf
+
+    real = tf._save_checkpoint
+
+    def save_then_die(out_dir, model, oof, state):
+        real(out_dir, model, oof, state)
+        raise KeyboardInterrupt  # killed right after stage 1 was checkpointed
+
+    monkeypatch.setattr(tf, "_save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train_forest(forest_train, tiny_forest_settings, tmp_path, seed=0, n_jobs=1)
+    monkeypatch.setattr(tf, "_save_checkpoint", real)
+    resumed = train_forest(
+        forest_train, tiny_forest_settings, tmp_path, seed=0, n_jobs=1, resume=True
+    )
+    expected = load_model(forest_model_dir).predict(synthetic_test).keypoints
+    np.testing.assert_array_equal(resumed.predict(synthetic_test).keypoints, expected)
+    with pytest.raises(PoseMachinesError, match="different seed"):
+        train_forest(forest_train, tiny_forest_settings, tmp_path, seed=1, resume=True)
+
+
+def test_hybrid_on_top_of_another_model(
+    mean_model_dir, synthetic_train, synthetic_test, tiny_forest_settings, tmp_path
+):
+    from dataclasses import replace
+
+    settings = replace(tiny_forest_settings, stages=1)
+    model = train_forest(synthetic_train, settings, tmp_path, init_model=mean_model_dir, n_jobs=1)
+    assert model.backend == "hybrid" and [s.kind for s in model.stages] == ["mean", "forest"]
+    assert model.predict(synthetic_test).keypoints.shape[0] == 2
