@@ -61,3 +61,28 @@ def pack(datasets, out, data_root, side, quality, synthetic_size, jobs):
         parts.append(load_dataset(name, split or "train", data_root, **options))
     info = pack_datasets(parts, out, side=side, quality=quality, n_jobs=jobs)
     echo_err(f"packed {info['n']} crops of {side} px ({info['megabytes']:.1f} MB) into {out}")
+
+
+@data.command()
+@click.argument("name")
+@click.option("--url", default=None, help="Archive URL (default: the dataset's known source).")
+@click.option("--sha256", default=None, help="Expected SHA-256 of the archive.")
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Cache directory (default: $XDG_CACHE_HOME/posemachines).",
+)
+@friendly_errors
+def download(name, url, sha256, cache_dir):
+    """Download dataset NAME (lsp, lspet) into the cache directory, resumably.
+
+    The cache directory is the last place the data-root lookup searches, so `pm train
+    --dataset lsp` finds it there with no further option.
+    """
+    from posemachines.data.download import fetch_dataset
+
+    folder, digest = fetch_dataset(name, url, sha256, cache_dir)
+    click.echo(f"{name} ready in {folder}")
+    if sha256 is None:
+        echo_err(f"archive sha256 {digest} (pass --sha256 next time to verify)")

@@ -34,7 +34,7 @@ class ForestSettings:
     depth: int | None = 25
     forest: str = "extra"  # "extra" (extremely randomised trees) or "random"
     min_samples_leaf: int = 2
-    max_features: str = "sqrt"
+    max_features: float | str = 0.1  # share of the features tried at each split
     input_size: int = 160
     stride: int = 4
     sigma: float = 6.0

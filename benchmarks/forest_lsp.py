@@ -1,0 +1,73 @@
+"""Forest Pose Machine on LSP: train on LSP train (1-1000), evaluate on LSP test (1001-2000).
+
+Prints wall time, peak memory (this process and its workers), PCK@0.2 per stage and per joint,
+and the median ms per image at prediction (image decoding included, batch 1).
+
+    python benchmarks/forest_lsp.py --data-root ../shared/data --out runs/bench-forest-lsp
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from posemachines.compare import Entry, score_entry, time_model
+from posemachines.data import load_dataset
+from posemachines.io import save_model
+from posemachines.training.forest import ForestSettings, train_forest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from memory import PeakMemory  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--data-root", default=None)
+    ap.add_argument("--out", default="runs/bench-forest-lsp")
+    ap.add_argument("--stages", type=int, default=3)
+    ap.add_argument("--trees", type=int, default=None)
+    ap.add_argument("--jobs", type=int, default=-1)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--settings", default="{}", help="JSON overrides of ForestSettings")
+    args = ap.parse_args()
+
+    train = load_dataset("lsp", "train", args.data_root)
+    test = load_dataset("lsp", "test", args.data_root)
+    settings = ForestSettings.from_options(
+        stages=args.stages, trees=args.trees, **json.loads(args.settings)
+    )
+    start = time.time()
+    with PeakMemory() as memory:
+        model = train_forest(
+            train, settings, args.out, seed=args.seed, n_jobs=args.jobs, progress=True
+        )
+    train_s = time.time() - start
+    model.info["training"].update(
+        {"dataset": train.describe(), "dataset_name": "lsp", "seconds": round(train_s, 1)}
+    )
+    save_model(model, args.out)
+    result, _ = score_entry(Entry("forest", args.out, model), test)
+    timing = time_model(model, test, n=50)
+    print(
+        json.dumps(
+            {
+                "train_seconds": round(train_s, 1),
+                "peak_memory_gb": round(memory.peak_gb, 2),
+                "pck@0.2_per_stage": [round(s["pck@0.2"], 4) for s in result.per_stage],
+                "metrics": {k: round(v, 4) for k, v in result.metrics.items() if v is not None},
+                "per_joint_pck@0.2": {
+                    j: round(m["pck@0.2"], 3) for j, m in result.per_joint.items()
+                },
+                "ms_per_image": round(timing["ms_per_image"], 1),
+                "settings": settings.to_dict(),
+            },
+            indent=1,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
