@@ -45,14 +45,17 @@ def predict(model, inputs, out, centre, scale, boxes, no_overlays, device):
     """Predict keypoints with MODEL for image files, folders of images and videos.
 
     Writes OUT/keypoints.json (COCO-results style: image_id, flat [x, y, score] keypoints,
-    0-based pixels) and OUT/NAME.png overlays with the skeleton drawn (right limbs red, left
-    blue); a video gives one overlay per frame.
+    0-based pixels) and overlays with the skeleton drawn (right limbs red, left blue):
+    OUT/NAME.png per image, OUT/NAME_overlay.mp4 per video (needs posemachines[video]).
     """
-    from PIL import Image
-
-    from posemachines.inference import coco_results, collect_inputs, load_boxes, predict_files
+    from posemachines.inference import (
+        OverlayWriter,
+        coco_results,
+        collect_inputs,
+        load_boxes,
+        predict_files,
+    )
     from posemachines.io import atomic_write_json, load_model
-    from posemachines.visualize import draw_skeleton
 
     pose_model = load_model(model, device_name(device))
     files = collect_inputs(inputs)
@@ -60,13 +63,18 @@ def predict(model, inputs, out, centre, scale, boxes, no_overlays, device):
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     names, kps, confs = [], [], []
-    for name, image, kp, conf in predict_files(pose_model, files, box_map, centre, scale):
-        names.append(name)
-        kps.append(kp)
-        confs.append(conf)
-        if not no_overlays:
-            overlay = draw_skeleton(image, kp, pose_model.skeleton)
-            Image.fromarray(overlay).save(out_dir / (Path(name.replace("#", "_")).stem + ".png"))
+    overlays = OverlayWriter(out_dir, pose_model.skeleton)
+    try:
+        for source, name, image, kp, conf in predict_files(
+            pose_model, files, box_map, centre, scale
+        ):
+            names.append(name)
+            kps.append(kp)
+            confs.append(conf)
+            if not no_overlays:
+                overlays.add(source, name, image, kp)
+    finally:
+        overlays.close()
     results = coco_results(names, kps, confs)
     atomic_write_json(
         out_dir / "keypoints.json",

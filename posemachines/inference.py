@@ -31,9 +31,13 @@ def collect_inputs(paths) -> list[Path]:
     return files
 
 
+def is_video(path: Path) -> bool:
+    return path.suffix.lower() in VIDEO_SUFFIXES
+
+
 def iter_frames(path: Path) -> Iterator[tuple[str, np.ndarray]]:
     """(name, image) for an image file, or for every frame of a video file."""
-    if path.suffix.lower() not in VIDEO_SUFFIXES:
+    if not is_video(path):
         yield path.name, read_image(path)
         return
     try:
@@ -104,7 +108,7 @@ def predict_files(
     batch_size: int = 16,
     progress: bool = True,
 ):
-    """Yield (name, image, keypoints (P, 2), confidence (P,)) for every image or video frame."""
+    """Yield (source file, name, image, keypoints (P, 2), confidence (P,)) per image or frame."""
     from tqdm.auto import tqdm
 
     p = model.skeleton.num_joints
@@ -113,8 +117,8 @@ def predict_files(
     def flush():
         samples = [s for s, _ in batch]
         kp, conf = model.predict_samples(samples)
-        for (s, _), k, c in zip(batch, kp[-1], conf[-1]):
-            yield s.name, s.image, k, c
+        for (s, source), k, c in zip(batch, kp[-1], conf[-1]):
+            yield source, s.name, s.image, k, c
         batch.clear()
 
     with tqdm(desc="predict", unit="img", disable=not progress) as bar:
@@ -127,3 +131,30 @@ def predict_files(
                     yield from flush()
         if batch:
             yield from flush()
+
+
+class OverlayWriter:
+    """Overlays of predictions: a PNG per image, an MP4 per video (streamed frame by frame)."""
+
+    def __init__(self, out_dir: Path, skeleton):
+        self.out_dir, self.skeleton, self.videos = Path(out_dir), skeleton, {}
+
+    def add(self, source: Path, name: str, image: np.ndarray, keypoints: np.ndarray) -> None:
+        from PIL import Image
+
+        from .visualize import draw_skeleton
+
+        overlay = draw_skeleton(image, keypoints, self.skeleton)
+        if not is_video(source):
+            Image.fromarray(overlay).save(self.out_dir / (Path(name).stem + ".png"))
+            return
+        if source not in self.videos:
+            import imageio.v2 as imageio
+
+            path = self.out_dir / (source.stem + "_overlay.mp4")
+            self.videos[source] = imageio.get_writer(path, fps=25, macro_block_size=1)
+        self.videos[source].append_data(overlay)
+
+    def close(self) -> None:
+        for writer in self.videos.values():
+            writer.close()

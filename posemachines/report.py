@@ -433,6 +433,11 @@ def render_html(results: dict, figures: dict) -> str:
             f"<img alt='{name}' src='data:image/png;base64,{data}'>"
         )
     parts.append(f"<h2>Command</h2><pre>{html.escape(results['command'])}</pre>")
+    # Marks each figure with its decoded size, so a browser test can check that all rendered.
+    parts.append(
+        "<script>window.addEventListener('load',()=>{for(const i of document.images)"
+        "{i.dataset.rendered=i.naturalWidth+'x'+i.naturalHeight}});</script>"
+    )
     parts.append("</body></html>")
     return "\n".join(parts)
 

@@ -145,3 +145,18 @@ def test_data_lists_datasets(tmp_path):
     out = run("data", "--data-root", tmp_path).stdout
     assert "lsp" in out and "not found" in out and "synthetic" in out
     np.testing.assert_equal(True, True)
+
+
+def test_predict_on_a_video_with_boxes(mean_model_dir, tmp_path, synthetic_test):
+    iio = pytest.importorskip("imageio.v3")
+    pytest.importorskip("imageio_ffmpeg")
+    frames = np.stack([synthetic_test[i].image for i in range(4)])
+    video = tmp_path / "clip.mp4"
+    iio.imwrite(video, frames, fps=5)
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(json.dumps({"clip.mp4#000001": [10, 10, 100, 120]}))
+    out = tmp_path / "pred"
+    run("predict", mean_model_dir, video, "--out", out, "--boxes", boxes)
+    doc = json.loads((out / "keypoints.json").read_text())
+    assert [r["image_id"] for r in doc["results"]] == [f"clip.mp4#{k:06d}" for k in range(4)]
+    assert (out / "clip_overlay.mp4").stat().st_size > 0
