@@ -63,6 +63,11 @@ def cli():
 @click.option("--trees", type=int, default=None, help="[forest] Trees per stage.")
 @click.option("--depth", type=int, default=None, help="[forest] Maximum tree depth.")
 @click.option(
+    "--mirror/--no-mirror",
+    default=None,
+    help="[forest] Also train on mirrored images (default: yes for real data, no for synthetic).",
+)
+@click.option(
     "--init",
     "init_model",
     type=click.Path(exists=True, file_okay=False),
@@ -132,6 +137,7 @@ def train(
     resume,
     trees,
     depth,
+    mirror,
     init_model,
     init_stages,
     cnn_config,
@@ -155,37 +161,17 @@ def train(
 
     if resume and out is None:
         raise PoseMachinesError("--resume needs --out pointing at the interrupted run")
-    if stages is not None and stages < 1:
-        raise PoseMachinesError(f"--stages must be at least 1, got {stages}")
-    train_data = None
-    if packed is None:
-        if dataset is None:
-            dataset, why = default_training_dataset(data_root)
-            echo_err(f"training on {dataset} ({why})")
-        train_data = load_data(dataset, split, data_root, synthetic_size, protocol, seed)
-    out_dir = Path(out) if out else next_run_dir(backend)
-    start = time.time()
-    if backend == "mean":
-        from posemachines.training.mean import train_mean
-
-        model = train_mean(train_data, n_jobs=jobs, on_bad_image=on_bad_image)
-    elif backend == "forest":
+    if packed is not None and backend != "cnn":
+        raise PoseMachinesError("--data (a packed cache) trains the cnn backend only")
+    # Settings are checked before any data is read or any run directory is made.
+    if backend == "forest":
         from posemachines.training.forest import ForestSettings, train_forest
 
-        settings = ForestSettings.from_options(stages=stages, trees=trees, depth=depth)
-        model = train_forest(
-            train_data,
-            settings,
-            out_dir,
-            seed=seed,
-            n_jobs=jobs,
-            resume=resume,
-            init_model=init_model,
-            init_stages=init_stages,
-            on_bad_image=on_bad_image,
-            progress=True,
+        settings = ForestSettings.from_options(
+            stages=stages, trees=trees, depth=depth, mirror=mirror
         )
-    else:
+        settings.validate()
+    elif backend == "cnn":
         from posemachines.training.cnn import CNNSettings, train_cnn
 
         settings = CNNSettings.from_options(
@@ -200,6 +186,32 @@ def train(
             val_fraction=val_fraction,
             seed=seed,
         )
+    train_data = None
+    if packed is None:
+        if dataset is None:
+            dataset, why = default_training_dataset(data_root)
+            echo_err(f"training on {dataset} ({why})")
+        train_data = load_data(dataset, split, data_root, synthetic_size, protocol, seed)
+    out_dir = Path(out) if out else next_run_dir(backend)
+    start = time.time()
+    if backend == "mean":
+        from posemachines.training.mean import train_mean
+
+        model = train_mean(train_data, n_jobs=jobs, on_bad_image=on_bad_image)
+    elif backend == "forest":
+        model = train_forest(
+            train_data,
+            settings,
+            out_dir,
+            seed=seed,
+            n_jobs=jobs,
+            resume=resume,
+            init_model=init_model,
+            init_stages=init_stages,
+            on_bad_image=on_bad_image,
+            progress=True,
+        )
+    else:
         model = train_cnn(
             train_data, settings, out_dir, packed=packed, resume=resume, progress=True
         )

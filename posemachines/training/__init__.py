@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from joblib import Parallel, delayed
 
 from ..crops import NO_AUGMENTATION, Augmentation, person_crop
 from ..data import CorruptImageError, PoseDataset
+from ..errors import PoseMachinesError
 
 
 def _crop_one(dataset, i, size, augmentation, seed, on_bad_image):
@@ -35,8 +38,6 @@ def crop_dataset(
     Per-crop seeds are drawn up front so the result does not depend on ``n_jobs``.
     Unreadable images are skipped (with a warning from the caller's count) or stop the run.
     """
-    import warnings
-
     seeds = np.random.default_rng(seed).integers(0, 2**63, size=(copies, len(dataset)))
     jobs = [(i, int(seeds[c, i])) for c in range(copies) for i in range(len(dataset))]
     crops = Parallel(n_jobs=n_jobs, batch_size=32)(
@@ -49,8 +50,6 @@ def crop_dataset(
             stacklevel=2,
         )
     if not kept:
-        from ..errors import PoseMachinesError
-
         raise PoseMachinesError(f"no readable images in {dataset.describe()}")
     return (
         np.stack([c.image for _, c in kept]),

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from joblib import Parallel, delayed
 
+from ..crops import Augmentation
 from ..errors import PoseMachinesError
 from ..model import PoseModel
 from ..stages.forest import ForestStage, forest_beliefs, stage_image_features, stage_inputs
@@ -46,6 +47,9 @@ class ForestSettings:
     context_cells: tuple = (1, 3, 7)
     top_k: int = 2
     smooth: float = 1.0  # Gaussian smoothing of each belief map, in cells
+    # Also train on mirrored copies (left and right swapped). None: yes for real data, where
+    # people face both ways; no for the synthetic figures, which always face the camera.
+    mirror: bool | None = None
 
     @classmethod
     def from_options(cls, **options) -> ForestSettings:
@@ -177,6 +181,18 @@ def predict_dense(forest, crops, previous, config, n_jobs, chunk=32, bar=None) -
     return np.stack(out)
 
 
+MIRROR = Augmentation(scale=(1.0, 1.0), rotation=0.0, flip=1.0, shift=0.0)
+
+
+def training_crops(dataset, size: int, mirror: bool, n_jobs: int, on_bad_image: str):
+    """Crops, joints, flags and source image index of every training image, plus mirror images
+    if asked (a mirror image keeps its source's index, so both fall in the same fold)."""
+    parts = [crop_dataset(dataset, size, n_jobs=n_jobs, on_bad_image=on_bad_image)]
+    if mirror:
+        parts.append(crop_dataset(dataset, size, MIRROR, n_jobs=n_jobs, on_bad_image=on_bad_image))
+    return tuple(np.concatenate([p[k] for p in parts]) for k in range(4))
+
+
 def _checkpoint_dir(out_dir: Path) -> Path:
     return Path(out_dir) / "checkpoint"
 
@@ -235,6 +251,8 @@ def train_forest(
     from ..io import load_model
 
     settings.validate(len(dataset))
+    if settings.mirror is None:
+        settings.mirror = dataset.name != "synthetic"
     out_dir = Path(out_dir)
     log = tqdm.write if progress else (lambda *_: None)
     base_stages, backend = [], "forest"
@@ -262,13 +280,13 @@ def train_forest(
     }
 
     start_time = time.time()
-    crops, joints, labelled, _ = crop_dataset(
-        dataset, codec.input_size, n_jobs=n_jobs, on_bad_image=on_bad_image
+    crops, joints, labelled, source = training_crops(
+        dataset, codec.input_size, settings.mirror, n_jobs, on_bad_image
     )
     n = len(crops)
     rng = np.random.default_rng(seed)
     row_seeds = rng.integers(0, 2**63, size=(settings.stages, n))
-    fold_of = rng.permutation(n) % settings.folds
+    fold_of = (rng.permutation(len(dataset)) % settings.folds)[source]  # folds by source image
     forest_seeds = rng.integers(0, 2**31, size=(settings.stages, settings.folds + 1))
 
     stages, previous, first = [], None, 0

@@ -1,0 +1,60 @@
+"""cpm-small on synthetic data on the CPU: training time, images/s and PCK@0.2 per stage.
+
+python benchmarks/cnn_synthetic_cpu.py --train-size 1000 --epochs 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from posemachines.compare import Entry, score_entry
+from posemachines.data import load_dataset
+from posemachines.training.cnn import CNNSettings, train_cnn
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--config", default="cpm-small")
+    ap.add_argument("--train-size", type=int, default=1000)
+    ap.add_argument("--test-size", type=int, default=200)
+    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default="runs/bench-cnn-synthetic")
+    args = ap.parse_args()
+    train = load_dataset("synthetic", "train", size=args.train_size, seed=args.seed)
+    test = load_dataset("synthetic", "test", size=args.test_size, seed=args.seed)
+    settings = CNNSettings(
+        config=args.config,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        device="cpu",
+        seed=args.seed,
+        val_fraction=0.0,
+    )
+    start = time.time()
+    model = train_cnn(train, settings, args.out, progress=True)
+    seconds = time.time() - start
+    result, _ = score_entry(Entry("cnn", args.out, model), test)
+    print(
+        json.dumps(
+            {
+                "config": args.config,
+                "train_images": len(train),
+                "epochs": args.epochs,
+                "train_seconds": round(seconds, 1),
+                "train_img_s": round(len(train) * args.epochs / seconds, 1),
+                "pck@0.2_per_stage": [round(s["pck@0.2"], 4) for s in result.per_stage],
+                "metrics": {k: round(v, 4) for k, v in result.metrics.items() if v is not None},
+            },
+            indent=1,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
