@@ -59,6 +59,26 @@ class Skeleton:
         return None if self.head is None else (self.index(self.head[0]), self.index(self.head[1]))
 
 
+# Shared by the LSP and MPII joint sets, which name arms and legs alike.
+ARMS_AND_LEGS = (
+    ("r_ankle", "r_knee"),
+    ("r_knee", "r_hip"),
+    ("l_hip", "l_knee"),
+    ("l_knee", "l_ankle"),
+    ("r_wrist", "r_elbow"),
+    ("r_elbow", "r_shoulder"),
+    ("l_shoulder", "l_elbow"),
+    ("l_elbow", "l_wrist"),
+)
+LIMB_FLIP_PAIRS = (
+    ("r_ankle", "l_ankle"),
+    ("r_knee", "l_knee"),
+    ("r_hip", "l_hip"),
+    ("r_wrist", "l_wrist"),
+    ("r_elbow", "l_elbow"),
+    ("r_shoulder", "l_shoulder"),
+)
+
 LSP14 = Skeleton(
     name="lsp14",
     joints=(
@@ -77,27 +97,13 @@ LSP14 = Skeleton(
         "neck",
         "head_top",
     ),
-    limbs=(
-        ("r_ankle", "r_knee"),
-        ("r_knee", "r_hip"),
-        ("l_hip", "l_knee"),
-        ("l_knee", "l_ankle"),
-        ("r_wrist", "r_elbow"),
-        ("r_elbow", "r_shoulder"),
-        ("l_shoulder", "l_elbow"),
-        ("l_elbow", "l_wrist"),
+    limbs=ARMS_AND_LEGS
+    + (
         ("neck", "head_top"),
         ("r_shoulder", "r_hip"),
         ("l_shoulder", "l_hip"),
     ),
-    flip_pairs=(
-        ("r_ankle", "l_ankle"),
-        ("r_knee", "l_knee"),
-        ("r_hip", "l_hip"),
-        ("r_wrist", "l_wrist"),
-        ("r_elbow", "l_elbow"),
-        ("r_shoulder", "l_shoulder"),
-    ),
+    flip_pairs=LIMB_FLIP_PAIRS,
     torso=("l_shoulder", "r_hip"),
     head=("neck", "head_top"),
 )
@@ -122,26 +128,12 @@ MPII16 = Skeleton(
         "l_elbow",
         "l_wrist",
     ),
-    limbs=(
-        ("r_ankle", "r_knee"),
-        ("r_knee", "r_hip"),
-        ("l_hip", "l_knee"),
-        ("l_knee", "l_ankle"),
-        ("r_wrist", "r_elbow"),
-        ("r_elbow", "r_shoulder"),
-        ("l_shoulder", "l_elbow"),
-        ("l_elbow", "l_wrist"),
+    limbs=ARMS_AND_LEGS
+    + (
         ("upper_neck", "head_top"),
         ("pelvis", "thorax"),
     ),
-    flip_pairs=(
-        ("r_ankle", "l_ankle"),
-        ("r_knee", "l_knee"),
-        ("r_hip", "l_hip"),
-        ("r_wrist", "l_wrist"),
-        ("r_elbow", "l_elbow"),
-        ("r_shoulder", "l_shoulder"),
-    ),
+    flip_pairs=LIMB_FLIP_PAIRS,
     torso=("l_shoulder", "r_hip"),
     head=("upper_neck", "head_top"),
 )
