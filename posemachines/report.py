@@ -17,7 +17,6 @@ import numpy as np
 
 from .compare import Entry, load_entry, score_entry, time_model
 from .errors import PoseMachinesError
-from .evaluation import METRIC_KEYS
 
 SUMMARY_KEYS = ("pck@0.2", "pck@0.1", "pckh@0.5", "pcp", "auc")
 BACKENDS_FOR_DEFAULT = ("mean", "forest", "cnn", "hybrid")
@@ -440,6 +439,3 @@ def render_html(results: dict, figures: dict) -> str:
     )
     parts.append("</body></html>")
     return "\n".join(parts)
-
-
-__all__ = ["run_compare", "METRIC_KEYS"]

@@ -136,7 +136,7 @@ def sample_locations(
 
 
 def _training_rows(crop, previous, joints, labelled, codec, settings, config, seed):
-    feats = stage_inputs(stage_image_features(crop, config), previous, config)
+    feats = _inputs(crop, previous, config)
     rng = np.random.default_rng(seed)
     r, c, y = sample_locations(
         joints, labelled, codec, settings.positive_radius, settings.background, rng
