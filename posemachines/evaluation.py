@@ -81,6 +81,13 @@ def pck(pred, gt, labelled, normaliser, alpha: float) -> float:
     return float(_mean(correct_within(pred, gt, labelled, normaliser, alpha)))
 
 
+def torso_pck_by(pred, gt, labelled, skeleton: Skeleton, axis: int, alpha: float = 0.2):
+    """PCK@alpha (torso normaliser) per joint (``axis=0``, shape (P,)) or per image (``axis=1``,
+    shape (N,)); NaN where nothing can be scored."""
+    torso = torso_size(gt, labelled, skeleton)
+    return _mean(correct_within(pred, gt, labelled, torso, alpha), axis=axis)
+
+
 def pcp_correct(pred, gt, labelled, skeleton: Skeleton) -> np.ndarray:
     """(N, L) strict PCP: a limb is correct when both endpoints lie within half its length.
 

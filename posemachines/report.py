@@ -194,6 +194,8 @@ def _round(obj):
 
 
 def make_figures(rows, entries: list[Entry], data) -> dict[str, bytes]:
+    from .evaluation import torso_pck_by
+
     plt = _plt()
     figs = {}
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -224,12 +226,9 @@ def make_figures(rows, entries: list[Entry], data) -> dict[str, bytes]:
     joints = list(data.skeleton.joints)
     fig, axes = plt.subplots(1, len(rows), figsize=(3.2 * len(rows) + 1, 4.2), squeeze=False)
     for ax, r in zip(axes[0], rows):
-        preds, gt = r["predictions"], data.joints
-        from .evaluation import correct_within, torso_size
-
-        torso = torso_size(gt, data.labelled, data.skeleton)
+        preds = r["predictions"]
         table = np.array(
-            [np.nanmean(correct_within(p, gt, data.labelled, torso, 0.2), 0) for p in preds]
+            [torso_pck_by(p, data.joints, data.labelled, data.skeleton, 0) for p in preds]
         )
         im = ax.imshow(table.T, vmin=0, vmax=1, cmap="viridis", aspect="auto")
         ax.set(
@@ -248,7 +247,7 @@ def make_figures(rows, entries: list[Entry], data) -> dict[str, bytes]:
 
 def qualitative_figures(rows, entries, data, n_images: int = 4) -> dict[str, bytes]:
     from .crops import person_crop
-    from .evaluation import correct_within, torso_size
+    from .evaluation import torso_pck_by
     from .visualize import belief_overlay, draw_skeleton
 
     plt = _plt()
@@ -286,11 +285,10 @@ def qualitative_figures(rows, entries, data, n_images: int = 4) -> dict[str, byt
                     ax.set_title(f"{e.label} stage {c + 1}", fontsize=7)
         figs["beliefs_by_stage"] = _figure_png(fig)
 
-    torso = torso_size(data.joints, data.labelled, data.skeleton)
     fig, axes = plt.subplots(len(rows), 3, figsize=(7.5, 2.6 * len(rows)), squeeze=False)
     for r, row in enumerate(rows):
-        per_image = np.nanmean(
-            correct_within(row["predictions"][-1], data.joints, data.labelled, torso, 0.2), 1
+        per_image = torso_pck_by(
+            row["predictions"][-1], data.joints, data.labelled, data.skeleton, 1
         )
         worst = np.argsort(np.nan_to_num(per_image, nan=2.0), kind="stable")[:3]
         for c, i in enumerate(worst):
