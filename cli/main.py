@@ -68,6 +68,12 @@ def cli():
     help="[forest] Also train on mirrored images (default: yes for real data, no for synthetic).",
 )
 @click.option(
+    "--hierarchy",
+    is_flag=True,
+    default=None,
+    help="[forest] Add the part hierarchy: limb and whole-body beliefs feed the joint level.",
+)
+@click.option(
     "--init",
     "init_model",
     type=click.Path(exists=True, file_okay=False),
@@ -138,6 +144,7 @@ def train(
     trees,
     depth,
     mirror,
+    hierarchy,
     init_model,
     init_stages,
     cnn_config,
@@ -168,7 +175,7 @@ def train(
         from posemachines.training.forest import ForestSettings, train_forest
 
         settings = ForestSettings.from_options(
-            stages=stages, trees=trees, depth=depth, mirror=mirror
+            stages=stages, trees=trees, depth=depth, mirror=mirror, hierarchy=hierarchy
         )
         settings.validate()
     elif backend == "cnn":

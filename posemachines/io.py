@@ -148,6 +148,9 @@ def save_model(model: PoseModel, folder: str | Path, overwrite: bool = True) -> 
             elif hasattr(stage, "estimator"):
                 entry["file"] = _stage_file(t, "skops")
                 _save_estimator(tmp / entry["file"], stage.estimator())
+                if getattr(stage, "part_estimator", lambda: None)() is not None:
+                    entry["part_file"] = _stage_file(t, "parts.skops")
+                    _save_estimator(tmp / entry["part_file"], stage.part_estimator())
             stages.append(entry)
         network_entries = {}
         for name, network in networks.items():
@@ -159,8 +162,9 @@ def save_model(model: PoseModel, folder: str | Path, overwrite: bool = True) -> 
             network_entries[name] = {"config": network.config_dict(), "file": file}
             files[file] = sha256(tmp / file)
         for entry in stages:
-            if "file" in entry:
-                files[entry["file"]] = sha256(tmp / entry["file"])
+            for key in ("file", "part_file"):
+                if key in entry:
+                    files[entry[key]] = sha256(tmp / entry[key])
         manifest = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -270,6 +274,9 @@ def load_model(folder: str | Path, device: str = "cpu") -> PoseModel:
                 payload = (
                     _load_arrays(path) if path.suffix == ".safetensors" else (_load_estimator(path))
                 )
+            if "part_file" in entry:
+                part = _load_estimator(_verified(folder, manifest, entry["part_file"]))
+                payload = (payload, part)
             stages.append(
                 STAGE_LOADERS[kind](entry["config"], payload, networks.get(entry.get("network")))
             )
@@ -304,7 +311,8 @@ def _load_mean(config, payload, network):
 def _load_forest(config, payload, network):
     from .stages.forest import ForestStage
 
-    return ForestStage.from_estimator(config, payload)
+    forests = payload if isinstance(payload, tuple) else (payload,)
+    return ForestStage.from_estimator(config, *forests)
 
 
 def _load_cnn(config, payload, network):

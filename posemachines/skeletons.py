@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from .errors import PoseMachinesError
 
 
@@ -51,6 +53,11 @@ class Skeleton:
             ia, ib = self.index(a), self.index(b)
             perm[ia], perm[ib] = ib, ia
         return perm
+
+    def composite_parts(self) -> list[tuple[int, ...]]:
+        """The joints of each composite part of the Pose Machine hierarchy: every limb, then the
+        whole body."""
+        return [*self.limb_indices(), tuple(range(self.num_joints))]
 
     def torso_indices(self) -> tuple[int, int]:
         return self.index(self.torso[0]), self.index(self.torso[1])
@@ -193,6 +200,32 @@ COCO17 = Skeleton(
 )
 
 SKELETONS = {s.name: s for s in (LSP14, MPII16, COCO17)}
+
+
+def part_positions(joints: np.ndarray, labelled: np.ndarray, parts) -> tuple:
+    """Where composite parts are: the mean of each part's labelled joints.
+
+    Parameters
+    ----------
+    joints : (N, P, 2) joint positions; labelled : (N, P) bool.
+    parts : sequence of joint-index tuples (``Skeleton.composite_parts()``).
+
+    Returns
+    -------
+    positions : (N, L, 2) float; labelled : (N, L) bool, true where more than half of the
+    part's joints are labelled (both joints of a limb).
+    """
+    joints = np.asarray(joints, dtype=np.float64)
+    labelled = np.asarray(labelled, dtype=bool)
+    positions = np.zeros((len(joints), len(parts), 2))
+    known = np.zeros((len(joints), len(parts)), dtype=bool)
+    for k, members in enumerate(parts):
+        m = labelled[:, list(members)]
+        count = m.sum(1)
+        total = (joints[:, list(members)] * m[..., None]).sum(1)
+        positions[:, k] = total / np.maximum(count, 1)[:, None]
+        known[:, k] = count > len(members) / 2
+    return positions, known
 
 
 def get_skeleton(name: str) -> Skeleton:

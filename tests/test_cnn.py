@@ -216,3 +216,20 @@ def test_cuda_training_step(device, synthetic_train, tmp_path):
     s.compile = False
     model = train_cnn(synthetic_train, s, tmp_path)
     assert model is not None
+
+
+def test_batch_norm_network_predicts_each_image_alone(synthetic_test):
+    """cpm-small has BatchNorm: prediction must use its running statistics, so an image's
+    beliefs do not depend on the other images in the batch."""
+    from posemachines.runner import run_stages
+    from posemachines.stages.cnn import CPMNetwork, CPMStage
+    from posemachines.training import crop_dataset
+
+    cfg = CONFIGS["cpm-small"]
+    assert cfg.batch_norm
+    network = CPMNetwork(cfg)
+    stages = [CPMStage(network, t) for t in range(cfg.stages)]
+    crops = crop_dataset(synthetic_test, cfg.input_size)[0]
+    together = run_stages(stages, crops)[-1]
+    alone = run_stages(stages, crops[:1])[-1]
+    np.testing.assert_allclose(alone[0], together[0], rtol=1e-4, atol=1e-5)

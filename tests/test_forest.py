@@ -114,3 +114,49 @@ def test_hybrid_on_top_of_another_model(
     model = train_forest(synthetic_train, settings, tmp_path, init_model=mean_model_dir, n_jobs=1)
     assert model.backend == "hybrid" and [s.kind for s in model.stages] == ["mean", "forest"]
     assert model.predict(synthetic_test).keypoints.shape[0] == 2
+
+
+def test_part_positions_are_means_of_labelled_joints():
+    from posemachines.skeletons import part_positions
+
+    joints = np.array([[[0.0, 0.0], [4.0, 2.0], [8.0, 8.0]]])
+    labelled = np.array([[True, True, False]])
+    pos, known = part_positions(joints, labelled, [(0, 1), (1, 2), (0, 1, 2)])
+    np.testing.assert_allclose(pos[0, 0], [2.0, 1.0])
+    np.testing.assert_allclose(pos[0, 2], [2.0, 1.0])  # the unlabelled joint is left out
+    assert known.tolist() == [[True, False, True]]  # a limb needs both ends; the body > half
+
+
+def test_part_hierarchy_trains_saves_and_locates_parts(
+    forest_train, synthetic_test, tiny_forest_settings, tmp_path
+):
+    from dataclasses import replace
+
+    from posemachines.io import save_model
+    from posemachines.skeletons import part_positions
+
+    settings = replace(tiny_forest_settings, hierarchy=True)
+    model = train_forest(forest_train, settings, tmp_path / "run", seed=0, n_jobs=2)
+    parts = forest_train.skeleton.composite_parts()
+    for stage in model.stages:
+        assert stage.part_estimator() is not None
+        assert stage.part_estimator().n_classes_ == len(parts) + 1
+    save_model(model, tmp_path / "model")
+    loaded = load_model(tmp_path / "model")
+    assert (tmp_path / "model" / "stage1.parts.skops").is_file()
+    expected = model.predict(synthetic_test).keypoints
+    np.testing.assert_array_equal(loaded.predict(synthetic_test).keypoints, expected)
+
+    # The part level finds the whole body: its belief peak lies near the joints' centre.
+    from posemachines.stages.forest import stage_image_features
+    from posemachines.training import crop_dataset
+
+    crops, joints, labelled, _ = crop_dataset(synthetic_test, settings.input_size)
+    centres, _ = part_positions(joints, labelled, parts)
+    stage = loaded.stages[0]
+    errors = []
+    for crop, centre in zip(crops, centres[:, -1]):
+        body = stage.part_beliefs(stage_image_features(crop, stage.config()))[len(parts) - 1]
+        row, col = np.unravel_index(body.argmax(), body.shape)
+        errors.append(np.hypot(*(loaded.codec.grid()[[col, row]] - centre)))
+    assert np.median(errors) < 0.1 * settings.input_size, errors

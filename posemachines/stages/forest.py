@@ -28,12 +28,25 @@ def stage_image_features(crop: np.ndarray, config: dict) -> np.ndarray:
     )
 
 
-def stage_inputs(image_feats: np.ndarray, previous: np.ndarray | None, config: dict) -> np.ndarray:
-    """x_z for stage 1; [x'_z, psi(z, b_{t-1})] for later stages: (h, w, D)."""
-    if previous is None:
-        return image_feats
-    context = context_features(previous, tuple(config["context_cells"]), config["top_k"])
-    return np.concatenate([image_feats, context], -1)
+def stage_inputs(
+    image_feats: np.ndarray,
+    previous: np.ndarray | None,
+    config: dict,
+    parts: np.ndarray | None = None,
+) -> np.ndarray:
+    """x_z for stage 1; [x'_z, psi(z, b_{t-1})] for later stages: (h, w, D).
+
+    With the part hierarchy, ``parts`` (the composite-part beliefs of this stage, (L+1, h, w))
+    add their own context features, so the joint level sees where limbs and the body are.
+    """
+    context = [] if previous is None else [_context(previous, config)]
+    if parts is not None:
+        context.append(_context(parts, config))
+    return np.concatenate([image_feats, *context], -1) if context else image_feats
+
+
+def _context(beliefs: np.ndarray, config: dict) -> np.ndarray:
+    return context_features(beliefs, tuple(config["context_cells"]), config["top_k"])
 
 
 def forest_beliefs(forest, inputs: np.ndarray, num_classes: int, smooth: float) -> np.ndarray:
@@ -52,27 +65,36 @@ class ForestStage:
     """Stage t of a Pose Machine: ``g_t(x_z, psi(z, b_{t-1}))`` at every location z.
 
     ``config`` holds the feature settings (stride, cell sizes, context scales, top-K) so that
-    a loaded stage computes exactly the features it was trained on.
+    a loaded stage computes exactly the features it was trained on. With the part hierarchy a
+    second forest, ``part_forest_``, first predicts composite-part beliefs (limbs, the whole
+    body) from the same inputs; their context is added to the joint level's inputs.
     """
 
     kind = "forest"
 
-    def __init__(self, forest, config: dict):
+    def __init__(self, forest, config: dict, part_forest=None):
         self.forest_ = forest
+        self.part_forest_ = part_forest
         self.config_ = dict(config)
 
     def beliefs(self, crops, previous, cache) -> np.ndarray:
         feats = image_features(crops, self.config_, cache)
-        out = [
-            forest_beliefs(
-                self.forest_,
-                stage_inputs(f, None if previous is None else previous[i], self.config_),
-                self.config_["num_classes"],
-                self.config_["smooth"],
-            )
-            for i, f in enumerate(feats)
-        ]
+        out = []
+        for i, f in enumerate(feats):
+            x = stage_inputs(f, None if previous is None else previous[i], self.config_)
+            if self.part_forest_ is not None:
+                parts = self.part_beliefs(x)
+                x = np.concatenate([x, _context(parts, self.config_)], -1)
+            out.append(self.joint_beliefs(x))
         return np.stack(out)
+
+    def joint_beliefs(self, inputs: np.ndarray) -> np.ndarray:
+        c = self.config_
+        return forest_beliefs(self.forest_, inputs, c["num_classes"], c["smooth"])
+
+    def part_beliefs(self, inputs: np.ndarray) -> np.ndarray:
+        c = self.config_
+        return forest_beliefs(self.part_forest_, inputs, c["num_parts"] + 1, c["smooth"])
 
     def config(self) -> dict:
         return self.config_
@@ -80,7 +102,12 @@ class ForestStage:
     def estimator(self):
         return self.forest_
 
+    def part_estimator(self):
+        return self.part_forest_
+
     @classmethod
-    def from_estimator(cls, config: dict, forest) -> ForestStage:
-        forest.n_jobs = 1  # prediction streams image by image; threads cost more than they give
-        return cls(forest, config)
+    def from_estimator(cls, config: dict, forest, part_forest=None) -> ForestStage:
+        for f in (forest, part_forest):
+            if f is not None:
+                f.n_jobs = 1  # prediction streams image by image; threads cost more than they give
+        return cls(forest, config, part_forest)

@@ -21,6 +21,7 @@ from joblib import Parallel, delayed
 from ..crops import Augmentation
 from ..errors import PoseMachinesError
 from ..model import PoseModel
+from ..skeletons import part_positions
 from ..stages.forest import ForestStage, forest_beliefs, stage_image_features, stage_inputs
 from ..targets import BeliefCodec
 from . import crop_dataset
@@ -50,6 +51,9 @@ class ForestSettings:
     # Also train on mirrored copies (left and right swapped). None: yes for real data, where
     # people face both ways; no for the synthetic figures, which always face the camera.
     mirror: bool | None = None
+    # The paper's multi-level parts: each stage first predicts composite parts (limbs, the
+    # whole body), whose context then feeds the joint level. Costs about twice the training.
+    hierarchy: bool = False
 
     @classmethod
     def from_options(cls, **options) -> ForestSettings:
@@ -80,8 +84,9 @@ class ForestSettings:
                 f"the dataset has {n_samples}"
             )
 
-    def stage_config(self, num_classes: int) -> dict:
+    def stage_config(self, num_classes: int, num_parts: int = 0) -> dict:
         return {
+            "num_parts": num_parts if self.hierarchy else 0,
             "stride": self.stride,
             "hog_cells": list(self.hog_cells),
             "colour_cell": self.colour_cell,
@@ -135,8 +140,8 @@ def sample_locations(
     return np.concatenate(rows), np.concatenate(cols), np.concatenate(labels)
 
 
-def _training_rows(crop, previous, joints, labelled, codec, settings, config, seed):
-    feats = _inputs(crop, previous, config)
+def _training_rows(crop, previous, parts, joints, labelled, codec, settings, config, seed):
+    feats = _inputs(crop, previous, parts, config)
     rng = np.random.default_rng(seed)
     r, c, y = sample_locations(
         joints, labelled, codec, settings.positive_radius, settings.background, rng
@@ -144,8 +149,8 @@ def _training_rows(crop, previous, joints, labelled, codec, settings, config, se
     return feats[r, c], y
 
 
-def _inputs(crop, previous, config):
-    return stage_inputs(stage_image_features(crop, config), previous, config)
+def _inputs(crop, previous, parts, config):
+    return stage_inputs(stage_image_features(crop, config), previous, config, parts)
 
 
 def _make_forest(settings: ForestSettings, seed: int, n_jobs: int):
@@ -163,22 +168,27 @@ def _make_forest(settings: ForestSettings, seed: int, n_jobs: int):
     )
 
 
-def predict_dense(forest, crops, previous, config, n_jobs, chunk=32, bar=None) -> np.ndarray:
-    """Belief maps (N, P+1, h, w) for many crops: features in parallel, trees in threads."""
+def predict_dense(
+    forest, crops, previous, parts, config, num_classes, n_jobs, chunk=32, bar=None
+) -> np.ndarray:
+    """Belief maps (N, C, h, w) for many crops: features in parallel, trees in threads."""
     out = []
     forest.n_jobs = n_jobs
     with Parallel(n_jobs=n_jobs) as parallel:
         for start in range(0, len(crops), chunk):
             idx = range(start, min(start + chunk, len(crops)))
             inputs = parallel(
-                delayed(_inputs)(crops[i], None if previous is None else previous[i], config)
-                for i in idx
+                delayed(_inputs)(crops[i], _at(previous, i), _at(parts, i), config) for i in idx
             )
             for x in inputs:
-                out.append(forest_beliefs(forest, x, config["num_classes"], config["smooth"]))
+                out.append(forest_beliefs(forest, x, num_classes, config["smooth"]))
             if bar is not None:
                 bar.update(len(idx))
     return np.stack(out)
+
+
+def _at(maps, i):
+    return None if maps is None else maps[i]
 
 
 MIRROR = Augmentation(scale=(1.0, 1.0), rotation=0.0, flip=1.0, shift=0.0)
@@ -233,6 +243,84 @@ def _load_checkpoint(out_dir, expected: dict):
     return model, oof, state
 
 
+def _fit_level(
+    name,
+    crops,
+    previous,
+    parts,
+    targets,
+    num_classes,
+    fold_of,
+    row_seeds,
+    forest_seeds,
+    need_oof,
+    codec,
+    settings,
+    config,
+    n_jobs,
+    progress,
+):
+    """Train one level (joints, or composite parts) of one stage.
+
+    Samples training locations of every crop, fits one forest per fold and predicts the
+    held-out fold (the out-of-fold beliefs the next consumer trains on) if ``need_oof``, then
+    fits the stage's forest on all crops. Returns ``(forest, oof beliefs or None)``.
+    """
+    from tqdm.auto import tqdm
+
+    log = tqdm.write if progress else (lambda *_: None)
+    positions, known = targets
+    n = len(crops)
+    with Parallel(n_jobs=n_jobs) as parallel:
+        rows = parallel(
+            delayed(_training_rows)(
+                crops[i],
+                _at(previous, i),
+                _at(parts, i),
+                positions[i],
+                known[i],
+                codec,
+                settings,
+                config,
+                int(row_seeds[i]),
+            )
+            for i in tqdm(
+                range(n), desc=f"{name} features", unit="img", disable=not progress, leave=False
+            )
+        )
+    x = np.concatenate([r[0] for r in rows])
+    y = np.concatenate([r[1] for r in rows])
+    image_of_row = np.repeat(np.arange(n), [len(r[1]) for r in rows])
+    del rows
+    log(f"{name}: {len(y)} training locations x {x.shape[1]} features")
+    oof = None
+    if need_oof:
+        oof = np.zeros((n, num_classes, codec.map_size, codec.map_size), dtype=np.float32)
+        bar = tqdm(
+            total=n, desc=f"{name} out-of-fold", unit="img", disable=not progress, leave=False
+        )
+        for k in range(settings.folds):
+            train_rows = fold_of[image_of_row] != k
+            forest = _make_forest(settings, int(forest_seeds[k]), n_jobs)
+            forest.fit(x[train_rows], y[train_rows])
+            held = np.flatnonzero(fold_of == k)
+            oof[held] = predict_dense(
+                forest,
+                crops[held],
+                _at(previous, held),
+                _at(parts, held),
+                config,
+                num_classes,
+                n_jobs,
+                bar=bar,
+            )
+            del forest
+        bar.close()
+    log(f"{name}: fitting {settings.trees} trees on all images")
+    forest = _make_forest(settings, int(forest_seeds[-1]), n_jobs).fit(x, y)
+    return forest, oof
+
+
 def train_forest(
     dataset,
     settings: ForestSettings,
@@ -271,7 +359,7 @@ def train_forest(
         settings.input_size, settings.stride = codec.input_size, codec.stride
         settings.validate(len(dataset))
     p = dataset.skeleton.num_joints
-    config = settings.stage_config(p + 1)
+    config = settings.stage_config(p + 1, len(dataset.skeleton.composite_parts()))
     identity = {
         "settings": settings.to_dict(),
         "seed": seed,
@@ -288,6 +376,11 @@ def train_forest(
     row_seeds = rng.integers(0, 2**63, size=(settings.stages, n))
     fold_of = (rng.permutation(len(dataset)) % settings.folds)[source]  # folds by source image
     forest_seeds = rng.integers(0, 2**31, size=(settings.stages, settings.folds + 1))
+    part_groups = dataset.skeleton.composite_parts()
+    part_targets = part_positions(joints, labelled, part_groups)
+    part_rng = np.random.default_rng([seed, 1])  # its own stream: single-level runs unchanged
+    part_row_seeds = part_rng.integers(0, 2**63, size=(settings.stages, n))
+    part_forest_seeds = part_rng.integers(0, 2**31, size=(settings.stages, settings.folds + 1))
 
     stages, previous, first = [], None, 0
     if resume:
@@ -316,60 +409,39 @@ def train_forest(
     stage_times = []
     for t in range(first, settings.stages):
         t0 = time.time()
-        with Parallel(n_jobs=n_jobs) as parallel:
-            rows = parallel(
-                delayed(_training_rows)(
-                    crops[i],
-                    None if previous is None else previous[i],
-                    joints[i],
-                    labelled[i],
-                    codec,
-                    settings,
-                    config,
-                    int(row_seeds[t, i]),
-                )
-                for i in tqdm(
-                    range(n),
-                    desc=f"stage {t + 1} features",
-                    unit="img",
-                    disable=not progress,
-                    leave=False,
-                )
+        level = dict(
+            crops=crops,
+            previous=previous,
+            fold_of=fold_of,
+            codec=codec,
+            settings=settings,
+            config=config,
+            n_jobs=n_jobs,
+            progress=progress,
+        )
+        part_forest = part_beliefs = None
+        if settings.hierarchy:
+            part_forest, part_beliefs = _fit_level(
+                f"stage {t + 1} parts",
+                parts=None,
+                targets=part_targets,
+                num_classes=len(part_groups) + 1,
+                row_seeds=part_row_seeds[t],
+                forest_seeds=part_forest_seeds[t],
+                need_oof=True,
+                **level,
             )
-        x = np.concatenate([r[0] for r in rows])
-        y = np.concatenate([r[1] for r in rows])
-        image_of_row = np.repeat(np.arange(n), [len(r[1]) for r in rows])
-        del rows
-        log(f"stage {t + 1}: {len(y)} training locations x {x.shape[1]} features")
-        last = t == settings.stages - 1
-        oof = None
-        if not last:
-            oof = np.zeros((n, p + 1, codec.map_size, codec.map_size), dtype=np.float32)
-            bar = tqdm(
-                total=n,
-                desc=f"stage {t + 1} out-of-fold",
-                unit="img",
-                disable=not progress,
-                leave=False,
-            )
-            for k in range(settings.folds):
-                forest = _make_forest(settings, int(forest_seeds[t, k]), n_jobs)
-                forest.fit(x[fold_of[image_of_row] != k], y[fold_of[image_of_row] != k])
-                held = np.flatnonzero(fold_of == k)
-                oof[held] = predict_dense(
-                    forest,
-                    crops[held],
-                    None if previous is None else previous[held],
-                    config,
-                    n_jobs,
-                    bar=bar,
-                )
-                del forest
-            bar.close()
-        log(f"stage {t + 1}: fitting {settings.trees} trees on all images")
-        forest = _make_forest(settings, int(forest_seeds[t, -1]), n_jobs).fit(x, y)
-        del x, y
-        stages.append(ForestStage.from_estimator(config, forest))
+        forest, oof = _fit_level(
+            f"stage {t + 1}",
+            parts=part_beliefs,
+            targets=(joints, labelled),
+            num_classes=p + 1,
+            row_seeds=row_seeds[t],
+            forest_seeds=forest_seeds[t],
+            need_oof=t < settings.stages - 1,
+            **level,
+        )
+        stages.append(ForestStage.from_estimator(config, forest, part_forest))
         previous = oof
         stage_times.append(time.time() - t0)
         left = np.mean(stage_times) * (settings.stages - t - 1)
