@@ -36,9 +36,8 @@ def main():
 
     train = load_dataset("lsp", "train", args.data_root)
     test = load_dataset("lsp", "test", args.data_root)
-    settings = ForestSettings.from_options(
-        stages=args.stages, trees=args.trees, **json.loads(args.settings)
-    )
+    options = {"stages": args.stages, "trees": args.trees, **json.loads(args.settings)}
+    settings = ForestSettings.from_options(**options)
     start = time.time()
     with PeakMemory() as memory:
         model = train_forest(

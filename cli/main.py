@@ -63,6 +63,9 @@ def cli():
 @click.option("--trees", type=int, default=None, help="[forest] Trees per stage.")
 @click.option("--depth", type=int, default=None, help="[forest] Maximum tree depth.")
 @click.option(
+    "--min-samples-leaf", type=int, default=None, help="[forest] Smallest leaf of a tree."
+)
+@click.option(
     "--mirror/--no-mirror",
     default=None,
     help="[forest] Also train on mirrored images (default: yes for real data, no for synthetic).",
@@ -143,6 +146,7 @@ def train(
     resume,
     trees,
     depth,
+    min_samples_leaf,
     mirror,
     hierarchy,
     init_model,
@@ -175,7 +179,12 @@ def train(
         from posemachines.training.forest import ForestSettings, train_forest
 
         settings = ForestSettings.from_options(
-            stages=stages, trees=trees, depth=depth, mirror=mirror, hierarchy=hierarchy
+            stages=stages,
+            trees=trees,
+            depth=depth,
+            min_samples_leaf=min_samples_leaf,
+            mirror=mirror,
+            hierarchy=hierarchy,
         )
         settings.validate()
     elif backend == "cnn":

@@ -58,7 +58,7 @@ def mean_model_dir(tmp_path_factory, synthetic_train):
 
     out = tmp_path_factory.mktemp("models") / "mean"
     model = train_mean(synthetic_train, input_size=64, stride=4, sigma=4.0)
-    model.info["training"] = {"dataset_name": "synthetic"}
+    model.info.setdefault("training", {})["dataset_name"] = "synthetic"
     save_model(model, out)
     return out
 
@@ -94,7 +94,7 @@ def forest_model_dir(tmp_path_factory, forest_train, tiny_forest_settings):
 
     out = tmp_path_factory.mktemp("models") / "forest"
     model = train_forest(forest_train, tiny_forest_settings, out, seed=0, n_jobs=1)
-    model.info["training"] = {"dataset_name": "synthetic"}
+    model.info.setdefault("training", {})["dataset_name"] = "synthetic"
     save_model(model, out)
     return out
 

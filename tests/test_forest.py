@@ -160,3 +160,39 @@ def test_part_hierarchy_trains_saves_and_locates_parts(
         row, col = np.unravel_index(body.argmax(), body.shape)
         errors.append(np.hypot(*(loaded.codec.grid()[[col, row]] - centre)))
     assert np.median(errors) < 0.1 * settings.input_size, errors
+
+
+def test_out_of_fold_pck_scores_held_out_beliefs():
+    from posemachines.skeletons import LSP14
+    from posemachines.training.forest import out_of_fold_pck
+
+    codec = BeliefCodec(64, 4, 3.0)
+    joints = np.random.default_rng(0).uniform(16, 48, size=(6, 14, 2))
+    labelled = np.ones((6, 14), dtype=bool)
+    maps, _ = codec.encode(joints, labelled)
+    assert out_of_fold_pck(maps, joints, labelled, codec, LSP14) == 1.0
+    assert out_of_fold_pck(maps, joints, labelled, codec, LSP14, extra_smooth=1.0) == 1.0
+    far = joints + np.array([40.0, 0.0])  # beliefs of other places score nothing
+    assert out_of_fold_pck(maps, far, labelled, codec, LSP14) == 0.0
+
+
+def test_final_smoothing_is_chosen_on_out_of_fold_beliefs(forest_model_dir):
+    from posemachines.training.forest import FINAL_SMOOTH_CHOICES
+
+    model = load_model(forest_model_dir)
+    base = model.info["forest"]["smooth"]
+    first, last = model.stages[0].config()["smooth"], model.stages[-1].config()["smooth"]
+    assert first == base
+    extra = np.sqrt(last**2 - base**2)
+    assert min(abs(extra - c) for c in FINAL_SMOOTH_CHOICES) < 1e-6
+    oof = model.info["training"]["out_of_fold_pck@0.2"]
+    assert len(oof) == model.num_stages and all(0 < v <= 1 for v in oof)
+
+
+def test_single_thread_prediction_equals_scikit_learn(forest_model_dir):
+    from posemachines.stages.forest import _predict_proba
+
+    forest = load_model(forest_model_dir).stages[0].estimator()
+    x = np.random.default_rng(0).normal(size=(300, forest.n_features_in_)).astype(np.float32)
+    assert forest.n_jobs == 1
+    np.testing.assert_array_equal(_predict_proba(forest, x), forest.predict_proba(x))

@@ -52,13 +52,25 @@ def _context(beliefs: np.ndarray, config: dict) -> np.ndarray:
 def forest_beliefs(forest, inputs: np.ndarray, num_classes: int, smooth: float) -> np.ndarray:
     """Per-location class probabilities as belief maps (P+1, h, w), lightly smoothed."""
     h, w, d = inputs.shape
-    proba = forest.predict_proba(inputs.reshape(-1, d))
+    proba = _predict_proba(forest, inputs.reshape(-1, d))
     maps = np.zeros((h * w, num_classes), dtype=np.float32)
     maps[:, forest.classes_.astype(int)] = proba  # a class never seen in training stays 0
     maps = maps.T.reshape(num_classes, h, w)
     if smooth > 0:
         maps = ndimage.gaussian_filter(maps, sigma=(0, smooth, smooth), mode="nearest")
     return maps
+
+
+def _predict_proba(forest, x: np.ndarray) -> np.ndarray:
+    """``forest.predict_proba(x)``; on one thread it sums the trees here, in the same order
+    (the same numbers), without the per-tree joblib dispatch that costs ~15 % at 1,600 rows."""
+    if forest.n_jobs not in (None, 1):
+        return forest.predict_proba(x)
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    proba = np.zeros((len(x), forest.n_classes_))
+    for tree in forest.estimators_:
+        proba += tree.predict_proba(x, check_input=False)
+    return proba / len(forest.estimators_)
 
 
 class ForestStage:

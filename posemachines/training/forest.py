@@ -17,9 +17,11 @@ from pathlib import Path
 
 import numpy as np
 from joblib import Parallel, delayed
+from scipy import ndimage
 
 from ..crops import Augmentation
 from ..errors import PoseMachinesError
+from ..evaluation import evaluate
 from ..model import PoseModel
 from ..skeletons import part_positions
 from ..stages.forest import ForestStage, forest_beliefs, stage_image_features, stage_inputs
@@ -54,6 +56,10 @@ class ForestSettings:
     # The paper's multi-level parts: each stage first predicts composite parts (limbs, the
     # whole body), whose context then feeds the joint level. Costs about twice the training.
     hierarchy: bool = False
+    # Extra smoothing of the last stage's beliefs (in cells) before decoding. None: choose it
+    # from FINAL_SMOOTH_CHOICES by PCK on the last stage's out-of-fold beliefs (training
+    # images only), which costs the last stage its K fold forests.
+    final_smooth: float | None = None
 
     @classmethod
     def from_options(cls, **options) -> ForestSettings:
@@ -65,10 +71,16 @@ class ForestSettings:
             raise PoseMachinesError(f"--stages must be at least 1, got {self.stages}")
         if self.trees < 1:
             raise PoseMachinesError(f"--trees must be at least 1, got {self.trees}")
+        if self.min_samples_leaf < 1:
+            raise PoseMachinesError(
+                f"--min-samples-leaf must be at least 1, got {self.min_samples_leaf}"
+            )
         if self.depth is not None and self.depth < 1:
             raise PoseMachinesError(f"--depth must be at least 1, got {self.depth}")
         if self.forest not in ("extra", "random"):
             raise PoseMachinesError(f"forest must be 'extra' or 'random', not {self.forest!r}")
+        if self.final_smooth is not None and self.final_smooth < 0:
+            raise PoseMachinesError(f"final_smooth must be >= 0, got {self.final_smooth}")
         if self.folds < 2:
             raise PoseMachinesError(f"stacking needs at least 2 folds, got {self.folds}")
         window = max(max(self.hog_cells), self.colour_cell) * 3
@@ -99,6 +111,20 @@ class ForestSettings:
     def to_dict(self) -> dict:
         d = asdict(self)
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+FINAL_SMOOTH_CHOICES = (0.0, 0.5, 1.0, 1.5, 2.0)
+
+
+def out_of_fold_pck(beliefs, joints, labelled, codec, skeleton, extra_smooth=0.0) -> float:
+    """PCK@0.2 of held-out beliefs (N, P+1, h, w) against crop-coordinate joints, after an
+    optional extra Gaussian smoothing (in cells)."""
+    maps = beliefs[:, :-1]
+    if extra_smooth > 0:
+        sigma = (0, 0, extra_smooth, extra_smooth)
+        maps = ndimage.gaussian_filter(maps, sigma=sigma, mode="nearest")
+    keypoints = codec.decode(maps)[0]
+    return evaluate(keypoints, joints, labelled, skeleton).metrics["pck@0.2"]
 
 
 def sample_locations(
@@ -382,11 +408,12 @@ def train_forest(
     part_row_seeds = part_rng.integers(0, 2**63, size=(settings.stages, n))
     part_forest_seeds = part_rng.integers(0, 2**31, size=(settings.stages, settings.folds + 1))
 
-    stages, previous, first = [], None, 0
+    stages, previous, first, oof_pck = [], None, 0, []
     if resume:
         partial, previous, state = _load_checkpoint(out_dir, identity)
         stages = partial.stages[len(base_stages) :]
         first = state["stages_done"]
+        oof_pck = state.get("out_of_fold_pck", [])
         log(f"resuming after stage {first} of {settings.stages}")
     elif _checkpoint_dir(out_dir).exists():
         shutil.rmtree(_checkpoint_dir(out_dir))
@@ -409,6 +436,7 @@ def train_forest(
     stage_times = []
     for t in range(first, settings.stages):
         t0 = time.time()
+        last = t == settings.stages - 1
         level = dict(
             crops=crops,
             previous=previous,
@@ -438,15 +466,30 @@ def train_forest(
             num_classes=p + 1,
             row_seeds=row_seeds[t],
             forest_seeds=forest_seeds[t],
-            need_oof=t < settings.stages - 1,
+            need_oof=not last or settings.final_smooth is None,
             **level,
         )
-        stages.append(ForestStage.from_estimator(config, forest, part_forest))
+        stage_config = config
+        if oof is not None:
+            oof_pck.append(out_of_fold_pck(oof, joints, labelled, codec, dataset.skeleton))
+            log(f"stage {t + 1}: out-of-fold PCK@0.2 {100 * oof_pck[-1]:.1f}")
+        if last:
+            extra = settings.final_smooth
+            if extra is None:
+                scores = [
+                    out_of_fold_pck(oof, joints, labelled, codec, dataset.skeleton, e)
+                    for e in FINAL_SMOOTH_CHOICES
+                ]
+                extra = FINAL_SMOOTH_CHOICES[int(np.argmax(scores))]
+                log(f"final smoothing: +{extra} cells (out-of-fold PCK@0.2 {max(scores):.3f})")
+            stage_config = {**config, "smooth": float(np.hypot(config["smooth"], extra))}
+            oof = None  # nothing after the last stage consumes its beliefs
+        stages.append(ForestStage.from_estimator(stage_config, forest, part_forest))
         previous = oof
         stage_times.append(time.time() - t0)
         left = np.mean(stage_times) * (settings.stages - t - 1)
         log(f"stage {t + 1} done in {stage_times[-1]:.0f} s; about {left:.0f} s left")
-        state = {**identity, "stages_done": t + 1}
+        state = {**identity, "stages_done": t + 1, "out_of_fold_pck": oof_pck}
         _save_checkpoint(out_dir, model_of(stages), oof, state)
 
     model = model_of(stages)
@@ -454,5 +497,6 @@ def train_forest(
         "train_seconds_stages": [round(s, 1) for s in stage_times],
         "images": n,
         "total_seconds": round(time.time() - start_time, 1),
+        "out_of_fold_pck@0.2": [round(v, 4) for v in oof_pck],
     }
     return model
