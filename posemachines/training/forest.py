@@ -54,7 +54,7 @@ class ForestSettings:
     # people face both ways; no for the synthetic figures, which always face the camera.
     mirror: bool | None = None
     # The paper's multi-level parts: each stage first predicts composite parts (limbs, the
-    # whole body), whose context then feeds the joint level. Costs about twice the training.
+    # whole body), whose context then feeds the joint level. Two to three times the training.
     hierarchy: bool = False
     # Extra smoothing of the last stage's beliefs (in cells) before decoding. None: choose it
     # from FINAL_SMOOTH_CHOICES by PCK on the last stage's out-of-fold beliefs (training
