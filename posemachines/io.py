@@ -148,7 +148,7 @@ def save_model(model: PoseModel, folder: str | Path, overwrite: bool = True) -> 
             elif hasattr(stage, "estimator"):
                 entry["file"] = _stage_file(t, "skops")
                 _save_estimator(tmp / entry["file"], stage.estimator())
-                if getattr(stage, "part_estimator", lambda: None)() is not None:
+                if stage.part_estimator() is not None:
                     entry["part_file"] = _stage_file(t, "parts.skops")
                     _save_estimator(tmp / entry["part_file"], stage.part_estimator())
             stages.append(entry)

@@ -37,16 +37,17 @@ def stage_inputs(
     """x_z for stage 1; [x'_z, psi(z, b_{t-1})] for later stages: (h, w, D).
 
     With the part hierarchy, ``parts`` (the composite-part beliefs of this stage, (L+1, h, w))
-    add their own context features, so the joint level sees where limbs and the body are.
+    add their own context features last, so the joint level sees where limbs and the body are.
     """
-    context = [] if previous is None else [_context(previous, config)]
-    if parts is not None:
-        context.append(_context(parts, config))
-    return np.concatenate([image_feats, *context], -1) if context else image_feats
+    return add_context(add_context(image_feats, previous, config), parts, config)
 
 
-def _context(beliefs: np.ndarray, config: dict) -> np.ndarray:
-    return context_features(beliefs, tuple(config["context_cells"]), config["top_k"])
+def add_context(x: np.ndarray, beliefs: np.ndarray | None, config: dict) -> np.ndarray:
+    """[x_z, psi(z, beliefs)] at every location z; ``x`` itself when there are no beliefs."""
+    if beliefs is None:
+        return x
+    context = context_features(beliefs, tuple(config["context_cells"]), config["top_k"])
+    return np.concatenate([x, context], -1)
 
 
 def forest_beliefs(forest, inputs: np.ndarray, num_classes: int, smooth: float) -> np.ndarray:
@@ -94,9 +95,8 @@ class ForestStage:
         out = []
         for i, f in enumerate(feats):
             x = stage_inputs(f, None if previous is None else previous[i], self.config_)
-            if self.part_forest_ is not None:
-                parts = self.part_beliefs(x)
-                x = np.concatenate([x, _context(parts, self.config_)], -1)
+            if self.part_forest_ is not None:  # the parts' context goes last, as stage_inputs
+                x = add_context(x, self.part_beliefs(x), self.config_)
             out.append(self.joint_beliefs(x))
         return np.stack(out)
 
