@@ -7,7 +7,7 @@ OUT=${1:-runs/lsp}
 ROOT=${DATA_ROOT:-../shared/data}
 [ -f "$OUT/mean/manifest.json" ] || pm train --backend mean --dataset lsp --data-root "$ROOT" --out "$OUT/mean"
 [ -f "$OUT/forest/manifest.json" ] || pm train --backend forest --dataset lsp --data-root "$ROOT" \
-  --trees 60 --min-samples-leaf 5 --out "$OUT/forest"
+  --trees 60 --min-samples-leaf 5 --depth 25 --out "$OUT/forest"
 [ -f "$OUT/cnn/manifest.json" ] || pm train --backend cnn --config cpm-small --device cpu --dataset lsp \
   --data-root "$ROOT" --epochs "${CNN_EPOCHS:-12}" --lr 2e-3 --out "$OUT/cnn"
 [ -f "$OUT/hybrid/manifest.json" ] || pm train --backend forest --init "$OUT/cnn" --init-stages 1 --stages 2 \

@@ -61,7 +61,9 @@ def cli():
 )
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out.")
 @click.option("--trees", type=int, default=None, help="[forest] Trees per stage.")
-@click.option("--depth", type=int, default=None, help="[forest] Maximum tree depth.")
+@click.option(
+    "--depth", type=int, default=None, help="[forest] Maximum tree depth (default: none)."
+)
 @click.option(
     "--min-samples-leaf", type=int, default=None, help="[forest] Smallest leaf of a tree."
 )

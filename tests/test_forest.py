@@ -19,6 +19,53 @@ def test_dense_image_features_shape_and_position():
     assert f[3, 5, -2] > f[3, 4, -2] and f[4, 5, -1] > f[3, 5, -1]
 
 
+def test_colour_self_similarity_follows_a_limb_and_sees_its_end():
+    from posemachines.features.image import colour_self_similarity, lab_image
+
+    crop = np.full((64, 64, 3), 200, np.uint8)
+    crop[29:35, 8:42] = (200, 30, 30)  # a red horizontal limb, 6 px thick, ending at x = 41
+    lab = lab_image(crop)
+    d = colour_self_similarity(lab, 6, 3, np.array([32]), np.array([20, 38]))[0]
+    assert d.shape == (2, 8)
+    # windows in order (up-left, up, up-right, left, right, down-left, down, down-right)
+    middle, end = d
+    assert middle[3] < 0.01 and middle[4] < 0.01  # the limb goes on left and right
+    assert middle[1] > 0.3 and middle[6] > 0.3  # background above and below
+    assert end[3] < 0.01 and end[4] > 0.3  # at its end it goes on to the left only
+
+
+def test_appearance_context_compares_colours_with_the_joint_peak():
+    from posemachines.features.context import appearance_context
+
+    colour = np.zeros((10, 10, 3), np.float32)
+    colour[5, 1:6] = (1.0, 0.2, 0.0)  # one colour from the peak at (x=1, y=5) to z = (5, 5)
+    colour[2, 8] = (0.0, 0.0, 1.0)
+    beliefs = np.zeros((2, 10, 10), np.float32)  # one joint + background
+    beliefs[0, 5, 1] = 1.0
+    psi = appearance_context(beliefs, colour, samples=3)
+    assert psi.shape == (10, 10, 3)
+    assert psi[5, 5].tolist() == [0.0, 0.0, 0.0]  # same colour as the peak, all the way
+    assert psi[2, 8, 0] > 0.9  # a different colour from the peak's
+    assert psi[5, 9, 0] > 0.9 and psi[5, 9, 2] < psi[5, 9, 1]  # the limb runs out before z
+
+
+def test_models_saved_before_the_colour_features_keep_their_features():
+    from posemachines.stages.forest import stage_image_features, stage_inputs
+
+    crop = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    beliefs = np.random.default_rng(1).random((15, 16, 16)).astype(np.float32)
+    old = {"stride": 4, "hog_cells": [4, 8], "colour_cell": 6, "context_cells": [1, 3]}
+    old |= {"top_k": 2}
+    image = stage_image_features(crop, old)
+    plain = dense_image_features(crop, 4, hog_cells=(4, 8), colour_cell=6)
+    np.testing.assert_array_equal(image[0], plain)
+    assert stage_inputs(image, beliefs, old).shape[-1] == plain.shape[-1] + 14 * (2 * 9 + 2 * 4)
+    new = old | {"similarity": [[3, 5]], "appearance_context": True}
+    image = stage_image_features(crop, new)
+    assert image[0].shape[-1] == plain.shape[-1] + 24
+    assert stage_inputs(image, beliefs, new).shape[-1] == image[0].shape[-1] + 14 * 29
+
+
 def test_context_features_find_planted_peaks():
     beliefs = np.zeros((3, 10, 10), np.float32)  # 2 joints + background
     beliefs[0, 2, 7] = 0.9
@@ -54,6 +101,8 @@ def test_sample_locations_positives_and_background():
         (ForestSettings(stages=0), "--stages must be at least 1"),
         (ForestSettings(input_size=32, stride=4), "larger than the 32-px input"),
         (ForestSettings(trees=0), "--trees"),
+        (ForestSettings(similarity=((4, 4),)), "must be odd"),
+        (ForestSettings(input_size=64, similarity=((12, 7),)), "84 px .* larger than the 64-px"),
     ],
 )
 def test_bad_settings_fail_before_work(settings, message):
@@ -156,7 +205,7 @@ def test_part_hierarchy_trains_saves_and_locates_parts(
     stage = loaded.stages[0]
     errors = []
     for crop, centre in zip(crops, centres[:, -1]):
-        body = stage.part_beliefs(stage_image_features(crop, stage.config()))[len(parts) - 1]
+        body = stage.part_beliefs(stage_image_features(crop, stage.config())[0])[len(parts) - 1]
         row, col = np.unravel_index(body.argmax(), body.shape)
         errors.append(np.hypot(*(loaded.codec.grid()[[col, row]] - centre)))
     assert np.median(errors) < 0.1 * settings.input_size, errors
@@ -189,10 +238,12 @@ def test_final_smoothing_is_chosen_on_out_of_fold_beliefs(forest_model_dir):
     assert len(oof) == model.num_stages and all(0 < v <= 1 for v in oof)
 
 
-def test_single_thread_prediction_equals_scikit_learn(forest_model_dir):
+def test_two_thread_prediction_equals_scikit_learn(forest_model_dir):
     from posemachines.stages.forest import _predict_proba
 
     forest = load_model(forest_model_dir).stages[0].estimator()
     x = np.random.default_rng(0).normal(size=(300, forest.n_features_in_)).astype(np.float32)
     assert forest.n_jobs == 1
-    np.testing.assert_array_equal(_predict_proba(forest, x), forest.predict_proba(x))
+    proba = _predict_proba(forest, x)
+    np.testing.assert_allclose(proba, forest.predict_proba(x), rtol=1e-12, atol=1e-15)
+    np.testing.assert_array_equal(proba, _predict_proba(forest, x))  # the same every time

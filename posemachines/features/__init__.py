@@ -31,14 +31,11 @@ def pooled_samples(
         maps if cell == 1 else ndimage.uniform_filter(maps, size=(1, cell, cell), mode="constant")
     )
     half = grid // 2
-    out = np.zeros((len(ys), len(xs), grid, grid, c), dtype=np.float32)
-    for a, dy in enumerate(range(-half, half + 1)):
-        iy = ys + dy * cell
-        oky = (iy >= 0) & (iy < H)
-        for b, dx in enumerate(range(-half, half + 1)):
-            ix = xs + dx * cell
-            okx = (ix >= 0) & (ix < W)
-            block = pooled[:, np.clip(iy, 0, H - 1)[:, None], np.clip(ix, 0, W - 1)[None, :]]
-            block = block * (oky[:, None] & okx[None, :])
-            out[:, :, a, b] = block.transpose(1, 2, 0)
-    return out.reshape(len(ys), len(xs), -1)
+    offsets = np.arange(-half, half + 1) * cell
+    iy = np.asarray(ys)[:, None] + offsets  # (h, grid)
+    ix = np.asarray(xs)[:, None] + offsets  # (w, grid)
+    inside = ((iy >= 0) & (iy < H))[:, None, :, None] & ((ix >= 0) & (ix < W))[None, :, None, :]
+    iy, ix = np.clip(iy, 0, H - 1), np.clip(ix, 0, W - 1)
+    block = pooled[:, iy[:, None, :, None], ix[None, :, None, :]]  # (C, h, w, grid, grid)
+    block *= inside  # windows outside the maps read zero
+    return np.moveaxis(block, 0, -1).reshape(len(ys), len(xs), -1).astype(np.float32)

@@ -59,6 +59,56 @@ def offset_context(beliefs: np.ndarray, top_k: int = 2, nms_size: int = 3) -> np
     return feats.reshape(h, w, -1).astype(np.float32)
 
 
-def context_features(beliefs: np.ndarray, cells=(1, 3, 7), top_k: int = 2) -> np.ndarray:
-    """psi = [psi_1, psi_2] at every location: (h, w, D_context)."""
-    return np.concatenate([patch_context(beliefs, cells), offset_context(beliefs, top_k)], -1)
+def appearance_context(beliefs: np.ndarray, colour: np.ndarray, samples: int = 6) -> np.ndarray:
+    """psi_3: how the colour at z relates to the colour where each joint is believed to be.
+
+    For every joint's top peak q: the Lab distance between z and q, and the mean Lab distance
+    of the colours on the segment between them (``samples`` points, ends excluded) from z's
+    and from q's colour. A hand is coloured like the face; a segment of one colour running
+    from the elbow to z says that z may be the end of the forearm.
+
+    beliefs : (P+1, h, w); colour : (h, w, 3) Lab at each location (``location_colour``).
+    Returns (h, w, 3 P).
+    """
+    h, w = colour.shape[:2]
+    peak = belief_peaks(beliefs, top_k=1)[0][:, 0]  # (P, 2) as (x, y)
+    lab = np.moveaxis(colour, -1, 0).reshape(3, -1)  # channels first: fast sums over them
+    at_peak = lab[:, (peak[:, 1] * w + peak[:, 0]).astype(np.intp)]  # (3, P)
+    here = lab.reshape(3, h, w, 1)
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    t = np.linspace(0, 1, samples + 2, dtype=np.float32)[1:-1, None, None, None]
+    # (samples, h, w, P): cells on the segment from each peak to z
+    sx = np.rint(peak[:, 0] + (xs[..., None] - peak[:, 0]) * t)
+    sy = np.rint(peak[:, 1] + (ys[..., None] - peak[:, 1]) * t)
+    on_segment = lab[:, (sy * w + sx).astype(np.intp)]  # (3, samples, h, w, P)
+
+    def distance(a, b):
+        d = a - b
+        return np.sqrt(d[0] * d[0] + d[1] * d[1] + d[2] * d[2])
+
+    return np.concatenate(
+        [
+            distance(here, at_peak[:, None, None]),
+            distance(on_segment, here[:, None]).mean(0),
+            distance(on_segment, at_peak[:, None, None, None]).mean(0),
+        ],
+        -1,
+    )
+
+
+def context_parts(
+    beliefs: np.ndarray, cells=(1, 3, 7), top_k: int = 2, colour: np.ndarray | None = None
+) -> list[np.ndarray]:
+    """[psi_1, psi_2] at every location, and psi_3 when ``colour`` is given: (h, w, .) each."""
+    parts = [patch_context(beliefs, cells), offset_context(beliefs, top_k)]
+    if colour is not None:
+        parts.append(appearance_context(beliefs, colour))
+    return parts
+
+
+def context_features(
+    beliefs: np.ndarray, cells=(1, 3, 7), top_k: int = 2, colour: np.ndarray | None = None
+) -> np.ndarray:
+    """psi = [psi_1, psi_2] at every location, and psi_3 when ``colour`` is given:
+    (h, w, D_context)."""
+    return np.concatenate(context_parts(beliefs, cells, top_k, colour), -1)

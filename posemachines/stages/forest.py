@@ -2,52 +2,77 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 from scipy import ndimage
 
-from ..features.context import context_features
-from ..features.image import dense_image_features
+from ..features.context import context_parts
+from ..features.image import dense_image_features, lab_image, location_colour
 
 
-def image_features(crops: np.ndarray, config: dict, cache: dict) -> list[np.ndarray]:
-    """Dense image features of each crop, computed once per runner call and shared by stages."""
+def image_features(crops: np.ndarray, config: dict, cache: dict) -> list[tuple]:
+    """``stage_image_features`` of each crop, computed once per runner call, shared by stages."""
     key = (
         "forest_image_features",
         config["stride"],
         tuple(config["hog_cells"]),
         config["colour_cell"],
+        _similarity(config),
     )
     if key not in cache:
         cache[key] = [stage_image_features(c, config) for c in crops]
     return cache[key]
 
 
-def stage_image_features(crop: np.ndarray, config: dict) -> np.ndarray:
-    return dense_image_features(
-        crop, config["stride"], tuple(config["hog_cells"]), config["colour_cell"]
+def _similarity(config: dict) -> tuple:
+    # Models saved before colour self-similarity existed have no such key: none.
+    return tuple(tuple(pair) for pair in config.get("similarity", ()))
+
+
+def stage_image_features(crop: np.ndarray, config: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Image features x_z (h, w, D) of a crop and the Lab colour (h, w, 3) of every location."""
+    lab = lab_image(crop)
+    x = dense_image_features(
+        crop,
+        config["stride"],
+        tuple(config["hog_cells"]),
+        config["colour_cell"],
+        similarity=_similarity(config),
+        lab=lab,
     )
+    return x, location_colour(lab, config["stride"])
 
 
 def stage_inputs(
-    image_feats: np.ndarray,
+    image: tuple[np.ndarray, np.ndarray],
     previous: np.ndarray | None,
     config: dict,
     parts: np.ndarray | None = None,
 ) -> np.ndarray:
     """x_z for stage 1; [x'_z, psi(z, b_{t-1})] for later stages: (h, w, D).
 
-    With the part hierarchy, ``parts`` (the composite-part beliefs of this stage, (L+1, h, w))
-    add their own context features last, so the joint level sees where limbs and the body are.
+    ``image`` is ``stage_image_features``'s pair. With the part hierarchy, ``parts`` (the
+    composite-part beliefs of this stage, (L+1, h, w)) add their own context features last,
+    so the joint level sees where limbs and the body are.
     """
-    return add_context(add_context(image_feats, previous, config), parts, config)
+    x, colour = image
+    return add_context(add_context(x, colour, previous, config), colour, parts, config)
 
 
-def add_context(x: np.ndarray, beliefs: np.ndarray | None, config: dict) -> np.ndarray:
+def add_context(
+    x: np.ndarray, colour: np.ndarray, beliefs: np.ndarray | None, config: dict
+) -> np.ndarray:
     """[x_z, psi(z, beliefs)] at every location z; ``x`` itself when there are no beliefs."""
     if beliefs is None:
         return x
-    context = context_features(beliefs, tuple(config["context_cells"]), config["top_k"])
-    return np.concatenate([x, context], -1)
+    context = context_parts(
+        beliefs,
+        tuple(config["context_cells"]),
+        config["top_k"],
+        colour if config.get("appearance_context", False) else None,
+    )
+    return np.concatenate([x, *context], -1)  # one copy of the (h, w, D) inputs
 
 
 def forest_beliefs(forest, inputs: np.ndarray, num_classes: int, smooth: float) -> np.ndarray:
@@ -63,15 +88,23 @@ def forest_beliefs(forest, inputs: np.ndarray, num_classes: int, smooth: float) 
 
 
 def _predict_proba(forest, x: np.ndarray) -> np.ndarray:
-    """``forest.predict_proba(x)``; on one thread it sums the trees here, in the same order
-    (the same numbers), without the per-tree joblib dispatch that costs ~15 % at 1,600 rows."""
-    if forest.n_jobs not in (None, 1):
-        return forest.predict_proba(x)
+    """``forest.predict_proba(x)``, with the trees summed here in two fixed halves on two
+    threads (tree traversal releases the GIL). Fixed halves give the same numbers on every
+    machine, which scikit-learn's threaded sum, added in completion order, does not; and one
+    image's 1,600 rows are too few for its per-tree dispatch to pay."""
     x = np.ascontiguousarray(x, dtype=np.float32)
-    proba = np.zeros((len(x), forest.n_classes_))
-    for tree in forest.estimators_:
-        proba += tree.predict_proba(x, check_input=False)
-    return proba / len(forest.estimators_)
+    trees = forest.estimators_
+    half = len(trees) // 2
+
+    def total(some_trees):
+        proba = np.zeros((len(x), forest.n_classes_))
+        for tree in some_trees:
+            proba += tree.predict_proba(x, check_input=False)
+        return proba
+
+    with ThreadPoolExecutor(2) as pool:
+        first, second = pool.map(total, (trees[:half], trees[half:]))
+    return (first + second) / len(trees)
 
 
 class ForestStage:
@@ -93,10 +126,10 @@ class ForestStage:
     def beliefs(self, crops, previous, cache) -> np.ndarray:
         feats = image_features(crops, self.config_, cache)
         out = []
-        for i, f in enumerate(feats):
-            x = stage_inputs(f, None if previous is None else previous[i], self.config_)
+        for i, image in enumerate(feats):
+            x = stage_inputs(image, None if previous is None else previous[i], self.config_)
             if self.part_forest_ is not None:  # the parts' context goes last, as stage_inputs
-                x = add_context(x, self.part_beliefs(x), self.config_)
+                x = add_context(x, image[1], self.part_beliefs(x), self.config_)
             out.append(self.joint_beliefs(x))
         return np.stack(out)
 
@@ -121,5 +154,5 @@ class ForestStage:
     def from_estimator(cls, config: dict, forest, part_forest=None) -> ForestStage:
         for f in (forest, part_forest):
             if f is not None:
-                f.n_jobs = 1  # prediction streams image by image; threads cost more than they give
+                f.n_jobs = 1  # prediction goes through _predict_proba, not joblib
         return cls(forest, config, part_forest)

@@ -35,7 +35,7 @@ class ForestSettings:
 
     stages: int = 3
     trees: int = 40
-    depth: int | None = 25
+    depth: int | None = None  # None: grow each branch until its leaves are min_samples_leaf
     forest: str = "extra"  # "extra" (extremely randomised trees) or "random"
     min_samples_leaf: int = 2
     max_features: float | str = 0.1  # share of the features tried at each split
@@ -47,8 +47,11 @@ class ForestSettings:
     background: int = 150  # background locations sampled per image
     hog_cells: tuple = (8, 20)
     colour_cell: int = 12
-    context_cells: tuple = (1, 3, 7)
+    # (cell px, grid) of each colour self-similarity descriptor among the image features
+    similarity: tuple = ((3, 7), (6, 5), (12, 3))
+    context_cells: tuple = (2, 6)
     top_k: int = 2
+    appearance_context: bool = True  # psi_3: colour at z against colour at each joint's peak
     smooth: float = 1.0  # Gaussian smoothing of each belief map, in cells
     # Also train on mirrored copies (left and right swapped). None: yes for real data, where
     # people face both ways; no for the synthetic figures, which always face the camera.
@@ -57,8 +60,8 @@ class ForestSettings:
     # whole body), whose context then feeds the joint level. Two to three times the training.
     hierarchy: bool = False
     # Extra smoothing of the last stage's beliefs (in cells) before decoding. None: choose it
-    # from FINAL_SMOOTH_CHOICES by PCK on the last stage's out-of-fold beliefs (training
-    # images only), which costs the last stage its K fold forests.
+    # from FINAL_SMOOTH_CHOICES by PCK on the last stage's held-out beliefs on one fold
+    # (training images only), which costs the last stage one fold forest.
     final_smooth: float | None = None
 
     @classmethod
@@ -83,12 +86,15 @@ class ForestSettings:
             raise PoseMachinesError(f"final_smooth must be >= 0, got {self.final_smooth}")
         if self.folds < 2:
             raise PoseMachinesError(f"stacking needs at least 2 folds, got {self.folds}")
-        window = max(max(self.hog_cells), self.colour_cell) * 3
-        if window > self.input_size:
-            raise PoseMachinesError(
-                f"feature window of {window} px (3 x {max(self.hog_cells)}-px cells) is larger "
-                f"than the {self.input_size}-px input"
-            )
+        windows = [(cell, 3) for cell in (*self.hog_cells, self.colour_cell)]
+        for cell, grid in windows + [tuple(pair) for pair in self.similarity]:
+            if grid < 1 or grid % 2 == 0:
+                raise PoseMachinesError(f"a feature grid must be odd and positive, got {grid}")
+            if cell * grid > self.input_size:
+                raise PoseMachinesError(
+                    f"feature window of {cell * grid} px ({grid} x {cell}-px cells) is larger "
+                    f"than the {self.input_size}-px input"
+                )
         BeliefCodec(self.input_size, self.stride, self.sigma)  # checks the geometry
         if n_samples is not None and n_samples < self.folds:
             raise PoseMachinesError(
@@ -102,15 +108,17 @@ class ForestSettings:
             "stride": self.stride,
             "hog_cells": list(self.hog_cells),
             "colour_cell": self.colour_cell,
+            "similarity": [list(pair) for pair in self.similarity],
             "context_cells": list(self.context_cells),
             "top_k": self.top_k,
+            "appearance_context": self.appearance_context,
             "smooth": self.smooth,
             "num_classes": num_classes,
         }
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+        """Plain JSON values (tuples as lists), so a dict read back from JSON compares equal."""
+        return json.loads(json.dumps(asdict(self)))
 
 
 FINAL_SMOOTH_CHOICES = (0.0, 0.5, 1.0, 1.5, 2.0)
@@ -199,7 +207,6 @@ def predict_dense(
 ) -> np.ndarray:
     """Belief maps (N, C, h, w) for many crops: features in parallel, trees in threads."""
     out = []
-    forest.n_jobs = n_jobs
     with Parallel(n_jobs=n_jobs) as parallel:
         for start in range(0, len(crops), chunk):
             idx = range(start, min(start + chunk, len(crops)))
@@ -279,7 +286,7 @@ def _fit_level(
     fold_of,
     row_seeds,
     forest_seeds,
-    need_oof,
+    held_out_folds,
     codec,
     settings,
     config,
@@ -288,9 +295,10 @@ def _fit_level(
 ):
     """Train one level (joints, or composite parts) of one stage.
 
-    Samples training locations of every crop, fits one forest per fold and predicts the
-    held-out fold (the out-of-fold beliefs the next consumer trains on) if ``need_oof``, then
-    fits the stage's forest on all crops. Returns ``(forest, oof beliefs or None)``.
+    Samples training locations of every crop; for each of the first ``held_out_folds`` folds,
+    fits a forest on the other folds and predicts the held-out crops (the out-of-fold beliefs
+    the next consumer trains on); then fits the level's forest on all crops. Returns
+    ``(forest, oof beliefs or None)``; only the crops of those folds have beliefs.
     """
     from tqdm.auto import tqdm
 
@@ -320,12 +328,17 @@ def _fit_level(
     del rows
     log(f"{name}: {len(y)} training locations x {x.shape[1]} features")
     oof = None
-    if need_oof:
+    if held_out_folds:
         oof = np.zeros((n, num_classes, codec.map_size, codec.map_size), dtype=np.float32)
+        held_out = np.isin(fold_of, range(held_out_folds))
         bar = tqdm(
-            total=n, desc=f"{name} out-of-fold", unit="img", disable=not progress, leave=False
+            total=int(held_out.sum()),
+            desc=f"{name} out-of-fold",
+            unit="img",
+            disable=not progress,
+            leave=False,
         )
-        for k in range(settings.folds):
+        for k in range(held_out_folds):
             train_rows = fold_of[image_of_row] != k
             forest = _make_forest(settings, int(forest_seeds[k]), n_jobs)
             forest.fit(x[train_rows], y[train_rows])
@@ -456,9 +469,11 @@ def train_forest(
                 num_classes=len(part_groups) + 1,
                 row_seeds=part_row_seeds[t],
                 forest_seeds=part_forest_seeds[t],
-                need_oof=True,
+                held_out_folds=settings.folds,
                 **level,
             )
+        # The last stage's held-out beliefs only choose its smoothing: one fold is enough.
+        held_out_folds = settings.folds if not last else int(settings.final_smooth is None)
         forest, oof = _fit_level(
             f"stage {t + 1}",
             parts=part_beliefs,
@@ -466,20 +481,19 @@ def train_forest(
             num_classes=p + 1,
             row_seeds=row_seeds[t],
             forest_seeds=forest_seeds[t],
-            need_oof=not last or settings.final_smooth is None,
+            held_out_folds=held_out_folds,
             **level,
         )
         stage_config = config
+        held = fold_of < held_out_folds
         if oof is not None:
-            oof_pck.append(out_of_fold_pck(oof, joints, labelled, codec, dataset.skeleton))
+            scored = (oof[held], joints[held], labelled[held], codec, dataset.skeleton)
+            oof_pck.append(out_of_fold_pck(*scored))
             log(f"stage {t + 1}: out-of-fold PCK@0.2 {100 * oof_pck[-1]:.1f}")
         if last:
             extra = settings.final_smooth
             if extra is None:
-                scores = [
-                    out_of_fold_pck(oof, joints, labelled, codec, dataset.skeleton, e)
-                    for e in FINAL_SMOOTH_CHOICES
-                ]
+                scores = [out_of_fold_pck(*scored, e) for e in FINAL_SMOOTH_CHOICES]
                 extra = FINAL_SMOOTH_CHOICES[int(np.argmax(scores))]
                 log(f"final smoothing: +{extra} cells (out-of-fold PCK@0.2 {max(scores):.3f})")
             stage_config = {**config, "smooth": float(np.hypot(config["smooth"], extra))}
