@@ -4,6 +4,9 @@ Prints wall time, peak memory (this process and its workers), PCK@0.2 per stage 
 and the median ms per image at prediction (image decoding included, batch 1).
 
     python benchmarks/forest_lsp.py --data-root ../shared/data --out runs/bench-forest-lsp
+
+``--model DIR`` scores and times a model this script saved before, without training (prediction
+changes that keep the numbers can be re-timed without the 20-minute training).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from pathlib import Path
 
 from posemachines.compare import Entry, score_entry, time_model
 from posemachines.data import load_dataset
-from posemachines.io import save_model
+from posemachines.io import load_model, save_model
 from posemachines.training.forest import ForestSettings, train_forest
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -32,29 +35,38 @@ def main():
     ap.add_argument("--jobs", type=int, default=-1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--settings", default="{}", help="JSON overrides of ForestSettings")
+    ap.add_argument("--model", default=None, help="score and time this saved model instead")
     args = ap.parse_args()
 
     train = load_dataset("lsp", "train", args.data_root)
     test = load_dataset("lsp", "test", args.data_root)
-    options = {"stages": args.stages, "trees": args.trees, **json.loads(args.settings)}
-    settings = ForestSettings.from_options(**options)
-    start = time.time()
-    with PeakMemory() as memory:
-        model = train_forest(
-            train, settings, args.out, seed=args.seed, n_jobs=args.jobs, progress=True
+    if args.model:
+        model, out = load_model(args.model), args.model
+        settings = ForestSettings.from_options(**model.info["forest"])
+        train_s = model.info["training"].get("seconds")
+        peak_gb = None  # measured when it was trained
+    else:
+        options = {"stages": args.stages, "trees": args.trees, **json.loads(args.settings)}
+        settings = ForestSettings.from_options(**options)
+        start = time.time()
+        with PeakMemory() as memory:
+            model = train_forest(
+                train, settings, args.out, seed=args.seed, n_jobs=args.jobs, progress=True
+            )
+        train_s = round(time.time() - start, 1)
+        peak_gb = round(memory.peak_gb, 2)
+        model.info["training"].update(
+            {"dataset": train.describe(), "dataset_name": "lsp", "seconds": train_s}
         )
-    train_s = time.time() - start
-    model.info["training"].update(
-        {"dataset": train.describe(), "dataset_name": "lsp", "seconds": round(train_s, 1)}
-    )
-    save_model(model, args.out)
-    result, _ = score_entry(Entry("forest", args.out, model), test)
+        save_model(model, args.out)
+        out = args.out
+    result, _ = score_entry(Entry("forest", out, model), test)
     timing = time_model(model, test, n=50)
     print(
         json.dumps(
             {
-                "train_seconds": round(train_s, 1),
-                "peak_memory_gb": round(memory.peak_gb, 2),
+                "train_seconds": train_s,
+                "peak_memory_gb": peak_gb,
                 "pck@0.2_per_stage": [round(s["pck@0.2"], 4) for s in result.per_stage],
                 "metrics": {k: round(v, 4) for k, v in result.metrics.items() if v is not None},
                 "per_joint_pck@0.2": {
