@@ -101,7 +101,13 @@ def cli():
 )
 @click.option("--epochs", type=int, default=None, help="[cnn] Training epochs.")
 @click.option("--batch-size", type=int, default=None, help="[cnn] Batch size.")
-@click.option("--lr", type=float, default=None, help="[cnn] Peak learning rate.")
+@click.option(
+    "--lr",
+    type=float,
+    default=None,
+    help="[cnn] Peak learning rate. Default: AdamW 3e-3 for BatchNorm networks (cpm-small), "
+    "else 1e-3; SGD 1e-2.",
+)
 @click.option(
     "--optimizer",
     type=click.Choice(["adamw", "sgd"]),

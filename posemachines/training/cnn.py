@@ -44,7 +44,7 @@ class CNNSettings:
     stages: int | None = None
     epochs: int = 40
     batch_size: int = 16
-    lr: float | None = None  # default: 1e-3 (AdamW) or 1e-2 (SGD)
+    lr: float | None = None  # default: see peak_lr
     optimizer: str = "adamw"
     weight_decay: float = 1e-4
     warmup: float = 0.05  # fraction of the steps
@@ -89,7 +89,13 @@ class CNNSettings:
 
     @property
     def peak_lr(self) -> float:
-        return self.lr if self.lr is not None else (1e-3 if self.optimizer == "adamw" else 1e-2)
+        """``lr``, else 1e-2 for SGD; for AdamW 3e-3 on networks with BatchNorm (cpm-small
+        trains best there, docs/experiments.md) and 1e-3 on the paper's plain network."""
+        if self.lr is not None:
+            return self.lr
+        if self.optimizer == "sgd":
+            return 1e-2
+        return 3e-3 if CONFIGS[self.config].batch_norm else 1e-3
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
