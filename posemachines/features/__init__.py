@@ -38,4 +38,14 @@ def pooled_samples(
     iy, ix = np.clip(iy, 0, H - 1), np.clip(ix, 0, W - 1)
     block = pooled[:, iy[:, None, :, None], ix[None, :, None, :]]  # (C, h, w, grid, grid)
     block *= inside  # windows outside the maps read zero
-    return np.moveaxis(block, 0, -1).reshape(len(ys), len(xs), -1).astype(np.float32)
+    return np.moveaxis(block, 0, -1).reshape(len(ys), len(xs), -1).astype(np.float32, copy=False)
+
+
+def colour_distance(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Euclidean distance between (broadcast) Lab colours whose 3 channels lie along ``axis``.
+
+    The channels are added one by one: numpy's reduction over a length-3 axis is several times
+    slower, and these distances are computed at every location of every image.
+    """
+    d = np.moveaxis(a - b, axis, 0)
+    return np.sqrt(d[0] * d[0] + d[1] * d[1] + d[2] * d[2])

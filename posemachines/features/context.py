@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from . import pooled_samples
+from . import colour_distance, pooled_samples
 
 
 def patch_context(
@@ -81,16 +81,11 @@ def appearance_context(beliefs: np.ndarray, colour: np.ndarray, samples: int = 6
     sx = np.rint(peak[:, 0] + (xs[..., None] - peak[:, 0]) * t)
     sy = np.rint(peak[:, 1] + (ys[..., None] - peak[:, 1]) * t)
     on_segment = lab[:, (sy * w + sx).astype(np.intp)]  # (3, samples, h, w, P)
-
-    def distance(a, b):
-        d = a - b
-        return np.sqrt(d[0] * d[0] + d[1] * d[1] + d[2] * d[2])
-
     return np.concatenate(
         [
-            distance(here, at_peak[:, None, None]),
-            distance(on_segment, here[:, None]).mean(0),
-            distance(on_segment, at_peak[:, None, None, None]).mean(0),
+            colour_distance(here, at_peak[:, None, None], axis=0),
+            colour_distance(on_segment, here[:, None], axis=0).mean(0),
+            colour_distance(on_segment, at_peak[:, None, None, None], axis=0).mean(0),
         ],
         -1,
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from skimage.color import rgb2lab
 
-from . import pooled_samples
+from . import colour_distance, pooled_samples
 
 
 def orientation_maps(gray: np.ndarray, orientations: int = 9) -> tuple[np.ndarray, np.ndarray]:
@@ -60,8 +60,7 @@ def colour_self_similarity(
     """
     windows = pooled_samples(lab, cell, grid, ys, xs).reshape(len(ys), len(xs), grid * grid, 3)
     middle = grid * grid // 2
-    d = windows - windows[:, :, middle : middle + 1]
-    distance = np.sqrt(d[..., 0] ** 2 + d[..., 1] ** 2 + d[..., 2] ** 2)
+    distance = colour_distance(windows, windows[:, :, middle : middle + 1])
     return np.delete(distance, middle, axis=-1)
 
 

@@ -330,7 +330,7 @@ def _fit_level(
     oof = None
     if held_out_folds:
         oof = np.zeros((n, num_classes, codec.map_size, codec.map_size), dtype=np.float32)
-        held_out = np.isin(fold_of, range(held_out_folds))
+        held_out = fold_of < held_out_folds
         bar = tqdm(
             total=int(held_out.sum()),
             desc=f"{name} out-of-fold",
