@@ -74,6 +74,34 @@ def data_options(default_split: str):
     return decorate
 
 
+def tta_options(func):
+    """--flip and --scales: test-time augmentation (see posemachines.tta)."""
+    func = click.option(
+        "--scales",
+        default=None,
+        help="Also average the beliefs of crops zoomed by these factors, e.g. 0.7,1.0,1.3 (the "
+        "paper's scale search; include 1.0 for the plain crop).",
+    )(func)
+    return click.option(
+        "--flip", is_flag=True, help="Also average the beliefs of the mirrored crop."
+    )(func)
+
+
+def make_tta(flip: bool, scales: str | None):
+    from posemachines.tta import TestTimeAugmentation, parse_scales
+
+    return TestTimeAugmentation(flip=flip, scales=parse_scales(scales))
+
+
+def device_option(func):
+    return click.option(
+        "--device",
+        default="auto",
+        show_default=True,
+        help="cpu, cuda or auto (a GPU when one is usable) for CNN stages.",
+    )(func)
+
+
 def load_data(dataset, split, data_root, synthetic_size, protocol, seed=0):
     from posemachines.data import load_dataset
 

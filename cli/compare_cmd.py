@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .common import friendly_errors
+from .common import device_option, friendly_errors, make_tta, tta_options
 
 
 @click.command()
@@ -20,11 +20,22 @@ from .common import friendly_errors
     default=None,
     help="Report folder (default: a new runs/compare-N).",
 )
-@click.option("--device", default="cpu", show_default=True)
+@device_option
+@tta_options
 @click.option("--timing-images", type=int, default=20, show_default=True)
 @friendly_errors
 def compare(
-    entries, dataset, split, data_root, synthetic_size, protocol, out, device, timing_images
+    entries,
+    dataset,
+    split,
+    data_root,
+    synthetic_size,
+    protocol,
+    out,
+    device,
+    flip,
+    scales,
+    timing_images,
 ):
     """Evaluate models and prediction files side by side and write an HTML/Markdown/JSON report.
 
@@ -43,6 +54,7 @@ def compare(
         out=out,
         device=device,
         timing_images=timing_images,
+        tta=make_tta(flip, scales),
     )
     click.echo(f"report written to {report}/report.html")
 
@@ -54,9 +66,10 @@ def compare(
 @click.option("--data-root", type=click.Path(file_okay=False), default=None)
 @click.option("--images", type=int, default=20, show_default=True)
 @click.option("--batch-size", type=int, default=1, show_default=True)
-@click.option("--device", default="cpu", show_default=True)
+@device_option
+@tta_options
 @friendly_errors
-def bench(model, dataset, split, data_root, images, batch_size, device):
+def bench(model, dataset, split, data_root, images, batch_size, device, flip, scales):
     """Median milliseconds per image of MODEL, measured as `pm compare` measures it."""
     import json
 
@@ -65,9 +78,10 @@ def bench(model, dataset, split, data_root, images, batch_size, device):
 
     from .common import device_name
 
+    tta = make_tta(flip, scales)
     dev = device_name(device)
     entry = load_entry(model, dev)
     name = dataset or entry.manifest.get("training", {}).get("dataset_name") or "synthetic"
     data = load_dataset(name if name != "packed" else "synthetic", split, data_root)
-    figures = time_model(entry.model, data, n=images, batch_size=batch_size, device=dev)
+    figures = time_model(entry.model, data, n=images, batch_size=batch_size, device=dev, tta=tta)
     click.echo(json.dumps({"model": str(model), "dataset": data.describe(), **figures}))

@@ -45,11 +45,26 @@ def data(ctx, data_root):
 @click.option(
     "--side", type=int, default=256, show_default=True, help="Side of the stored crops in pixels."
 )
-@click.option("--quality", type=int, default=90, show_default=True, help="JPEG quality.")
+@click.option(
+    "--pad",
+    type=float,
+    default=1.5,
+    show_default=True,
+    help="Context kept around the person box: the crop's side is PAD times the box's.",
+)
+@click.option(
+    "--format",
+    "image_format",
+    type=click.Choice(["jpeg", "webp"]),
+    default="jpeg",
+    show_default=True,
+    help="Image compression (WebP: about 40 % smaller at the same quality).",
+)
+@click.option("--quality", type=int, default=90, show_default=True, help="Image quality, 1-100.")
 @click.option("--synthetic-size", type=int, default=None)
 @click.option("--jobs", type=int, default=-1, show_default=True)
 @friendly_errors
-def pack(datasets, out, data_root, side, quality, synthetic_size, jobs):
+def pack(datasets, out, data_root, side, pad, image_format, quality, synthetic_size, jobs):
     """Write DATASET[:SPLIT]... (e.g. lsp:train lspet) as one training cache of crops."""
     from posemachines.data import load_dataset
     from posemachines.data.pack import pack_datasets
@@ -59,7 +74,9 @@ def pack(datasets, out, data_root, side, quality, synthetic_size, jobs):
         name, _, split = spec.partition(":")
         options = {"size": synthetic_size} if name == "synthetic" else {}
         parts.append(load_dataset(name, split or "train", data_root, **options))
-    info = pack_datasets(parts, out, side=side, quality=quality, n_jobs=jobs)
+    info = pack_datasets(
+        parts, out, side=side, quality=quality, pad=pad, n_jobs=jobs, image_format=image_format
+    )
     echo_err(f"packed {info['n']} crops of {side} px ({info['megabytes']:.1f} MB) into {out}")
 
 

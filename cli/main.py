@@ -16,7 +16,17 @@ import numpy as np
 
 from posemachines.errors import PoseMachinesError
 
-from .common import BACKENDS, data_options, device_name, echo_err, friendly_errors, load_data
+from .common import (
+    BACKENDS,
+    data_options,
+    device_name,
+    device_option,
+    echo_err,
+    friendly_errors,
+    load_data,
+    make_tta,
+    tta_options,
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -96,11 +106,27 @@ def cli():
     "--config",
     "cnn_config",
     default=None,
-    help="[cnn] cpm-paper (368 px, 6 stages) or cpm-small (128 px). "
-    "Default: cpm-paper on CUDA, cpm-small on CPU.",
+    help="[cnn] cpm-gpu (256 px, 4 stages, BatchNorm), cpm-paper (the paper's network: 368 px, "
+    "6 stages, no normalisation), cpm-small (128 px) or cpm-tiny. "
+    "Default: cpm-gpu on CUDA, cpm-small on CPU.",
 )
-@click.option("--epochs", type=int, default=None, help="[cnn] Training epochs.")
-@click.option("--batch-size", type=int, default=None, help="[cnn] Batch size.")
+@click.option(
+    "--epochs", type=int, default=None, help="[cnn] Training epochs (default 40; or --time-budget)."
+)
+@click.option(
+    "--time-budget",
+    type=float,
+    default=None,
+    help="[cnn] Minutes for the whole run instead of --epochs: the number of steps follows from "
+    "the speed of the first steps, and the learning-rate schedule, the validations and the "
+    "final save fit in the budget.",
+)
+@click.option(
+    "--batch-size",
+    type=int,
+    default=None,
+    help="[cnn] Batch size (default: 128 for cpm-gpu, 32 for cpm-paper, else 16).",
+)
 @click.option(
     "--lr",
     type=float,
@@ -127,9 +153,8 @@ def cli():
 @click.option(
     "--checkpoint-every",
     type=int,
-    default=200,
-    show_default=True,
-    help="[cnn] Steps between checkpoints.",
+    default=None,
+    help="[cnn] Steps between checkpoints (default 200; with --time-budget a tenth of the run).",
 )
 @click.option(
     "--val-fraction",
@@ -161,6 +186,7 @@ def train(
     init_stages,
     cnn_config,
     epochs,
+    time_budget,
     batch_size,
     lr,
     optimizer,
@@ -202,6 +228,7 @@ def train(
             config=cnn_config,
             stages=stages,
             epochs=epochs,
+            time_budget=time_budget,
             batch_size=batch_size,
             lr=lr,
             optimizer=optimizer,
@@ -264,7 +291,8 @@ def train(
 @data_options(default_split="test")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 @click.option("--batch-size", type=int, default=32, show_default=True)
-@click.option("--device", default="cpu", show_default=True, help="Device for CNN stages.")
+@device_option
+@tta_options
 @click.option(
     "--zero-based",
     is_flag=True,
@@ -289,6 +317,8 @@ def evaluate(
     as_json,
     batch_size,
     device,
+    flip,
+    scales,
     zero_based,
     save_predictions,
 ):
@@ -300,6 +330,7 @@ def evaluate(
     from posemachines.compare import load_entry, score_entry
     from posemachines.io import update_manifest
 
+    tta = make_tta(flip, scales)
     entry = load_entry(model, device_name(device))
     name = dataset or entry.manifest.get("training", {}).get("dataset_name") or "synthetic"
     if name == "packed":
@@ -308,7 +339,13 @@ def evaluate(
     if entry.model is not None:
         entry.model.check_dataset(data)
     result, preds = score_entry(
-        entry, data, batch_size, on_bad_image, progress=not as_json, one_based=not zero_based
+        entry,
+        data,
+        batch_size,
+        on_bad_image,
+        progress=not as_json,
+        one_based=not zero_based,
+        tta=tta,
     )
     doc = result.to_dict()
     if save_predictions:
@@ -321,7 +358,10 @@ def evaluate(
         )
     if entry.model is not None:
         evaluations = dict(entry.manifest.get("evaluations", {}))
-        evaluations[f"{data.name}:{data.split}:{data.protocol}"] = {
+        key = f"{data.name}:{data.split}:{data.protocol}"
+        if not tta.is_identity:
+            key += f":tta={tta.describe()}"
+        evaluations[key] = {
             "n": result.n,
             "metrics": result.metrics,
             "per_stage_pck@0.2": [s["pck@0.2"] for s in result.per_stage],
@@ -335,11 +375,16 @@ def evaluate(
 
 def format_result(doc: dict) -> str:
     def pct(v):
-        return "   -  " if v is None else f"{100 * v:6.2f}"
+        return "   -  " if v is None else f"{100 * v:6.1f}"
 
     keys = ("pck@0.2", "pck@0.1", "pckh@0.5", "pcp", "auc")
     head = f"{'':14s}" + "".join(f"{k:>10s}" for k in keys)
-    lines = [f"{doc['dataset']}:{doc['split']}  n={doc['n']}  protocol={doc['protocol']}", head]
+    tta = doc.get("test_time_augmentation") or {}
+    views = ""
+    if tta.get("flip") or tta.get("scales", [1.0]) != [1.0]:
+        views = f"  test-time views: flip={tta['flip']} scales={tta['scales']}"
+    title = f"{doc['dataset']}:{doc['split']}  n={doc['n']}  protocol={doc['protocol']}{views}"
+    lines = [title, head]
     for t, stage in enumerate(doc["per_stage"], 1):
         lines.append(f"{'stage ' + str(t):14s}" + "".join(f"{pct(stage[k]):>10s}" for k in keys))
     lines.append("per joint (final stage)")

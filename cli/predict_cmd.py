@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .common import device_name, friendly_errors
+from .common import device_name, device_option, friendly_errors, make_tta, tta_options
 
 
 @click.command()
@@ -39,9 +39,10 @@ from .common import device_name, friendly_errors
     help="JSON {image name: [x, y, w, h]} giving each image's person box.",
 )
 @click.option("--no-overlays", is_flag=True, help="Write keypoints only.")
-@click.option("--device", default="cpu", show_default=True, help="Device for CNN stages.")
+@device_option
+@tta_options
 @friendly_errors
-def predict(model, inputs, out, centre, scale, boxes, no_overlays, device):
+def predict(model, inputs, out, centre, scale, boxes, no_overlays, device, flip, scales):
     """Predict keypoints with MODEL for image files, folders of images and videos.
 
     Writes OUT/keypoints.json (COCO-results style: image_id, flat [x, y, score] keypoints,
@@ -57,6 +58,7 @@ def predict(model, inputs, out, centre, scale, boxes, no_overlays, device):
     )
     from posemachines.io import atomic_write_json, load_model
 
+    tta = make_tta(flip, scales)
     pose_model = load_model(model, device_name(device))
     files = collect_inputs(inputs)
     box_map = load_boxes(boxes) if boxes else None
@@ -66,7 +68,7 @@ def predict(model, inputs, out, centre, scale, boxes, no_overlays, device):
     overlays = OverlayWriter(out_dir, pose_model.skeleton)
     try:
         for source, name, image, kp, conf in predict_files(
-            pose_model, files, box_map, centre, scale
+            pose_model, files, box_map, centre, scale, tta=tta
         ):
             names.append(name)
             kps.append(kp)
@@ -82,6 +84,7 @@ def predict(model, inputs, out, centre, scale, boxes, no_overlays, device):
             "skeleton": pose_model.skeleton.name,
             "joints": list(pose_model.skeleton.joints),
             "coordinates": "0-based pixel centres",
+            "test_time_augmentation": tta.to_dict(),
             "results": results,
         },
     )

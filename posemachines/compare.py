@@ -16,6 +16,7 @@ from .data import PoseDataset
 from .errors import PoseMachinesError
 from .evaluation import EvaluationResult, evaluate
 from .model import PoseModel
+from .tta import NO_TTA, TestTimeAugmentation
 
 
 @dataclass
@@ -52,12 +53,16 @@ def score_entry(
     on_bad_image: str = "skip",
     progress: bool = False,
     one_based: bool = True,
+    tta: TestTimeAugmentation = NO_TTA,
 ) -> tuple[EvaluationResult, np.ndarray]:
-    """Evaluate an entry on ``dataset``; returns the result and keypoints (T, N, P, 2)."""
+    """Evaluate an entry on ``dataset``; returns the result and keypoints (T, N, P, 2).
+
+    ``tta`` applies to models; prediction files are scored as they are.
+    """
     from .io import read_predictions
 
     if entry.model is not None:
-        preds = entry.model.predict(dataset, batch_size, on_bad_image, progress).keypoints
+        preds = entry.model.predict(dataset, batch_size, on_bad_image, progress, tta).keypoints
         protocol = dataset.protocol
     else:
         preds = read_predictions(entry.path, dataset.skeleton, len(dataset), one_based)
@@ -71,6 +76,8 @@ def score_entry(
         split=dataset.split,
         protocol=protocol,
     )
+    if entry.model is not None:
+        result.test_time_augmentation = tta.to_dict()
     return result, preds
 
 
@@ -81,6 +88,7 @@ def time_model(
     warmup: int = 3,
     batch_size: int = 1,
     device: str = "cpu",
+    tta: TestTimeAugmentation = NO_TTA,
 ) -> dict:
     """Median milliseconds per image over the first ``n`` samples, image decoding included.
 
@@ -92,16 +100,17 @@ def time_model(
     indices = list(range(n))
     batches = [indices[i : i + batch_size] for i in range(0, n, batch_size)]
     for b in batches[: max(1, warmup)]:
-        model.predict_samples([dataset[i] for i in b])
+        model.predict_samples([dataset[i] for i in b], tta)
     per_image = []
     for b in batches:
         start = time.perf_counter()
-        model.predict_samples([dataset[i] for i in b])
+        model.predict_samples([dataset[i] for i in b], tta)
         per_image.append((time.perf_counter() - start) * 1000 / len(b))
     return {
         "ms_per_image": float(np.median(per_image)),
         "batch_size": batch_size,
         "images": n,
         "device": device,
-        "includes": "image decoding, crop, all stages, decoding",
+        "test_time_augmentation": tta.to_dict(),
+        "includes": "image decoding, crop, all stages and views, decoding",
     }

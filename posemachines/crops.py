@@ -25,11 +25,20 @@ class Augmentation:
     shift: float = 0.05  # fraction of the box side
 
     def draw(self, rng: np.random.Generator) -> tuple[float, float, bool, np.ndarray]:
+        """One draw: scale, rotation (degrees), flip, shift (2,) as a fraction of the box."""
+        scale, rotation, flip, shift = self.draw_batch(rng, 1)
+        return float(scale[0]), float(rotation[0]), bool(flip[0]), shift[0]
+
+    def draw_batch(self, rng: np.random.Generator, n: int):
+        """``n`` draws at once: scales (n,), rotations (n,), flips (n,) bool, shifts (n, 2).
+
+        ``draw_batch(rng, 1)`` consumes the generator exactly as ``draw(rng)`` does.
+        """
         return (
-            float(rng.uniform(*self.scale)),
-            float(rng.uniform(-self.rotation, self.rotation)),
-            bool(rng.random() < self.flip),
-            rng.uniform(-self.shift, self.shift, size=2),
+            rng.uniform(*self.scale, size=n),
+            rng.uniform(-self.rotation, self.rotation, size=n),
+            rng.random(n) < self.flip,
+            rng.uniform(-self.shift, self.shift, size=(n, 2)),
         )
 
 
@@ -49,15 +58,26 @@ def crop_transform(
     The box of side ``box_side`` around ``centre`` fills the crop; ``scale`` > 1 zooms in,
     ``rotation`` (degrees) turns the person anticlockwise on screen, ``flip`` mirrors it.
     """
-    s = scale * out_size / box_side
-    a = np.deg2rad(rotation)
+    return crop_transforms(
+        np.asarray(centre, dtype=np.float64)[None],
+        np.array([box_side], dtype=np.float64),
+        out_size,
+        np.array([scale]),
+        np.array([rotation]),
+        np.array([flip]),
+    )[0]
+
+
+def crop_transforms(centres, box_sides, out_size: int, scales, rotations, flips) -> np.ndarray:
+    """``crop_transform`` for a batch: centres (B, 2), the rest (B,). Returns (B, 2, 3)."""
+    s = np.asarray(scales, dtype=np.float64) * out_size / np.asarray(box_sides, dtype=np.float64)
+    a = np.deg2rad(np.asarray(rotations, dtype=np.float64))
     c, si = np.cos(a) * s, np.sin(a) * s
-    linear = np.array([[c, si], [-si, c]])
-    if flip:
-        linear = np.array([[-1.0, 0.0], [0.0, 1.0]]) @ linear
+    mirror = np.where(np.asarray(flips, dtype=bool), -1.0, 1.0)
+    linear = np.stack([np.stack([mirror * c, mirror * si], -1), np.stack([-si, c], -1)], -2)
     half = (out_size - 1) / 2.0
-    offset = np.array([half, half]) - linear @ np.asarray(centre, dtype=np.float64)
-    return np.hstack([linear, offset[:, None]])
+    offset = half - np.einsum("bij,bj->bi", linear, np.asarray(centres, dtype=np.float64))
+    return np.concatenate([linear, offset[..., None]], -1)
 
 
 def invert_affine(matrix: np.ndarray) -> np.ndarray:

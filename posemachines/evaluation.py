@@ -162,6 +162,7 @@ class EvaluationResult:
     per_stage: list
     pck_curve: list = field(default_factory=list)
     thresholds: list = field(default_factory=list)
+    test_time_augmentation: dict = field(default_factory=lambda: {"flip": False, "scales": [1.0]})
 
     def to_dict(self) -> dict:
         return asdict(self)

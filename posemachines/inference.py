@@ -11,6 +11,7 @@ import numpy as np
 from .data import Sample, person_box, read_image
 from .errors import PoseMachinesError
 from .model import PoseModel
+from .tta import NO_TTA, TestTimeAugmentation
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif"}
@@ -107,6 +108,7 @@ def predict_files(
     scale=None,
     batch_size: int = 16,
     progress: bool = True,
+    tta: TestTimeAugmentation = NO_TTA,
 ):
     """Yield (source file, name, image, keypoints (P, 2), confidence (P,)) per image or frame."""
     from tqdm.auto import tqdm
@@ -116,7 +118,7 @@ def predict_files(
 
     def flush():
         samples = [s for s, _ in batch]
-        kp, conf = model.predict_samples(samples)
+        kp, conf = model.predict_samples(samples, tta)
         for (s, source), k, c in zip(batch, kp[-1], conf[-1]):
             yield source, s.name, s.image, k, c
         batch.clear()

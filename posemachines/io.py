@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import platform
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -50,6 +49,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes files private; ours are ordinary
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -58,6 +58,12 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_json(path: str | Path, obj) -> None:
@@ -88,9 +94,9 @@ def package_versions() -> dict:
 
 
 def _save_arrays(path: Path, arrays: dict) -> None:
-    from safetensors.numpy import save_file
+    from safetensors.numpy import save
 
-    save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(path))
+    atomic_write_bytes(path, save({k: np.ascontiguousarray(v) for k, v in arrays.items()}))
 
 
 def _load_arrays(path: Path) -> dict:
@@ -102,7 +108,7 @@ def _load_arrays(path: Path) -> dict:
 def _save_estimator(path: Path, estimator) -> None:
     import skops.io
 
-    skops.io.dump(estimator, str(path))
+    atomic_write_bytes(path, skops.io.dumps(estimator))
 
 
 def _load_estimator(path: Path):
@@ -125,74 +131,81 @@ def _stage_file(t: int, suffix: str) -> str:
 
 
 def save_model(model: PoseModel, folder: str | Path, overwrite: bool = True) -> Path:
-    """Write ``model`` as a directory, atomically: a partial write never replaces a model."""
-    folder = Path(folder)
-    if folder.exists() and not overwrite:
-        raise PoseMachinesError(f"{folder} already exists")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
-        stages, networks, files = [], {}, {}
-        for t, stage in enumerate(model.stages):
-            entry = {"kind": stage.kind, "config": stage.config()}
-            network = getattr(stage, "network", None)
-            if network is not None:
-                name = next((k for k, v in networks.items() if v is network), None)
-                if name is None:
-                    name = f"network{len(networks) + 1}"
-                    networks[name] = network
-                entry["network"] = name
-            if hasattr(stage, "tensors"):
-                entry["file"] = _stage_file(t, "safetensors")
-                _save_arrays(tmp / entry["file"], stage.tensors())
-            elif hasattr(stage, "estimator"):
-                entry["file"] = _stage_file(t, "skops")
-                _save_estimator(tmp / entry["file"], stage.estimator())
-                if stage.part_estimator() is not None:
-                    entry["part_file"] = _stage_file(t, "parts.skops")
-                    _save_estimator(tmp / entry["part_file"], stage.part_estimator())
-            stages.append(entry)
-        network_entries = {}
-        for name, network in networks.items():
-            from safetensors.torch import save_file
+    """Write ``model`` into the directory ``folder``, leaving every other file there alone.
 
-            file = f"{name}.safetensors"
-            state = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
-            save_file(state, str(tmp / file))
-            network_entries[name] = {"config": network.config_dict(), "file": file}
-            files[file] = sha256(tmp / file)
-        for entry in stages:
-            for key in ("file", "part_file"):
-                if key in entry:
-                    files[entry[key]] = sha256(tmp / entry[key])
-        manifest = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "backend": model.backend,
-            "skeleton": model.skeleton.name,
-            "joints": list(model.skeleton.joints),
-            "input_size": model.codec.input_size,
-            "stride": model.codec.stride,
-            "sigma": model.codec.sigma,
-            "num_stages": model.num_stages,
-            "stages": stages,
-            "networks": network_entries,
-            "sha256": files,
-            "versions": package_versions(),
-            **{k: v for k, v in model.info.items() if k not in ("versions",)},
-        }
-        atomic_write_json(tmp / MANIFEST, _jsonable(manifest))
-        if folder.exists():
-            backup = folder.with_name(f".{folder.name}.old-{os.getpid()}")
-            os.replace(folder, backup)
-            os.replace(tmp, folder)
-            shutil.rmtree(backup, ignore_errors=True)
-        else:
-            os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    Each weight file is written atomically, the manifest last: until it is renamed into place
+    the folder holds the previous model (a half-written save is refused on load by the
+    checksums, never loaded wrongly). Files of the previous model that the new one no longer
+    uses are removed; nothing else is (training logs and checkpoints stay).
+    """
+    folder = Path(folder)
+    if (folder / MANIFEST).exists() and not overwrite:
+        raise PoseMachinesError(f"{folder} already holds a model")
+    folder.mkdir(parents=True, exist_ok=True)
+    previous = _model_files(folder)
+    stages, networks, files = [], {}, {}
+    for t, stage in enumerate(model.stages):
+        entry = {"kind": stage.kind, "config": stage.config()}
+        network = getattr(stage, "network", None)
+        if network is not None:
+            name = next((k for k, v in networks.items() if v is network), None)
+            if name is None:
+                name = f"network{len(networks) + 1}"
+                networks[name] = network
+            entry["network"] = name
+        if hasattr(stage, "tensors"):
+            entry["file"] = _stage_file(t, "safetensors")
+            _save_arrays(folder / entry["file"], stage.tensors())
+        elif hasattr(stage, "estimator"):
+            entry["file"] = _stage_file(t, "skops")
+            _save_estimator(folder / entry["file"], stage.estimator())
+            if stage.part_estimator() is not None:
+                entry["part_file"] = _stage_file(t, "parts.skops")
+                _save_estimator(folder / entry["part_file"], stage.part_estimator())
+        stages.append(entry)
+    network_entries = {}
+    for name, network in networks.items():
+        from safetensors.torch import save
+
+        file = f"{name}.safetensors"
+        state = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
+        atomic_write_bytes(folder / file, save(state))
+        network_entries[name] = {"config": network.config_dict(), "file": file}
+        files[file] = sha256(folder / file)
+    for entry in stages:
+        for key in ("file", "part_file"):
+            if key in entry:
+                files[entry[key]] = sha256(folder / entry[key])
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "backend": model.backend,
+        "skeleton": model.skeleton.name,
+        "joints": list(model.skeleton.joints),
+        "input_size": model.codec.input_size,
+        "stride": model.codec.stride,
+        "sigma": model.codec.sigma,
+        "num_stages": model.num_stages,
+        "stages": stages,
+        "networks": network_entries,
+        "sha256": files,
+        "versions": package_versions(),
+        **{k: v for k, v in model.info.items() if k not in ("versions",)},
+    }
+    atomic_write_json(folder / MANIFEST, _jsonable(manifest))
+    for stale in previous - set(files):
+        (folder / stale).unlink(missing_ok=True)
     return folder
+
+
+def _model_files(folder: Path) -> set[str]:
+    """The weight files the manifest in ``folder`` names (none when there is no model)."""
+    try:
+        listed = json.loads((folder / MANIFEST).read_text()).get("sha256", {})
+    except (OSError, ValueError, AttributeError):
+        return set()
+    # Only plain names inside the folder: a manifest never makes us delete elsewhere.
+    return {f for f in listed if isinstance(f, str) and Path(f).name == f}
 
 
 def _jsonable(obj):

@@ -13,6 +13,7 @@ from .errors import PoseMachinesError
 from .runner import run_stages
 from .skeletons import Skeleton
 from .targets import BeliefCodec
+from .tta import NO_TTA, TestTimeAugmentation, averaged_beliefs
 
 
 @dataclass
@@ -71,10 +72,17 @@ class PoseModel:
                 f"{dataset.skeleton.name} ({dataset.skeleton.num_joints} joints)"
             )
 
-    def predict_samples(self, samples: Sequence) -> tuple[np.ndarray, np.ndarray]:
-        """Image-coordinate keypoints (T, n, P, 2) and confidences for a batch of samples."""
+    def predict_samples(
+        self, samples: Sequence, tta: TestTimeAugmentation = NO_TTA
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Image-coordinate keypoints (T, n, P, 2) and confidences for a batch of samples,
+        from beliefs averaged over the test-time views of ``tta`` (none by default)."""
         crops = [person_crop(s, self.input_size, self.skeleton) for s in samples]
-        beliefs = self.stage_beliefs(np.stack([c.image for c in crops]))
+        if tta.is_identity:
+            beliefs = self.stage_beliefs(np.stack([c.image for c in crops]))
+        else:
+            perm = self.skeleton.flip_permutation()
+            beliefs = averaged_beliefs(self.stage_beliefs, samples, self.input_size, perm, tta)
         keypoints, confidence = self.decode(beliefs)
         transforms = np.stack([c.transform for c in crops])
         return np.stack([to_image_coordinates(k, transforms) for k in keypoints]), confidence
@@ -85,6 +93,7 @@ class PoseModel:
         batch_size: int = 32,
         on_bad_image: str = "skip",
         progress: bool = False,
+        tta: TestTimeAugmentation = NO_TTA,
     ) -> Predictions:
         """Predict every sample of ``dataset`` with every stage."""
         from tqdm.auto import tqdm
@@ -98,7 +107,7 @@ class PoseModel:
 
         def flush():
             if batch:
-                k, c = self.predict_samples(batch)
+                k, c = self.predict_samples(batch, tta)
                 keypoints[:, batch_idx], confidence[:, batch_idx] = k, c
                 bar.update(len(batch))
                 batch_idx.clear()

@@ -114,13 +114,16 @@ def run_compare(
     device="cpu",
     timing_images=20,
     runs_root="runs",
+    tta=None,
 ) -> Path:
     """Evaluate ``entries`` side by side and write the report folder; returns its path."""
     from .data import load_dataset
     from .devices import resolve_device
     from .io import atomic_write_bytes, atomic_write_json, package_versions
     from .runs import next_run_dir
+    from .tta import NO_TTA
 
+    tta = tta or NO_TTA
     device = resolve_device(device)
     paths = [Path(p) for p in entries] or default_entries(runs_root)
     loaded = []
@@ -144,7 +147,7 @@ def run_compare(
 
     rows = []
     for e in loaded:
-        result, preds = score_entry(e, data)
+        result, preds = score_entry(e, data, tta=tta)
         row = {
             "label": e.label,
             "kind": e.kind,
@@ -153,7 +156,7 @@ def run_compare(
             "predictions": preds,
         }
         if e.model is not None:
-            row["timing"] = time_model(e.model, data, n=timing_images, device=device)
+            row["timing"] = time_model(e.model, data, n=timing_images, device=device, tta=tta)
             row["input_size"] = e.model.input_size
             row["stages"] = e.model.num_stages
             training = e.manifest.get("training", {})
@@ -174,6 +177,7 @@ def run_compare(
         "versions": package_versions(),
         "notes": notes,
         "device": device,
+        "test_time_augmentation": tta.to_dict(),
         "entries": [{k: v for k, v in r.items() if k != "predictions"} for r in rows],
     }
     atomic_write_json(out_dir / "results.json", _round(results))
@@ -372,11 +376,20 @@ def _md_table(head, body) -> str:
 
 
 def _intro(results: dict) -> str:
+    tta = results.get("test_time_augmentation") or {"flip": False, "scales": [1.0]}
+    if tta["flip"] or tta["scales"] != [1.0]:
+        views = (
+            f"Models are scored on beliefs averaged over test-time views (mirrored: "
+            f"{'yes' if tta['flip'] else 'no'}; scales {', '.join(f'{s:g}' for s in tta['scales'])}"
+            "); prediction files as given. "
+        )
+    else:
+        views = "No test-time augmentation. "
     return (
         f"{results['dataset']}:{results['split']}, {results['n']} samples, person boxes by "
         f"the '{results['protocol']}' protocol, skeleton {results['skeleton']}; timing: "
-        f"median ms per image (image decoding, crop, all stages, decoding), batch 1, on "
-        f"{results['device']}. Metrics in percent; PCK uses the torso normaliser."
+        f"median ms per image (image decoding, crop, all stages and views, decoding), batch 1, "
+        f"on {results['device']}. {views}Metrics in percent; PCK uses the torso normaliser."
     )
 
 

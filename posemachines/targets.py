@@ -80,7 +80,9 @@ class BeliefCodec:
             joints = np.asarray(joints, dtype=np.float32)
             mask = np.asarray(labelled).astype(np.float32)
         else:
-            grid = xp.as_tensor(self.grid(), dtype=joints.dtype, device=joints.device)
+            # Built on the device: a copy from host memory would make the host wait.
+            grid = xp.arange(self.map_size, dtype=joints.dtype, device=joints.device)
+            grid = grid * self.stride + (self.stride - 1) / 2.0
             mask = labelled.to(joints.dtype)
         dx2 = (grid[None, None, :] - joints[..., 0:1]) ** 2  # (N, P, w)
         dy2 = (grid[None, None, :] - joints[..., 1:2]) ** 2  # (N, P, h)

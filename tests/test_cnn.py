@@ -54,8 +54,10 @@ def test_training_loss_falls_and_model_predicts(synthetic_train, synthetic_test,
     s = tiny(lr=3e-3)
     s.epochs = 6
     model = train_cnn(synthetic_train, s, tmp_path)
-    log = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
-    assert len(log) == 6 and log[-1]["loss"] < log[0]["loss"]
+    lines = (tmp_path / "train_log.jsonl").read_text().splitlines()
+    log = [r for r in map(json.loads, lines) if "val_pck@0.2_per_stage" in r]
+    assert [r["epoch"] for r in log] == [1, 2, 3, 4, 5, 6]  # a validation per epoch
+    assert log[-1]["loss"] < log[0]["loss"]
     assert len(log[0]["loss_per_stage"]) == 2 and len(log[0]["val_pck@0.2_per_stage"]) == 2
     preds = model.predict(synthetic_test)
     assert preds.keypoints.shape == (2, len(synthetic_test), 14, 2)
@@ -95,7 +97,11 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(synthetic_train, tmp_
         return out * float("nan") if calls["n"] == 5 else out
 
     monkeypatch.setattr(tc, "stage_losses", poisoned)
-    with pytest.raises(PoseMachinesError, match=r"at step 4.*last good checkpoint \(step 3\)"):
+    # Step 5 is poisoned; the losses are read at the checkpoint of step 6.
+    with pytest.raises(
+        PoseMachinesError,
+        match=r"between step 3 and step 6.*last good checkpoint \(step 3\).*lower --lr",
+    ):
         train_cnn(synthetic_train, tiny(), tmp_path)
     state = json.loads((tmp_path / "checkpoint" / "state.json").read_text())
     assert state["step"] == 3
@@ -233,3 +239,69 @@ def test_batch_norm_network_predicts_each_image_alone(synthetic_test):
     together = run_stages(stages, crops)[-1]
     alone = run_stages(stages, crops[:1])[-1]
     np.testing.assert_allclose(alone[0], together[0], rtol=1e-4, atol=1e-5)
+
+
+def test_time_budget_plans_the_steps_that_fit():
+    import time
+
+    from posemachines.training.cnn import Budget
+
+    budget = Budget(100.0, time.perf_counter() - 9.8)  # 9.8 s already gone
+    # 100 - 9.8 - 3 validations of 2 s - 1 % reserve (1 s) - 2 s = 81.2 s at 0.5 s per step
+    assert budget.steps_that_fit(0.5, 2.0, 3) == 162
+    assert Budget(1.0, time.perf_counter() - 5.0).steps_that_fit(0.5, 0.0, 1) == 1
+
+
+def test_epochs_and_time_budget_are_exclusive():
+    with pytest.raises(PoseMachinesError, match="exclusive"):
+        CNNSettings.from_options(device="cpu", epochs=3, time_budget=1.0)
+    with pytest.raises(PoseMachinesError, match="--time-budget must be positive"):
+        CNNSettings.from_options(device="cpu", time_budget=0)
+    with pytest.raises(PoseMachinesError, match="--lr must be positive"):
+        CNNSettings.from_options(device="cpu", lr=-1.0)
+
+
+def test_time_budget_run_keeps_its_log_and_records_the_plan(tmp_path):
+    from click.testing import CliRunner
+    from posemachines.cli.main import cli
+
+    out = tmp_path / "d"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    args = ["train", "--backend", "cnn", "--config", "cpm-tiny", "--dataset", "synthetic"]
+    args += ["--synthetic-size", "40", "--device", "cpu", "--time-budget", "0.1"]
+    res = CliRunner().invoke(cli, [*args, "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert (out / "notes.txt").read_text() == "mine"
+    records = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
+    assert records and records[-1]["step"] >= 1 and "elapsed_s" in records[-1]
+    training = json.loads((out / "manifest.json").read_text())["training"]
+    assert training["time_budget_s"] == 6.0 and training["steps"] == records[-1]["step"]
+    assert training["planned_from"]["seconds_per_step"] > 0
+    res = CliRunner().invoke(cli, [*args, "--epochs", "2", "--out", str(tmp_path / "e")])
+    assert res.exit_code == 1 and "exclusive" in res.output
+    assert not (tmp_path / "e").exists()
+
+
+def test_the_log_is_read_every_log_every_steps(synthetic_train, tmp_path):
+    s = tiny()
+    s.log_every = 2
+    train_cnn(synthetic_train, s, tmp_path)
+    log = (tmp_path / "train_log.jsonl").read_text().splitlines()
+    steps = [json.loads(x)["step"] for x in log]
+    assert steps == [2, 3, 4, 6, 8, 9, 10, 12]  # every 2 steps, and checkpoints every 3
+
+
+def test_gpu_network_shapes_and_old_configs_keep_their_layers():
+    from posemachines.stages.cnn import CPMConfig
+
+    cfg = CONFIGS["cpm-gpu"]
+    out = CPM(cfg)(torch.zeros(1, 3, cfg.input_size, cfg.input_size))
+    assert len(out) == cfg.stages and out[0].shape == (1, 15, 32, 32)
+    # a configuration saved before the trunk options existed builds the same layers
+    new_fields = {"block_channels", "block_convs", "feature_kernel", "shared_features"}
+    new_fields.add("refine_convs")
+    old = {k: v for k, v in CONFIGS["cpm-small"].to_dict().items() if k not in new_fields}
+    names = list(CPM(CPMConfig(**old)).state_dict())
+    assert names == list(CPM(CONFIGS["cpm-small"]).state_dict())
+    assert "stage1.net.0.weight" in names and "features.0.weight" in names

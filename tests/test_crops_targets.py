@@ -103,3 +103,24 @@ def test_torch_encoding_matches_numpy():
     b, wb = codec.encode(torch.tensor(joints, dtype=torch.float32), torch.tensor(labelled))
     np.testing.assert_allclose(b.numpy(), a, atol=1e-5)
     np.testing.assert_array_equal(wb.numpy(), wa)
+
+
+def test_batched_crop_transforms_equal_one_at_a_time():
+    from posemachines.crops import crop_transforms
+
+    rng = np.random.default_rng(1)
+    centres, sides = rng.uniform(20, 80, (6, 2)), rng.uniform(30, 90, 6)
+    scales, rots, flips = rng.uniform(0.7, 1.3, 6), rng.uniform(-40, 40, 6), rng.random(6) < 0.5
+    batch = crop_transforms(centres, sides, 48, scales, rots, flips)
+    for i in range(6):
+        one = crop_transform(centres[i], sides[i], 48, scales[i], rots[i], flips[i])
+        np.testing.assert_allclose(batch[i], one, atol=1e-12)
+
+
+def test_augmentation_draws_one_at_a_time_as_in_a_batch_of_one():
+    a, b = np.random.default_rng(5), np.random.default_rng(5)
+    aug = Augmentation()
+    for _ in range(3):
+        scale, rot, flip, shift = aug.draw(a)
+        bs, br, bf, bsh = aug.draw_batch(b, 1)
+        assert (scale, rot, flip) == (bs[0], br[0], bf[0]) and np.array_equal(shift, bsh[0])

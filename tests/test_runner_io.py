@@ -155,3 +155,27 @@ def test_read_predictions_json(tmp_path):
     atomic_write_json(tmp_path / "q.json", {"skeleton": "coco17", "keypoints": kp})
     with pytest.raises(PoseMachinesError, match="skeleton coco17"):
         read_predictions(tmp_path / "q.json", LSP14, 2)
+
+
+def test_save_keeps_what_it_did_not_write(mean_model_dir, tmp_path):
+    """Saving into a folder replaces the model's own files and nothing else (a training log,
+    a checkpoint and the user's files stay); files the new model no longer uses go."""
+    model = load_model(mean_model_dir)
+    out = tmp_path / "m"
+    (out / "checkpoint").mkdir(parents=True)
+    (out / "train_log.jsonl").write_text("{}\n")
+    (out / "thesis.txt").write_text("mine")
+    save_model(model, out)
+    stale = out / "stage9.safetensors"
+    stale.write_bytes(b"x")
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["sha256"]["stage9.safetensors"] = "0" * 64
+    manifest["sha256"]["../outside.txt"] = "0" * 64  # never followed out of the folder
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    (tmp_path / "outside.txt").write_text("keep")
+    save_model(model, out)
+    assert (out / "train_log.jsonl").is_file() and (out / "checkpoint").is_dir()
+    assert (out / "thesis.txt").read_text() == "mine"
+    assert not stale.exists() and (tmp_path / "outside.txt").is_file()
+    assert oct((out / "manifest.json").stat().st_mode & 0o777) != oct(0o600)
+    load_model(out)

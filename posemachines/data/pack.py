@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,18 +102,25 @@ def pack_crops(datasets, side: int = 256, pad: float = 1.5, n_jobs: int = -1) ->
     )
 
 
-def save_pack(crops: PackedCrops, path: str | Path, quality: int = 90) -> dict:
-    """Write ``crops`` as one JPEG-compressed file, atomically."""
+IMAGE_FORMATS = ("jpeg", "webp")
+
+
+def save_pack(
+    crops: PackedCrops, path: str | Path, quality: int = 90, image_format: str = "jpeg"
+) -> dict:
+    """Write ``crops`` as one file of compressed images (JPEG or WebP), atomically."""
     from PIL import Image
 
     from ..io import atomic_write_bytes
 
     if not 1 <= quality <= 100:
         raise PoseMachinesError(f"--quality must be within 1-100, got {quality}")
+    if image_format not in IMAGE_FORMATS:
+        raise PoseMachinesError(f"unknown image format {image_format!r}; use {IMAGE_FORMATS}")
     blobs = []
     for img in crops.images:
         buf = io.BytesIO()
-        Image.fromarray(img).save(buf, format="JPEG", quality=quality)
+        Image.fromarray(img).save(buf, format=image_format.upper(), quality=quality)
         blobs.append(np.frombuffer(buf.getvalue(), dtype=np.uint8))
     offsets = np.cumsum([0] + [len(b) for b in blobs])
     header = {
@@ -122,6 +131,7 @@ def save_pack(crops: PackedCrops, path: str | Path, quality: int = 90) -> dict:
         "skeleton": crops.skeleton,
         "sources": crops.sources,
         "quality": quality,
+        "image_format": image_format,
     }
     buf = io.BytesIO()
     np.savez(
@@ -151,12 +161,16 @@ def load_pack(path: str | Path) -> PackedCrops:
         raise PoseMachinesError(f"{path}: not a posemachines training cache ({exc})") from None
     if header.get("format") != PACK_FORMAT:
         raise PoseMachinesError(f"{path}: not a posemachines training cache")
-    images = np.stack(
-        [
-            np.asarray(Image.open(io.BytesIO(jpeg[a:b].tobytes())).convert("RGB"))
-            for a, b in zip(offsets[:-1], offsets[1:])
-        ]
-    )
+
+    def decode(a: int, b: int) -> np.ndarray:
+        try:
+            return np.asarray(Image.open(io.BytesIO(jpeg[a:b].tobytes())).convert("RGB"))
+        except OSError as exc:  # e.g. a WebP cache read by a Pillow built without WebP
+            raise PoseMachinesError(f"{path}: cannot decode a stored crop ({exc})") from None
+
+    # Pillow decodes without the GIL: threads give every core to a large cache.
+    with ThreadPoolExecutor(min(16, os.cpu_count() or 1)) as pool:
+        images = np.stack(list(pool.map(decode, offsets[:-1], offsets[1:])))
     return PackedCrops(
         images,
         arrays["joints"].astype(np.float64),
@@ -170,6 +184,14 @@ def load_pack(path: str | Path) -> PackedCrops:
 
 
 def pack_datasets(
-    datasets, out, side: int = 256, quality: int = 90, pad: float = 1.5, n_jobs: int = -1
+    datasets,
+    out,
+    side: int = 256,
+    quality: int = 90,
+    pad: float = 1.5,
+    n_jobs: int = -1,
+    image_format: str = "jpeg",
 ) -> dict:
-    return save_pack(pack_crops(datasets, side, pad, n_jobs), out, quality)
+    if not 1.0 <= pad <= 4.0:
+        raise PoseMachinesError(f"--pad must be within 1-4, got {pad}")
+    return save_pack(pack_crops(datasets, side, pad, n_jobs), out, quality, image_format)

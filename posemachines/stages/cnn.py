@@ -15,7 +15,14 @@ from torch.nn import functional as F
 
 @dataclass(frozen=True)
 class CPMConfig:
-    """Architecture of a CPM; ``cpm-paper`` is the paper's network, ``cpm-small`` a CPU one."""
+    """Architecture of a CPM; ``cpm-paper`` is the paper's network, the others are variants.
+
+    The image trunk is ``pools`` blocks of [conv x n, 3x3 max-pool stride 2] (one conv of
+    ``image_channels`` each, as in the paper, unless ``block_channels`` / ``block_convs`` say
+    otherwise; a last entry beyond ``pools`` adds convs at the final resolution), then one
+    ``feature_kernel`` conv to ``feature_channels``: x'. The paper gives stage 1 its own trunk;
+    ``shared_features`` lets stage 1 read x' instead, as the authors' released models do.
+    """
 
     num_joints: int = 14
     stages: int = 6
@@ -31,20 +38,58 @@ class CPMConfig:
     centre_sigma: float = 21.0  # Gaussian centre map, input pixels
     sigma: float = 8.0  # belief-map targets, input pixels
     batch_norm: bool = False  # BatchNorm after every hidden conv (not in the paper)
+    block_channels: tuple = ()  # per trunk block; () = image_channels for each of the pools
+    block_convs: tuple = ()  # convs per trunk block; () = one each
+    feature_kernel: int = 5
+    shared_features: bool = False  # stage 1 reads x' (no trunk of its own)
+    refine_convs: int = 3  # k x k convs per refinement stage, before its two 1x1 convs
+
+    def __post_init__(self):
+        # JSON gives lists back; keep the dataclass hashable and comparable.
+        object.__setattr__(self, "block_channels", tuple(self.block_channels))
+        object.__setattr__(self, "block_convs", tuple(self.block_convs))
 
     @property
     def stride(self) -> int:
         return 2**self.pools
 
+    def blocks(self) -> list[tuple[int, int, bool]]:
+        """(channels, convs, pooled) for every trunk block, in order."""
+        channels = self.block_channels or (self.image_channels,) * self.pools
+        convs = self.block_convs or (1,) * len(channels)
+        return [(c, n, i < self.pools) for i, (c, n) in enumerate(zip(channels, convs))]
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
 CONFIGS = {
     "cpm-paper": CPMConfig(),
-    # Same structure, sized to train on a 2-core CPU in minutes: 128-px input, stride 8,
-    # 3x3 image convolutions and BatchNorm (from scratch it learns in a few hundred steps
-    # where the plain network sat on the all-background plateau).
+    # The GPU network (the default on CUDA): a VGG-like trunk with BatchNorm shared by every
+    # stage (as in the authors' released models), 256-px input, 7x7 refinement stages.
+    "cpm-gpu": CPMConfig(
+        stages=4,
+        input_size=256,
+        pools=3,
+        image_kernel=3,
+        block_channels=(32, 64, 128, 256),
+        block_convs=(2, 2, 3, 3),
+        feature_channels=128,
+        feature_kernel=3,
+        shared_features=True,
+        stage1_hidden=512,
+        stage1_kernel=1,
+        refine_channels=128,
+        refine_kernel=7,
+        refine_convs=3,
+        centre_sigma=15.0,
+        sigma=8.0,
+        batch_norm=True,
+    ),
+    # Same structure as the paper, sized to train on a 2-core CPU in minutes: 128-px input,
+    # stride 8, 3x3 image convolutions and BatchNorm (from scratch it learns in a few hundred
+    # steps where the plain network sat on the all-background plateau).
     "cpm-small": CPMConfig(
         stages=3,
         input_size=128,
@@ -92,40 +137,70 @@ def conv(cin: int, cout: int, k: int) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, k, padding=k // 2)
 
 
+class ColourConv(nn.Conv2d):
+    """The first convolution, on the 3 colour channels.
+
+    On CUDA the input and the weights are zero-padded to 8 channels: the same sums, but the
+    tensor-core kernels want channel counts that are multiples of 8 and fall back to slower
+    ones for 3.
+    """
+
+    pad_channels = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (x.is_cuda and self.pad_channels and self.in_channels % 8):
+            return super().forward(x)
+        extra = 8 - self.in_channels % 8
+        x = F.pad(x, (0, 0, 0, 0, 0, extra)).contiguous(memory_format=torch.channels_last)
+        w = F.pad(self.weight, (0, 0, 0, 0, 0, extra))
+        return F.conv2d(x, w, self.bias, self.stride, self.padding)
+
+
 def conv_relu(cin: int, cout: int, k: int, cfg: CPMConfig) -> list[nn.Module]:
     """A hidden layer: k x k conv (+ BatchNorm if configured) + ReLU."""
     norm = [nn.BatchNorm2d(cout)] if cfg.batch_norm else []
-    return [conv(cin, cout, k), *norm, nn.ReLU(inplace=True)]
+    layer = ColourConv(cin, cout, k, padding=k // 2) if cin == 3 else conv(cin, cout, k)
+    return [layer, *norm, nn.ReLU(inplace=True)]
 
 
 def image_blocks(cfg: CPMConfig) -> list[nn.Module]:
-    """The [k x k conv, ReLU, 3x3 max-pool stride 2] blocks every image branch starts with."""
+    """The trunk's [k x k conv (x n), ReLU, 3x3 max-pool stride 2] blocks."""
     layers, cin = [], 3
-    for _ in range(cfg.pools):
-        layers += [
-            *conv_relu(cin, cfg.image_channels, cfg.image_kernel, cfg),
-            nn.MaxPool2d(3, stride=2, padding=1),
-        ]
-        cin = cfg.image_channels
+    for channels, convs, pooled in cfg.blocks():
+        for _ in range(convs):
+            layers += conv_relu(cin, channels, cfg.image_kernel, cfg)
+            cin = channels
+        if pooled:
+            layers.append(nn.MaxPool2d(3, stride=2, padding=1))
     return layers
 
 
+def trunk_channels(cfg: CPMConfig) -> int:
+    return cfg.blocks()[-1][0]
+
+
 class Stage1(nn.Module):
-    """Beliefs from the image alone."""
+    """Beliefs from the image alone: its own trunk (the paper) or x' (``shared_features``)."""
 
     def __init__(self, cfg: CPMConfig):
         super().__init__()
         p1 = cfg.num_joints + 1
+        own_trunk = []
+        if not cfg.shared_features:
+            own_trunk = [
+                *image_blocks(cfg),
+                *conv_relu(trunk_channels(cfg), cfg.feature_channels, cfg.feature_kernel, cfg),
+            ]
         self.net = nn.Sequential(
-            *image_blocks(cfg),
-            *conv_relu(cfg.image_channels, cfg.feature_channels, 5, cfg),
+            *own_trunk,
             *conv_relu(cfg.feature_channels, cfg.stage1_hidden, cfg.stage1_kernel, cfg),
             *conv_relu(cfg.stage1_hidden, cfg.stage1_hidden, 1, cfg),
             conv(cfg.stage1_hidden, p1, 1),
         )
 
-    def forward(self, image):
-        return self.net(image)
+    def forward(self, x):
+        """x: the image, or x' when the features are shared."""
+        return self.net(x)
 
 
 class ImageFeatures(nn.Sequential):
@@ -134,7 +209,7 @@ class ImageFeatures(nn.Sequential):
     def __init__(self, cfg: CPMConfig):
         super().__init__(
             *image_blocks(cfg),
-            *conv_relu(cfg.image_channels, cfg.feature_channels, 5, cfg),
+            *conv_relu(trunk_channels(cfg), cfg.feature_channels, cfg.feature_kernel, cfg),
         )
 
 
@@ -144,13 +219,10 @@ class RefineStage(nn.Module):
     def __init__(self, cfg: CPMConfig):
         super().__init__()
         p1, w, k = cfg.num_joints + 1, cfg.refine_channels, cfg.refine_kernel
-        self.net = nn.Sequential(
-            *conv_relu(cfg.feature_channels + p1 + 1, w, k, cfg),
-            *conv_relu(w, w, k, cfg),
-            *conv_relu(w, w, k, cfg),
-            *conv_relu(w, w, 1, cfg),
-            conv(w, p1, 1),
-        )
+        layers = conv_relu(cfg.feature_channels + p1 + 1, w, k, cfg)
+        for _ in range(cfg.refine_convs - 1):
+            layers += conv_relu(w, w, k, cfg)
+        self.net = nn.Sequential(*layers, *conv_relu(w, w, 1, cfg), conv(w, p1, 1))
 
     def forward(self, features, beliefs, centre):
         return self.net(torch.cat([features, beliefs, centre], 1))
@@ -184,10 +256,13 @@ class CPM(nn.Module):
     def centre_map(self, n: int, like: torch.Tensor) -> torch.Tensor:
         return self.centre.to(like.dtype).expand(n, 1, -1, -1)
 
+    def first_stage(self, image: torch.Tensor, features: torch.Tensor | None) -> torch.Tensor:
+        return self.stage1(features if self.cfg.shared_features else image)
+
     def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
         """image: (N, 3, S, S) in [-0.5, 0.5]. Returns each stage's (N, P+1, S/8, S/8) beliefs."""
-        beliefs = [self.stage1(image)]
         x = self.features(image)
+        beliefs = [self.first_stage(image, x)]
         centre = self.centre_map(len(image), x)
         for stage in self.refine:
             beliefs.append(stage(x, beliefs[-1], centre))
@@ -229,12 +304,12 @@ class CPMNetwork:
         with autocast:
             if "image" not in state:
                 state["image"] = to_input(crops, self.device, channels_last=True)
+            if "features" not in state and (t > 0 or self.cfg.shared_features):
+                state["features"] = self.module.features(state["image"])
+            x = state.get("features")
             if t == 0:
-                out = self.module.stage1(state["image"])
+                out = self.module.first_stage(state["image"], x)
             else:
-                if "features" not in state:
-                    state["features"] = self.module.features(state["image"])
-                x = state["features"]
                 # Reuse our own tensor when the previous beliefs are what we returned last.
                 if state.get("last_numpy") is previous:
                     prev = state["last_tensor"]
