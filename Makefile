@@ -24,9 +24,9 @@ install-test: $(BIN)/python
 
 demo: install
 	$(BIN)/pm data
-	$(BIN)/pm train --backend mean --dataset synthetic --out $(OUT)/mean
-	$(BIN)/pm train --backend forest --dataset synthetic --stages 2 --seed 0 --out $(OUT)/forest
-	$(BIN)/pm train --backend cnn --config cpm-small --dataset synthetic --epochs 10 --lr 3e-3 --device cpu --out $(OUT)/cnn
+	$(BIN)/pm train --backend mean --dataset synthetic --out $(OUT)/mean --overwrite
+	$(BIN)/pm train --backend forest --dataset synthetic --stages 2 --seed 0 --out $(OUT)/forest --overwrite
+	$(BIN)/pm train --backend cnn --config cpm-small --dataset synthetic --epochs 10 --lr 3e-3 --device cpu --out $(OUT)/cnn --overwrite
 	$(BIN)/pm evaluate $(OUT)/forest --dataset synthetic --split test
 	$(BIN)/pm compare $(OUT)/mean $(OUT)/forest $(OUT)/cnn --dataset synthetic --out $(OUT)/report
 

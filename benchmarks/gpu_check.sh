@@ -50,7 +50,7 @@ case "${1:-recipe}" in
     cp "$DATA_ROOT/lsp/joints.mat" .gpu/data/lsp/
     for i in $(seq 1001 2000); do cp "$DATA_ROOT/lsp/images/im$i.jpg" .gpu/data/lsp/images/; done
     pm data pack lsp:train lspet --data-root "$DATA_ROOT" --side 224 --pad 1.4 --format webp \
-      --quality 75 --out .gpu/lsp_lspet.npz
+      --quality 75 --out .gpu/lsp_lspet.npz --overwrite
     du -sh .gpu
     ;;
   recipe)

@@ -59,13 +59,7 @@ def data_options(default_split: str):
                 "size, honest) or 'gt' (ground-truth joints, flattering). "
                 "Default: the dataset's own (image for lsp and synthetic).",
             ),
-            click.option(
-                "--on-bad-image",
-                type=click.Choice(["skip", "stop"]),
-                default="skip",
-                show_default=True,
-                help="What to do with an unreadable image.",
-            ),
+            on_bad_image_option,
         ]
         for option in reversed(options):
             func = option(func)
@@ -91,6 +85,30 @@ def make_tta(flip: bool, scales: str | None):
     from posemachines.tta import TestTimeAugmentation, parse_scales
 
     return TestTimeAugmentation(flip=flip, scales=parse_scales(scales))
+
+
+def on_bad_image_option(func):
+    return click.option(
+        "--on-bad-image",
+        type=click.Choice(["skip", "stop"]),
+        default="skip",
+        show_default=True,
+        help="An unreadable image is skipped (counted and reported) or stops the command.",
+    )(func)
+
+
+def overwrite_option(func):
+    return click.option(
+        "--overwrite",
+        is_flag=True,
+        help="Write into a --out folder that holds other files (they stay).",
+    )(func)
+
+
+def report_skipped(skipped) -> None:
+    """One line on stderr when unreadable images were passed over."""
+    if skipped:
+        echo_err(skipped if isinstance(skipped, str) else skipped.summary())
 
 
 def device_option(func):

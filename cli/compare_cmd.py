@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import click
 
-from .common import device_option, friendly_errors, make_tta, tta_options
+from .common import (
+    device_option,
+    friendly_errors,
+    make_tta,
+    on_bad_image_option,
+    overwrite_option,
+    tta_options,
+)
 
 
 @click.command()
@@ -20,8 +27,10 @@ from .common import device_option, friendly_errors, make_tta, tta_options
     default=None,
     help="Report folder (default: a new runs/compare-N).",
 )
+@overwrite_option
 @device_option
 @tta_options
+@on_bad_image_option
 @click.option("--timing-images", type=int, default=20, show_default=True)
 @friendly_errors
 def compare(
@@ -32,9 +41,11 @@ def compare(
     synthetic_size,
     protocol,
     out,
+    overwrite,
     device,
     flip,
     scales,
+    on_bad_image,
     timing_images,
 ):
     """Evaluate models and prediction files side by side and write an HTML/Markdown/JSON report.
@@ -43,6 +54,9 @@ def compare(
     the dataset they were trained on.
     """
     from posemachines.report import run_compare
+
+    if timing_images < 1:
+        raise click.ClickException("--timing-images must be at least 1")
 
     report = run_compare(
         entries,
@@ -55,6 +69,8 @@ def compare(
         device=device,
         timing_images=timing_images,
         tta=make_tta(flip, scales),
+        on_bad_image=on_bad_image,
+        overwrite=overwrite,
     )
     click.echo(f"report written to {report}/report.html")
 
@@ -68,8 +84,9 @@ def compare(
 @click.option("--batch-size", type=int, default=1, show_default=True)
 @device_option
 @tta_options
+@on_bad_image_option
 @friendly_errors
-def bench(model, dataset, split, data_root, images, batch_size, device, flip, scales):
+def bench(model, dataset, split, data_root, images, batch_size, device, flip, scales, on_bad_image):
     """Median milliseconds per image of MODEL, measured as `pm compare` measures it."""
     import json
 
@@ -78,10 +95,20 @@ def bench(model, dataset, split, data_root, images, batch_size, device, flip, sc
 
     from .common import device_name
 
+    if images < 1 or batch_size < 1:
+        raise click.ClickException("--images and --batch-size must be at least 1")
     tta = make_tta(flip, scales)
     dev = device_name(device)
     entry = load_entry(model, dev)
     name = dataset or entry.manifest.get("training", {}).get("dataset_name") or "synthetic"
     data = load_dataset(name if name != "packed" else "synthetic", split, data_root)
-    figures = time_model(entry.model, data, n=images, batch_size=batch_size, device=dev, tta=tta)
+    figures = time_model(
+        entry.model,
+        data,
+        images,
+        batch_size=batch_size,
+        device=dev,
+        tta=tta,
+        on_bad_image=on_bad_image,
+    )
     click.echo(json.dumps({"model": str(model), "dataset": data.describe(), **figures}))

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import click
 
-from .common import echo_err, friendly_errors
+from posemachines.errors import PoseMachinesError
+
+from .common import echo_err, friendly_errors, on_bad_image_option, report_skipped
 
 
 @click.group(invoke_without_command=True)
@@ -34,7 +36,11 @@ def data(ctx, data_root):
             )
             continue
         splits = ("train", "test") if name == "lsp" else ("train",)
-        sizes = ", ".join(f"{s} {len(load_dataset(name, s, data_root))}" for s in splits)
+        try:
+            sizes = ", ".join(f"{s} {len(load_dataset(name, s, data_root))}" for s in splits)
+        except PoseMachinesError as exc:  # say what is wrong and go on to the next one
+            click.echo(f"  {name:10s} {root / name}  unreadable: {exc}")
+            continue
         click.echo(f"  {name:10s} {root / name}  {sizes}")
 
 
@@ -63,11 +69,33 @@ def data(ctx, data_root):
 @click.option("--quality", type=int, default=90, show_default=True, help="Image quality, 1-100.")
 @click.option("--synthetic-size", type=int, default=None)
 @click.option("--jobs", type=int, default=-1, show_default=True)
+@on_bad_image_option
+@click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
 @friendly_errors
-def pack(datasets, out, data_root, side, pad, image_format, quality, synthetic_size, jobs):
+def pack(
+    datasets,
+    out,
+    data_root,
+    side,
+    pad,
+    image_format,
+    quality,
+    synthetic_size,
+    jobs,
+    on_bad_image,
+    overwrite,
+):
     """Write DATASET[:SPLIT]... (e.g. lsp:train lspet) as one training cache of crops."""
+    from pathlib import Path
+
     from posemachines.data import load_dataset
-    from posemachines.data.pack import pack_datasets
+    from posemachines.data.pack import check_pack_options, pack_datasets
+
+    check_pack_options(side, pad, quality, image_format)
+    if jobs == 0 or jobs < -1:
+        raise click.ClickException(f"--jobs must be -1 (all cores) or at least 1, got {jobs}")
+    if Path(out).exists() and not overwrite:
+        raise click.ClickException(f"{out} exists; pass --overwrite to replace it")
 
     parts = []
     for spec in datasets:
@@ -75,8 +103,16 @@ def pack(datasets, out, data_root, side, pad, image_format, quality, synthetic_s
         options = {"size": synthetic_size} if name == "synthetic" else {}
         parts.append(load_dataset(name, split or "train", data_root, **options))
     info = pack_datasets(
-        parts, out, side=side, quality=quality, pad=pad, n_jobs=jobs, image_format=image_format
+        parts,
+        out,
+        side=side,
+        quality=quality,
+        pad=pad,
+        n_jobs=jobs,
+        image_format=image_format,
+        on_bad_image=on_bad_image,
     )
+    report_skipped(info["skipped"])
     echo_err(f"packed {info['n']} crops of {side} px ({info['megabytes']:.1f} MB) into {out}")
 
 

@@ -7,9 +7,9 @@ input are reported as one line (``Error: ...``), never as a traceback.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
-from pathlib import Path
 
 import click
 import numpy as np
@@ -25,6 +25,7 @@ from .common import (
     friendly_errors,
     load_data,
     make_tta,
+    report_skipped,
     tta_options,
 )
 
@@ -70,6 +71,11 @@ def cli():
     help="CPU workers for feature extraction and forest fitting (-1 = all cores).",
 )
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out.")
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Write into a --out folder that is not empty; only the model's files are replaced.",
+)
 @click.option("--trees", type=int, default=None, help="[forest] Trees per stage.")
 @click.option(
     "--depth", type=int, default=None, help="[forest] Maximum tree depth (default: none)."
@@ -177,6 +183,7 @@ def train(
     stages,
     jobs,
     resume,
+    overwrite,
     trees,
     depth,
     min_samples_leaf,
@@ -198,17 +205,37 @@ def train(
     """Train a model and write it as a model directory.
 
     Without --dataset, trains on LSP (train split) when a data root holds it, otherwise on the
-    synthetic set, and says which.
+    synthetic set, and says which. --out must be new, empty, or (with --resume) the
+    interrupted run; --overwrite writes into any folder, replacing only the model's files.
     """
     from posemachines.data import default_training_dataset
     from posemachines.io import save_model
-    from posemachines.runs import next_run_dir
+    from posemachines.runs import check_output_folder, output_folder
 
+    given = {
+        "--trees": trees,
+        "--depth": depth,
+        "--min-samples-leaf": min_samples_leaf,
+        "--mirror/--no-mirror": mirror,
+        "--hierarchy": hierarchy,
+        "--init": init_model,
+        "--config": cnn_config,
+        "--epochs": epochs,
+        "--time-budget": time_budget,
+        "--batch-size": batch_size,
+        "--lr": lr,
+        "--data": packed,
+        "--checkpoint-every": checkpoint_every,
+        "--stages": stages,
+    }
+    check_backend_options(backend, given)
     if resume and out is None:
         raise PoseMachinesError("--resume needs --out pointing at the interrupted run")
-    if packed is not None and backend != "cnn":
-        raise PoseMachinesError("--data (a packed cache) trains the cnn backend only")
-    # Settings are checked before any data is read or any run directory is made.
+    if jobs == 0 or jobs < -1:
+        raise PoseMachinesError(f"--jobs must be -1 (all cores) or at least 1, got {jobs}")
+    if synthetic_size is not None and synthetic_size < 1:
+        raise PoseMachinesError(f"--synthetic-size must be at least 1, got {synthetic_size}")
+    # Settings and the output folder are checked before any data is read.
     if backend == "forest":
         from posemachines.training.forest import ForestSettings, train_forest
 
@@ -237,50 +264,83 @@ def train(
             val_fraction=val_fraction,
             seed=seed,
         )
+    # Under torchrun rank 0 checks and makes the folder; the other ranks write nothing there.
+    overwrite = overwrite or resume or int(os.environ.get("RANK", "0")) > 0
+    if out is not None:
+        check_output_folder(out, overwrite)
+    if packed is None and dataset is None:
+        dataset, why = default_training_dataset(data_root)
+        echo_err(f"training on {dataset} ({why})")
     train_data = None
     if packed is None:
-        if dataset is None:
-            dataset, why = default_training_dataset(data_root)
-            echo_err(f"training on {dataset} ({why})")
         train_data = load_data(dataset, split, data_root, synthetic_size, protocol, seed)
-    out_dir = Path(out) if out else next_run_dir(backend)
-    start = time.time()
-    if backend == "mean":
-        from posemachines.training.mean import train_mean
+    with output_folder(out, backend, overwrite=overwrite) as out_dir:
+        start = time.time()
+        if backend == "mean":
+            from posemachines.training.mean import train_mean
 
-        model = train_mean(train_data, n_jobs=jobs, on_bad_image=on_bad_image)
-    elif backend == "forest":
-        model = train_forest(
-            train_data,
-            settings,
-            out_dir,
-            seed=seed,
-            n_jobs=jobs,
-            resume=resume,
-            init_model=init_model,
-            init_stages=init_stages,
-            on_bad_image=on_bad_image,
-            progress=True,
+            model = train_mean(train_data, n_jobs=jobs, on_bad_image=on_bad_image)
+        elif backend == "forest":
+            model = train_forest(
+                train_data,
+                settings,
+                out_dir,
+                seed=seed,
+                n_jobs=jobs,
+                resume=resume,
+                init_model=init_model,
+                init_stages=init_stages,
+                on_bad_image=on_bad_image,
+                progress=True,
+            )
+        else:
+            model = train_cnn(
+                train_data,
+                settings,
+                out_dir,
+                packed=packed,
+                resume=resume,
+                progress=True,
+                on_bad_image=on_bad_image,
+            )
+            if model is None:  # a non-zero rank under torchrun: rank 0 writes
+                return
+        model.info.setdefault("training", {})
+        model.info["training"].update(
+            {
+                "dataset": train_data.describe() if train_data is not None else f"packed:{packed}",
+                "dataset_name": train_data.name if train_data is not None else "packed",
+                "protocol": train_data.protocol if train_data is not None else "packed",
+                "seed": seed,
+                "seconds": round(time.time() - start, 1),
+                "command": " ".join(["pm"] + sys.argv[1:]),
+            }
         )
-    else:
-        model = train_cnn(
-            train_data, settings, out_dir, packed=packed, resume=resume, progress=True
+        save_model(model, out_dir)
+    skipped = model.info["training"].get("skipped_images") or []
+    if skipped:
+        report_skipped(
+            f"{len(skipped)} unreadable training image(s) skipped: {', '.join(skipped[:5])}"
+            + (" ..." if len(skipped) > 5 else "")
         )
-        if model is None:  # a non-zero rank under torchrun: rank 0 writes
-            return
-    model.info.setdefault("training", {})
-    model.info["training"].update(
-        {
-            "dataset": train_data.describe() if train_data is not None else f"packed:{packed}",
-            "dataset_name": train_data.name if train_data is not None else "packed",
-            "protocol": train_data.protocol if train_data is not None else "packed",
-            "seed": seed,
-            "seconds": round(time.time() - start, 1),
-            "command": " ".join(["pm"] + sys.argv[1:]),
-        }
-    )
-    save_model(model, out_dir)
     click.echo(f"model written to {out_dir}")
+
+
+FOREST_ONLY = {"--trees", "--depth", "--min-samples-leaf", "--mirror/--no-mirror", "--hierarchy"}
+FOREST_ONLY |= {"--init"}
+CNN_ONLY = {"--config", "--epochs", "--time-budget", "--batch-size", "--lr", "--data"}
+CNN_ONLY |= {"--checkpoint-every"}
+
+
+def check_backend_options(backend: str, given: dict) -> None:
+    """Refuse options that the chosen backend would ignore."""
+    allowed = {"forest": FOREST_ONLY | {"--stages"}, "cnn": CNN_ONLY | {"--stages"}, "mean": set()}
+    wrong = [name for name, value in given.items() if value is not None]
+    wrong = [name for name in wrong if name not in allowed[backend]]
+    if wrong:
+        owners = [b for b in ("forest", "cnn") if set(wrong) <= allowed[b]]
+        hint = f" (it is for --backend {owners[0]})" if len(owners) == 1 else ""
+        raise PoseMachinesError(f"{', '.join(wrong)} does not apply to --backend {backend}{hint}")
 
 
 # -- evaluate ------------------------------------------------------------------------------------
@@ -330,6 +390,8 @@ def evaluate(
     from posemachines.compare import load_entry, score_entry
     from posemachines.io import update_manifest
 
+    if batch_size < 1:
+        raise PoseMachinesError(f"--batch-size must be at least 1, got {batch_size}")
     tta = make_tta(flip, scales)
     entry = load_entry(model, device_name(device))
     name = dataset or entry.manifest.get("training", {}).get("dataset_name") or "synthetic"
@@ -363,10 +425,17 @@ def evaluate(
             key += f":tta={tta.describe()}"
         evaluations[key] = {
             "n": result.n,
+            "skipped_images": len(result.skipped_images),
             "metrics": result.metrics,
             "per_stage_pck@0.2": [s["pck@0.2"] for s in result.per_stage],
         }
         update_manifest(model, evaluations=evaluations)
+    if result.skipped_images:
+        names = result.skipped_images
+        report_skipped(
+            f"{len(names)} unreadable image(s) skipped and scored as missing predictions: "
+            f"{', '.join(names[:5])}{' ...' if len(names) > 5 else ''}"
+        )
     if as_json:
         click.echo(json.dumps(doc))
         return

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import math
 
 import click
 
-from .common import device_name, device_option, friendly_errors, make_tta, tta_options
+from .common import (
+    device_name,
+    device_option,
+    friendly_errors,
+    make_tta,
+    on_bad_image_option,
+    overwrite_option,
+    report_skipped,
+    tta_options,
+)
 
 
 @click.command()
@@ -39,16 +48,34 @@ from .common import device_name, device_option, friendly_errors, make_tta, tta_o
     help="JSON {image name: [x, y, w, h]} giving each image's person box.",
 )
 @click.option("--no-overlays", is_flag=True, help="Write keypoints only.")
+@overwrite_option
 @device_option
 @tta_options
+@on_bad_image_option
 @friendly_errors
-def predict(model, inputs, out, centre, scale, boxes, no_overlays, device, flip, scales):
+def predict(
+    model,
+    inputs,
+    out,
+    centre,
+    scale,
+    boxes,
+    no_overlays,
+    overwrite,
+    device,
+    flip,
+    scales,
+    on_bad_image,
+):
     """Predict keypoints with MODEL for image files, folders of images and videos.
 
     Writes OUT/keypoints.json (COCO-results style: image_id, flat [x, y, score] keypoints,
     0-based pixels) and overlays with the skeleton drawn (right limbs red, left blue):
     OUT/NAME.png per image, OUT/NAME_overlay.mp4 per video (needs posemachines[video]).
+    OUT may be new, empty or an earlier prediction folder (else --overwrite); if the command
+    fails, the files it wrote are removed again.
     """
+    from posemachines.data import SkippedImages
     from posemachines.inference import (
         OverlayWriter,
         coco_results,
@@ -57,35 +84,54 @@ def predict(model, inputs, out, centre, scale, boxes, no_overlays, device, flip,
         predict_files,
     )
     from posemachines.io import atomic_write_json, load_model
+    from posemachines.runs import check_output_folder, output_folder
 
+    if scale is not None and not (scale > 0 and math.isfinite(scale)):
+        raise click.ClickException(f"--scale must be a positive box side in pixels, got {scale}")
+    if centre is not None and not all(math.isfinite(v) for v in centre):
+        raise click.ClickException(f"--centre must be two finite numbers, got {centre}")
     tta = make_tta(flip, scales)
+    check_output_folder(out, overwrite, OWNED)
     pose_model = load_model(model, device_name(device))
     files = collect_inputs(inputs)
     box_map = load_boxes(boxes) if boxes else None
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    names, kps, confs = [], [], []
-    overlays = OverlayWriter(out_dir, pose_model.skeleton)
-    try:
-        for source, name, image, kp, conf in predict_files(
-            pose_model, files, box_map, centre, scale, tta=tta
-        ):
-            names.append(name)
-            kps.append(kp)
-            confs.append(conf)
-            if not no_overlays:
-                overlays.add(source, name, image, kp)
-    finally:
+    names, kps, confs, skipped = [], [], [], SkippedImages()
+    with output_folder(out, "predict", overwrite=overwrite, owned_by=OWNED) as out_dir:
+        overlays = OverlayWriter(out_dir, pose_model.skeleton)
+        try:
+            for source, name, image, kp, conf in predict_files(
+                pose_model,
+                files,
+                box_map,
+                centre,
+                scale,
+                tta=tta,
+                on_bad_image=on_bad_image,
+                skipped=skipped,
+            ):
+                names.append(name)
+                kps.append(kp)
+                confs.append(conf)
+                if not no_overlays:
+                    overlays.add(source, name, image, kp)
+        except BaseException:
+            overlays.discard()
+            raise
         overlays.close()
-    results = coco_results(names, kps, confs)
-    atomic_write_json(
-        out_dir / "keypoints.json",
-        {
-            "skeleton": pose_model.skeleton.name,
-            "joints": list(pose_model.skeleton.joints),
-            "coordinates": "0-based pixel centres",
-            "test_time_augmentation": tta.to_dict(),
-            "results": results,
-        },
-    )
+        results = coco_results(names, kps, confs)
+        atomic_write_json(
+            out_dir / "keypoints.json",
+            {
+                "skeleton": pose_model.skeleton.name,
+                "joints": list(pose_model.skeleton.joints),
+                "coordinates": "0-based pixel centres",
+                "test_time_augmentation": tta.to_dict(),
+                "skipped_images": skipped.names,
+                "results": results,
+            },
+        )
+    report_skipped(skipped)
     click.echo(f"{len(results)} image(s): keypoints in {out_dir / 'keypoints.json'}")
+
+
+OWNED = ("keypoints.json",)  # a folder holding this is an earlier prediction folder

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import PoseDataset
+from .data import PoseDataset, SkippedImages, iter_samples
 from .errors import PoseMachinesError
 from .evaluation import EvaluationResult, evaluate
 from .model import PoseModel
@@ -61,8 +61,10 @@ def score_entry(
     """
     from .io import read_predictions
 
+    skipped = []
     if entry.model is not None:
-        preds = entry.model.predict(dataset, batch_size, on_bad_image, progress, tta).keypoints
+        predictions = entry.model.predict(dataset, batch_size, on_bad_image, progress, tta)
+        preds, skipped = predictions.keypoints, predictions.skipped.names
         protocol = dataset.protocol
     else:
         preds = read_predictions(entry.path, dataset.skeleton, len(dataset), one_based)
@@ -78,6 +80,7 @@ def score_entry(
     )
     if entry.model is not None:
         result.test_time_augmentation = tta.to_dict()
+    result.skipped_images = list(skipped)
     return result, preds
 
 
@@ -89,16 +92,22 @@ def time_model(
     batch_size: int = 1,
     device: str = "cpu",
     tta: TestTimeAugmentation = NO_TTA,
+    on_bad_image: str = "skip",
 ) -> dict:
-    """Median milliseconds per image over the first ``n`` samples, image decoding included.
+    """Median milliseconds per image over the first ``n`` readable samples, image decoding
+    included (an unreadable image stops the timing, or is passed over and counted).
 
     The same fixed samples, warm-up and batch size serve every model, so figures compare.
     """
-    n = min(n, len(dataset))
-    if n == 0:
-        raise PoseMachinesError("cannot time a model on an empty dataset")
-    indices = list(range(n))
-    batches = [indices[i : i + batch_size] for i in range(0, n, batch_size)]
+    skipped = SkippedImages()
+    indices = []
+    for i, _ in iter_samples(dataset, on_bad_image=on_bad_image, skipped=skipped):
+        indices.append(i)
+        if len(indices) == n:
+            break
+    if not indices:
+        raise PoseMachinesError(f"no readable image to time a model on in {dataset.describe()}")
+    batches = [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
     for b in batches[: max(1, warmup)]:
         model.predict_samples([dataset[i] for i in b], tta)
     per_image = []
@@ -109,7 +118,8 @@ def time_model(
     return {
         "ms_per_image": float(np.median(per_image)),
         "batch_size": batch_size,
-        "images": n,
+        "images": len(indices),
+        "skipped_images": skipped.names,
         "device": device,
         "test_time_augmentation": tta.to_dict(),
         "includes": "image decoding, crop, all stages and views, decoding",

@@ -163,6 +163,7 @@ class EvaluationResult:
     pck_curve: list = field(default_factory=list)
     thresholds: list = field(default_factory=list)
     test_time_augmentation: dict = field(default_factory=lambda: {"flip": False, "scales": [1.0]})
+    skipped_images: list = field(default_factory=list)  # unreadable, scored as missing
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import Sample, person_box, read_image
+from .data import CorruptImageError, Sample, SkippedImages, person_box, read_image
 from .errors import PoseMachinesError
 from .model import PoseModel
 from .tta import NO_TTA, TestTimeAugmentation
@@ -51,7 +51,7 @@ def iter_frames(path: Path) -> Iterator[tuple[str, np.ndarray]]:
         for k, frame in enumerate(iio.imiter(path)):
             yield f"{path.name}#{k:06d}", np.asarray(frame)[..., :3]
     except (OSError, ValueError, RuntimeError) as exc:
-        raise PoseMachinesError(f"{path}: cannot read video ({exc})") from None
+        raise CorruptImageError(f"{path}: cannot read video ({exc})") from None
 
 
 def load_boxes(path: str | Path) -> dict:
@@ -109,8 +109,14 @@ def predict_files(
     batch_size: int = 16,
     progress: bool = True,
     tta: TestTimeAugmentation = NO_TTA,
+    on_bad_image: str = "skip",
+    skipped: SkippedImages | None = None,
 ):
-    """Yield (source file, name, image, keypoints (P, 2), confidence (P,)) per image or frame."""
+    """Yield (source file, name, image, keypoints (P, 2), confidence (P,)) per image or frame.
+
+    An unreadable image or video stops the run (``on_bad_image="stop"``) or is passed over and
+    recorded in ``skipped``.
+    """
     from tqdm.auto import tqdm
 
     p = model.skeleton.num_joints
@@ -125,12 +131,18 @@ def predict_files(
 
     with tqdm(desc="predict", unit="img", disable=not progress) as bar:
         for path in files:
-            for name, image in iter_frames(path):
-                box = (boxes or {}).get(name) or (boxes or {}).get(path.name)
-                batch.append((make_sample(name, image, p, centre, scale, box), path))
-                bar.update()
-                if len(batch) == batch_size:
-                    yield from flush()
+            try:
+                for name, image in iter_frames(path):
+                    box = (boxes or {}).get(name) or (boxes or {}).get(path.name)
+                    batch.append((make_sample(name, image, p, centre, scale, box), path))
+                    bar.update()
+                    if len(batch) == batch_size:
+                        yield from flush()
+            except PoseMachinesError as exc:  # unreadable image, or a video that breaks off
+                if on_bad_image == "stop" or not isinstance(exc, CorruptImageError):
+                    raise
+                if skipped is not None:
+                    skipped.add(path.name, str(exc))
         if batch:
             yield from flush()
 
@@ -140,6 +152,7 @@ class OverlayWriter:
 
     def __init__(self, out_dir: Path, skeleton):
         self.out_dir, self.skeleton, self.videos = Path(out_dir), skeleton, {}
+        self.written: list[Path] = []
 
     def add(self, source: Path, name: str, image: np.ndarray, keypoints: np.ndarray) -> None:
         from PIL import Image
@@ -148,15 +161,24 @@ class OverlayWriter:
 
         overlay = draw_skeleton(image, keypoints, self.skeleton)
         if not is_video(source):
-            Image.fromarray(overlay).save(self.out_dir / (Path(name).stem + ".png"))
+            path = self.out_dir / (Path(name).stem + ".png")
+            self.written.append(path)
+            Image.fromarray(overlay).save(path)
             return
         if source not in self.videos:
             import imageio.v2 as imageio
 
             path = self.out_dir / (source.stem + "_overlay.mp4")
+            self.written.append(path)
             self.videos[source] = imageio.get_writer(path, fps=25, macro_block_size=1)
         self.videos[source].append_data(overlay)
 
     def close(self) -> None:
         for writer in self.videos.values():
             writer.close()
+
+    def discard(self) -> None:
+        """Close and delete every overlay written so far (the command failed)."""
+        self.close()
+        for path in self.written:
+            path.unlink(missing_ok=True)

@@ -14,6 +14,7 @@ import json
 import os
 import platform
 import tempfile
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -190,7 +191,8 @@ def save_model(model: PoseModel, folder: str | Path, overwrite: bool = True) -> 
         "networks": network_entries,
         "sha256": files,
         "versions": package_versions(),
-        **{k: v for k, v in model.info.items() if k not in ("versions",)},
+        "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **{k: v for k, v in model.info.items() if k not in ("versions", "saved_at")},
     }
     atomic_write_json(folder / MANIFEST, _jsonable(manifest))
     for stale in previous - set(files):
@@ -265,6 +267,7 @@ def load_model(folder: str | Path, device: str = "cpu") -> PoseModel:
     """Load a model directory, verifying every file; ``device`` places CNN stages."""
     folder = Path(folder)
     manifest = read_manifest(folder)
+    _check_structure(folder, manifest)
     try:
         skeleton = get_skeleton(manifest["skeleton"])
         codec = BeliefCodec(manifest["input_size"], manifest["stride"], manifest["sigma"])
@@ -274,7 +277,7 @@ def load_model(folder: str | Path, device: str = "cpu") -> PoseModel:
 
             from .stages.cnn import build_network
 
-            state = load_file(str(_verified(folder, manifest, entry["file"])))
+            state = _read_weights(_verified(folder, manifest, entry["file"]), load_file)
             networks[name] = build_network(entry["config"], state, device)
         stages = []
         for entry in manifest["stages"]:
@@ -284,22 +287,72 @@ def load_model(folder: str | Path, device: str = "cpu") -> PoseModel:
             payload = None
             if "file" in entry:
                 path = _verified(folder, manifest, entry["file"])
-                payload = (
-                    _load_arrays(path) if path.suffix == ".safetensors" else (_load_estimator(path))
-                )
+                reader = _load_arrays if path.suffix == ".safetensors" else _load_estimator
+                payload = _read_weights(path, reader)
             if "part_file" in entry:
-                part = _load_estimator(_verified(folder, manifest, entry["part_file"]))
+                path = _verified(folder, manifest, entry["part_file"])
+                part = _read_weights(path, _load_estimator)
                 payload = (payload, part)
             stages.append(
                 STAGE_LOADERS[kind](entry["config"], payload, networks.get(entry.get("network")))
             )
     except KeyError as exc:
         raise PoseMachinesError(f"{folder / MANIFEST}: missing field {exc}") from None
+    except (TypeError, ValueError) as exc:
+        raise PoseMachinesError(f"{folder / MANIFEST}: malformed stage settings ({exc})") from None
     info = {k: v for k, v in manifest.items() if k not in _STRUCTURAL}
     return PoseModel(manifest["backend"], skeleton, codec, stages, info)
 
 
+def _check_structure(folder: Path, manifest: dict) -> None:
+    """The manifest fields loading relies on, with the types it relies on."""
+    expect = {
+        "backend": str,
+        "skeleton": str,
+        "input_size": int,
+        "stride": int,
+        "sigma": (int, float),
+        "stages": list,
+        "networks": dict,
+        "sha256": dict,
+    }
+    for key, kind in expect.items():
+        if key == "networks" and key not in manifest:
+            continue
+        if not isinstance(manifest.get(key), kind) or isinstance(manifest.get(key), bool):
+            raise PoseMachinesError(
+                f"{folder / MANIFEST}: field {key!r} is missing or not a {_type_name(kind)}"
+            )
+    for entry in manifest["stages"]:
+        if not isinstance(entry, dict) or not isinstance(entry.get("kind"), str):
+            raise PoseMachinesError(f"{folder / MANIFEST}: every stage needs a 'kind'")
+        if not isinstance(entry.get("config", {}), dict):
+            raise PoseMachinesError(f"{folder / MANIFEST}: a stage's 'config' is not an object")
+    for entry in manifest.get("networks", {}).values():
+        if not isinstance(entry, dict) or not isinstance(entry.get("config"), dict):
+            raise PoseMachinesError(f"{folder / MANIFEST}: a network entry has no 'config'")
+
+
+def _type_name(kind) -> str:
+    names = {str: "string", int: "whole number", list: "list", dict: "object"}
+    return "number" if isinstance(kind, tuple) else names[kind]
+
+
+def _read_weights(path: Path, reader):
+    """Run ``reader`` on a weight file, turning a file of the wrong kind into one line."""
+    try:
+        return reader(path)
+    except PoseMachinesError:
+        raise
+    except Exception as exc:  # safetensors, zip and skops each raise their own types
+        kind = "safetensors" if path.suffix == ".safetensors" else "skops"
+        raise PoseMachinesError(
+            f"{path}: not a readable {kind} file ({type(exc).__name__}: {exc})"
+        ) from None
+
+
 _STRUCTURAL = {
+    "saved_at",
     "format",
     "format_version",
     "backend",
@@ -357,6 +410,27 @@ def write_predictions(
     atomic_write_json(path, doc)
 
 
+def _keypoint_array(raw, path: Path) -> np.ndarray:
+    """Nested JSON lists [T][N][P][2] of numbers (null = missing) as a float array."""
+
+    def number(v):
+        if v is None:
+            return np.nan
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise TypeError
+        return float(v)
+
+    try:
+        return np.array(
+            [[[[number(v) for v in pt] for pt in s] for s in st] for st in raw], dtype=float
+        )
+    except (TypeError, ValueError):
+        raise PoseMachinesError(
+            f"{path}: keypoints must be nested lists of numbers or null, "
+            "[N][P][2] (or [T][N][P][2] under 'stages')"
+        ) from None
+
+
 def read_predictions(
     path: str | Path, skeleton: Skeleton, n: int, one_based: bool = True
 ) -> np.ndarray:
@@ -409,10 +483,7 @@ def read_predictions(
                 f"{skeleton.name}"
             )
         raw = doc["stages"] if "stages" in doc else [doc["keypoints"]]
-        keypoints = np.array(
-            [[[[np.nan if v is None else v for v in pt] for pt in s] for s in st] for st in raw],
-            dtype=float,
-        )
+        keypoints = _keypoint_array(raw, path)
         if keypoints.ndim != 4 or keypoints.shape[1:] != (n, p, 2):
             raise PoseMachinesError(
                 f"{path}: keypoints have shape {keypoints.shape[1:]}, expected ({n}, {p}, 2)"

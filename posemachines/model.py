@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .crops import person_crop, to_image_coordinates
-from .data import PoseDataset, iter_samples
+from .data import PoseDataset, SkippedImages, iter_samples
 from .errors import PoseMachinesError
 from .runner import run_stages
 from .skeletons import Skeleton
@@ -26,6 +26,7 @@ class Predictions:
     keypoints: np.ndarray
     confidence: np.ndarray
     names: list = field(default_factory=list)
+    skipped: SkippedImages = field(default_factory=SkippedImages)
 
     @property
     def final(self) -> np.ndarray:
@@ -113,11 +114,12 @@ class PoseModel:
                 batch_idx.clear()
                 batch.clear()
 
-        for i, sample in iter_samples(dataset, on_bad_image=on_bad_image):
+        skipped = SkippedImages()
+        for i, sample in iter_samples(dataset, on_bad_image=on_bad_image, skipped=skipped):
             batch_idx.append(i)
             batch.append(sample)
             if len(batch) == batch_size:
                 flush()
         flush()
         bar.close()
-        return Predictions(keypoints, confidence, list(dataset.names))
+        return Predictions(keypoints, confidence, list(dataset.names), skipped)

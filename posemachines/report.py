@@ -115,16 +115,24 @@ def run_compare(
     timing_images=20,
     runs_root="runs",
     tta=None,
+    on_bad_image="skip",
+    overwrite=False,
 ) -> Path:
-    """Evaluate ``entries`` side by side and write the report folder; returns its path."""
+    """Evaluate ``entries`` side by side and write the report folder; returns its path.
+
+    ``out`` must be new, empty or a previous report unless ``overwrite``; nothing is left
+    behind when the comparison fails.
+    """
     from .data import load_dataset
     from .devices import resolve_device
     from .io import atomic_write_bytes, atomic_write_json, package_versions
-    from .runs import next_run_dir
+    from .runs import check_output_folder, output_folder
     from .tta import NO_TTA
 
     tta = tta or NO_TTA
     device = resolve_device(device)
+    if out is not None:
+        check_output_folder(out, overwrite, REPORT_FILES)
     paths = [Path(p) for p in entries] or default_entries(runs_root)
     loaded = []
     for p in paths:
@@ -142,12 +150,11 @@ def run_compare(
     options = {"size": synthetic_size} if dataset == "synthetic" else {}
     data = load_dataset(dataset, split, data_root, protocol=protocol, **options)
     check_comparable(loaded, data)
-    out_dir = Path(out) if out else next_run_dir("compare", runs_root)
-    out_dir.mkdir(parents=True, exist_ok=True)
 
-    rows = []
+    rows, skipped = [], set()
     for e in loaded:
-        result, preds = score_entry(e, data, tta=tta)
+        result, preds = score_entry(e, data, on_bad_image=on_bad_image, tta=tta)
+        skipped |= set(result.skipped_images)
         row = {
             "label": e.label,
             "kind": e.kind,
@@ -156,7 +163,9 @@ def run_compare(
             "predictions": preds,
         }
         if e.model is not None:
-            row["timing"] = time_model(e.model, data, n=timing_images, device=device, tta=tta)
+            row["timing"] = time_model(
+                e.model, data, timing_images, device=device, tta=tta, on_bad_image=on_bad_image
+            )
             row["input_size"] = e.model.input_size
             row["stages"] = e.model.num_stages
             training = e.manifest.get("training", {})
@@ -165,8 +174,14 @@ def run_compare(
         row["megabytes"] = round(_dir_megabytes(e.path), 2)
         rows.append(row)
 
-    figures = make_figures(rows, loaded, data)
+    readable = np.array([name not in skipped for name in data.names])
+    figures = make_figures(rows, loaded, data, readable)
     notes = fairness_notes(loaded, data)
+    if skipped:
+        notes.append(
+            f"{len(skipped)} unreadable image(s) were skipped and count as missing predictions "
+            f"for the models: {', '.join(sorted(skipped)[:5])}"
+        )
     results = {
         "dataset": data.name,
         "split": data.split,
@@ -178,14 +193,23 @@ def run_compare(
         "notes": notes,
         "device": device,
         "test_time_augmentation": tta.to_dict(),
+        "skipped_images": sorted(skipped),
         "entries": [{k: v for k, v in r.items() if k != "predictions"} for r in rows],
     }
-    atomic_write_json(out_dir / "results.json", _round(results))
-    for name, png in figures.items():
-        atomic_write_bytes(out_dir / f"{name}.png", png)
-    atomic_write_bytes(out_dir / "report.md", render_markdown(results, figures).encode())
-    atomic_write_bytes(out_dir / "report.html", render_html(results, figures).encode())
+    markdown = render_markdown(results, figures).encode()
+    html = render_html(results, figures).encode()
+    with output_folder(
+        out, "compare", overwrite=overwrite, owned_by=REPORT_FILES, runs_root=runs_root
+    ) as out_dir:
+        atomic_write_json(out_dir / "results.json", _round(results))
+        for name, png in figures.items():
+            atomic_write_bytes(out_dir / f"{name}.png", png)
+        atomic_write_bytes(out_dir / "report.md", markdown)
+        atomic_write_bytes(out_dir / "report.html", html)
     return out_dir
+
+
+REPORT_FILES = ("results.json",)  # a folder holding this holds an earlier report
 
 
 def _round(obj):
@@ -197,20 +221,27 @@ def _round(obj):
 # -- figures ------------------------------------------------------------------------------------
 
 
-def make_figures(rows, entries: list[Entry], data) -> dict[str, bytes]:
+def _percent(v):
+    return np.nan if v is None else 100 * v
+
+
+def make_figures(rows, entries: list[Entry], data, readable=None) -> dict[str, bytes]:
+    """The report's figures (PNG bytes by name); ``readable`` marks the samples whose image
+    can be shown (unreadable ones were skipped)."""
     from .evaluation import torso_pck_by
 
+    if readable is None:
+        readable = np.ones(len(data), bool)
     plt = _plt()
     figs = {}
     fig, ax = plt.subplots(figsize=(6, 4))
     for r in rows:
         res = r["result"]
-        curve = [np.nan if v is None else v for v in res["pck_curve"]]
-        ax.plot(res["thresholds"], curve, label=r["label"], marker=".")
+        ax.plot(res["thresholds"], [_percent(v) for v in res["pck_curve"]], label=r["label"])
     ax.set(
         xlabel="normalised distance (fraction of torso)",
-        ylabel="PCK",
-        ylim=(0, 1),
+        ylabel="PCK (%)",
+        ylim=(0, 100),
         title=f"PCK vs threshold, {data.name}:{data.split}",
     )
     ax.grid(alpha=0.3)
@@ -219,9 +250,9 @@ def make_figures(rows, entries: list[Entry], data) -> dict[str, bytes]:
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for r in rows:
-        vals = [np.nan if s["pck@0.2"] is None else s["pck@0.2"] for s in r["result"]["per_stage"]]
+        vals = [_percent(s["pck@0.2"]) for s in r["result"]["per_stage"]]
         ax.plot(range(1, len(vals) + 1), vals, marker="o", label=r["label"])
-    ax.set(xlabel="stage", ylabel="PCK@0.2", ylim=(0, 1), title="accuracy versus stage")
+    ax.set(xlabel="stage", ylabel="PCK@0.2 (%)", ylim=(0, 100), title="accuracy versus stage")
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.grid(alpha=0.3)
     ax.legend()
@@ -231,10 +262,10 @@ def make_figures(rows, entries: list[Entry], data) -> dict[str, bytes]:
     fig, axes = plt.subplots(1, len(rows), figsize=(3.2 * len(rows) + 1, 4.2), squeeze=False)
     for ax, r in zip(axes[0], rows):
         preds = r["predictions"]
-        table = np.array(
+        table = 100 * np.array(
             [torso_pck_by(p, data.joints, data.labelled, data.skeleton, 0) for p in preds]
         )
-        im = ax.imshow(table.T, vmin=0, vmax=1, cmap="viridis", aspect="auto")
+        im = ax.imshow(table.T, vmin=0, vmax=100, cmap="viridis", aspect="auto")
         ax.set(
             title=r["label"],
             xlabel="stage",
@@ -242,21 +273,23 @@ def make_figures(rows, entries: list[Entry], data) -> dict[str, bytes]:
             xticklabels=range(1, len(preds) + 1),
         )
         ax.set_yticks(range(len(joints)), joints if ax is axes[0][0] else [""] * len(joints))
-    fig.colorbar(im, ax=axes[0].tolist(), label="PCK@0.2")
+    fig.colorbar(im, ax=axes[0].tolist(), label="PCK@0.2 (%)")
     figs["per_joint_by_stage"] = _figure_png(fig)
 
-    figs.update(qualitative_figures(rows, entries, data))
+    if readable.any():
+        figs.update(qualitative_figures(rows, entries, data, readable))
     return figs
 
 
-def qualitative_figures(rows, entries, data, n_images: int = 4) -> dict[str, bytes]:
+def qualitative_figures(rows, entries, data, readable, n_images: int = 4) -> dict[str, bytes]:
     from .crops import person_crop
     from .evaluation import torso_pck_by
     from .visualize import belief_overlay, draw_skeleton
 
     plt = _plt()
     figs = {}
-    picks = list(np.linspace(0, len(data) - 1, min(n_images, len(data))).astype(int))
+    shown = np.flatnonzero(readable)
+    picks = list(shown[np.linspace(0, len(shown) - 1, min(n_images, len(shown))).astype(int)])
     fig, axes = plt.subplots(
         len(rows), len(picks), figsize=(2.4 * len(picks), 2.6 * len(rows)), squeeze=False
     )
@@ -294,14 +327,16 @@ def qualitative_figures(rows, entries, data, n_images: int = 4) -> dict[str, byt
         per_image = torso_pck_by(
             row["predictions"][-1], data.joints, data.labelled, data.skeleton, 1
         )
-        worst = np.argsort(np.nan_to_num(per_image, nan=2.0), kind="stable")[:3]
+        order = np.argsort(np.nan_to_num(per_image, nan=2.0), kind="stable")
+        worst = [i for i in order if readable[i]][:3]
+        for c in range(3):
+            axes[r][c].set_axis_off()
         for c, i in enumerate(worst):
             axes[r][c].imshow(
                 draw_skeleton(data[i].image, row["predictions"][-1, i], data.skeleton)
             )
-            axes[r][c].set_axis_off()
             axes[r][c].set_title(
-                f"{row['label']}: {data.names[i]} PCK {per_image[i]:.2f}", fontsize=7
+                f"{row['label']}: {data.names[i]} PCK {100 * per_image[i]:.1f}%", fontsize=7
             )
     figs["worst_cases"] = _figure_png(fig)
     return figs

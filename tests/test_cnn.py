@@ -211,7 +211,8 @@ def test_distributed_training_with_two_processes(tmp_path):
         "--out",
         str(tmp_path / "ddp"),
     ]
-    subprocess.run(cmd, check=True, env=env, timeout=300, capture_output=True)
+    done = subprocess.run(cmd, env=env, timeout=300, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
     assert (tmp_path / "ddp" / "manifest.json").is_file()
 
 
@@ -270,7 +271,7 @@ def test_time_budget_run_keeps_its_log_and_records_the_plan(tmp_path):
     (out / "notes.txt").write_text("mine")
     args = ["train", "--backend", "cnn", "--config", "cpm-tiny", "--dataset", "synthetic"]
     args += ["--synthetic-size", "40", "--device", "cpu", "--time-budget", "0.1"]
-    res = CliRunner().invoke(cli, [*args, "--out", str(out)])
+    res = CliRunner().invoke(cli, [*args, "--out", str(out), "--overwrite"])
     assert res.exit_code == 0, res.output
     assert (out / "notes.txt").read_text() == "mine"
     records = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]

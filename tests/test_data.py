@@ -5,6 +5,7 @@ from conftest import needs_lsp, real_data_root
 
 from posemachines.data import (
     CorruptImageError,
+    SkippedImages,
     find_data_root,
     iter_samples,
     load_dataset,
@@ -89,7 +90,7 @@ def test_lsp_nan_coordinates_are_a_clear_error(tmp_path):
     joints = np.ones((3, 14, 2000))
     joints[0, 5, 1500] = np.nan
     _fake_lsp(tmp_path, joints)
-    with pytest.raises(PoseMachinesError, match="NaN .* first in sample 501"):
+    with pytest.raises(PoseMachinesError, match="NaN .* the first for im1501.jpg"):
         load_lsp(tmp_path, "test")
 
 
@@ -109,9 +110,13 @@ def test_corrupt_image_skip_or_stop(tmp_path):
     _fake_lsp(tmp_path, np.ones((3, 14, 2000)), n_images=2)
     (tmp_path / "images" / "im0002.jpg").write_bytes(b"not a jpeg")
     d = load_lsp(tmp_path, "train").subset([0, 1, 2])
-    with pytest.warns(UserWarning, match="skipping sample 1"):
-        got = [i for i, _ in iter_samples(d)]
+    skipped = SkippedImages()
+    got = [i for i, _ in iter_samples(d, skipped=skipped)]
     assert got == [0]  # 1 is corrupt, 2 is missing
+    assert skipped.names == ["im0002.jpg", "im0003.jpg"]
+    assert skipped.summary().startswith("2 unreadable images skipped (im0002.jpg: ")
+    with pytest.warns(UserWarning, match="skipping sample im000[23].jpg"):
+        assert [i for i, _ in iter_samples(d)] == [0]
     with pytest.raises(CorruptImageError, match="im0002.jpg: cannot decode"):
         list(iter_samples(d, on_bad_image="stop"))
 

@@ -150,8 +150,13 @@ def test_interrupted_training_resumes_to_the_same_model(
     )
     expected = load_model(forest_model_dir).predict(synthetic_test).keypoints
     np.testing.assert_array_equal(resumed.predict(synthetic_test).keypoints, expected)
-    with pytest.raises(PoseMachinesError, match="different seed"):
+    with pytest.raises(
+        PoseMachinesError, match="different configuration.*seed: checkpoint 0, now 1"
+    ):
         train_forest(forest_train, tiny_forest_settings, tmp_path, seed=1, resume=True)
+    record = resumed.info["training"]
+    assert len(record["train_seconds_stages"]) == 2  # the stage trained before the kill too
+    assert record["total_seconds"] >= sum(record["train_seconds_stages"])
 
 
 def test_hybrid_on_top_of_another_model(

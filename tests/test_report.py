@@ -91,14 +91,14 @@ def test_bare_compare_uses_latest_runs(tmp_path, monkeypatch, mean_model_dir, fo
     runs = tmp_path / "runs"
     shutil.copytree(mean_model_dir, runs / "mean-1")
     shutil.copytree(mean_model_dir, runs / "mean-2")
-    shutil.copytree(forest_model_dir, runs / "forest-1")
+    shutil.copytree(forest_model_dir, runs / "demo" / "forest")  # found in sub-folders too
     (runs / "forest-2").mkdir()  # an unfinished run is passed over
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(cli, ["compare", "--synthetic-size", "6", "--timing-images", "2"])
     assert result.exit_code == 0, result.output
     assert "runs/compare-1/report.html" in result.output
     doc = json.loads((runs / "compare-1" / "results.json").read_text())
-    assert [e["path"] for e in doc["entries"]] == ["runs/mean-2", "runs/forest-1"]
+    assert [e["path"] for e in doc["entries"]] == ["runs/mean-2", "runs/demo/forest"]
 
 
 def test_bare_compare_without_runs_is_a_clear_error(tmp_path, monkeypatch):

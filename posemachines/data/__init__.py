@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -153,23 +153,46 @@ class PoseDataset:
         return f"{self.name}:{self.split} ({len(self)} samples, {self.protocol} protocol)"
 
 
+@dataclass
+class SkippedImages:
+    """Unreadable images passed over under ``--on-bad-image skip``: counted, named, reported."""
+
+    names: list = field(default_factory=list)
+    reasons: list = field(default_factory=list)
+
+    def add(self, name: str, reason: str) -> None:
+        self.names.append(name)
+        self.reasons.append(reason)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def summary(self) -> str:
+        """One line for the user, e.g. ``1 unreadable image skipped (im1501.jpg: ...)``."""
+        n = len(self)
+        first = f"{self.names[0]}: {self.reasons[0]}" if n else ""
+        more = f" and {n - 1} more" if n > 1 else ""
+        return f"{n} unreadable image{'s' if n != 1 else ''} skipped ({first}{more})"
+
+
 def iter_samples(
-    dataset: PoseDataset, indices: Sequence[int] | None = None, on_bad_image: str = "skip"
+    dataset: PoseDataset,
+    indices: Sequence[int] | None = None,
+    on_bad_image: str = "skip",
+    skipped: SkippedImages | None = None,
 ) -> Iterator[tuple[int, Sample]]:
-    """Yield (index, sample); a corrupt image is skipped with a warning or stops the run."""
-    skipped = 0
+    """Yield (index, sample); a corrupt image stops the run (``"stop"``) or is passed over and
+    recorded in ``skipped`` (a warning names it when no collector is given)."""
     for i in range(len(dataset)) if indices is None else indices:
         try:
             yield i, dataset[i]
         except CorruptImageError as exc:
             if on_bad_image == "stop":
                 raise
-            skipped += 1
-            warnings.warn(f"skipping sample {i}: {exc}", stacklevel=2)
-    if skipped:
-        warnings.warn(
-            f"{skipped} unreadable image(s) skipped in {dataset.describe()}", stacklevel=2
-        )
+            if skipped is None:
+                warnings.warn(f"skipping sample {dataset.names[i]}: {exc}", stacklevel=2)
+            else:
+                skipped.add(dataset.names[i], str(exc))
 
 
 def default_cache_dir() -> Path:

@@ -45,13 +45,13 @@ def _read_joints_mat(path: Path, expected_shape: tuple) -> np.ndarray:
     return joints
 
 
-def _check_finite(path: Path, xy: np.ndarray, labelled: np.ndarray) -> None:
+def _check_finite(path: Path, xy: np.ndarray, labelled: np.ndarray, names: list) -> None:
     bad = ~np.isfinite(xy).all(-1) & labelled
     if bad.any():
         first = int(np.argwhere(bad)[0][0])
         raise PoseMachinesError(
-            f"{path}: {int(bad.sum())} NaN or infinite joint coordinate(s), first in sample "
-            f"{first + 1}"
+            f"{path}: {int(bad.sum())} NaN or infinite joint coordinate(s), the first for "
+            f"{names[first]}"
         )
 
 
@@ -71,11 +71,12 @@ def load_lsp(folder: Path, split: str = "train", protocol: str | None = None) ->
     raw = raw[:, :, lo:hi].transpose(2, 1, 0)  # (N, 14, 3)
     xy = raw[..., :2] - 1.0
     labelled = np.ones(xy.shape[:2], dtype=bool)
-    _check_finite(path, xy, labelled)
+    names = [f"im{i + 1:04d}.jpg" for i in range(lo, hi)]
+    _check_finite(path, xy, labelled, names)
     return ImageFolderDataset(
         "lsp",
         folder,
-        [f"im{i + 1:04d}.jpg" for i in range(lo, hi)],
+        names,
         skeleton=LSP14,
         joints=xy,
         visible=raw[..., 2] == 0,
@@ -100,11 +101,12 @@ def load_lspet(folder: Path, split: str = "train", protocol: str | None = None) 
     raw = raw.transpose(2, 0, 1)  # (N, 14, 3)
     xy = raw[..., :2] - 1.0
     labelled = raw[..., 2] > 0
-    _check_finite(path, xy, labelled)
+    names = [f"im{i + 1:05d}.jpg" for i in range(raw.shape[0])]
+    _check_finite(path, xy, labelled, names)
     return ImageFolderDataset(
         "lspet",
         folder,
-        [f"im{i + 1:05d}.jpg" for i in range(raw.shape[0])],
+        names,
         skeleton=LSP14,
         joints=np.nan_to_num(xy),
         visible=labelled.copy(),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ from joblib import Parallel, delayed
 
 from ..crops import apply_affine, crop_transform, warp_image
 from ..errors import PoseMachinesError
-from . import CorruptImageError, PoseDataset
+from . import CorruptImageError, PoseDataset, SkippedImages
 
 PACK_FORMAT = "posemachines-pack"
 
@@ -66,16 +67,28 @@ class PackedCrops:
 
 
 def _pack_one(dataset: PoseDataset, i: int, side: int, pad: float):
+    """The crop of sample i, or the reason it could not be read."""
     try:
         s = dataset[i]
-    except CorruptImageError:
-        return None
+    except CorruptImageError as exc:
+        return str(exc)
     m = crop_transform(s.centre, s.scale * pad, side)
     return warp_image(s.image, m, side), apply_affine(m, s.joints), s.labelled, s.visible, m
 
 
-def pack_crops(datasets, side: int = 256, pad: float = 1.5, n_jobs: int = -1) -> PackedCrops:
-    """Crop every sample of ``datasets`` (all of one skeleton) into memory."""
+def pack_crops(
+    datasets,
+    side: int = 256,
+    pad: float = 1.5,
+    n_jobs: int = -1,
+    on_bad_image: str = "skip",
+    skipped: SkippedImages | None = None,
+) -> PackedCrops:
+    """Crop every sample of ``datasets`` (all of one skeleton) into memory.
+
+    An unreadable image stops the packing (``on_bad_image="stop"``) or is left out and
+    recorded in ``skipped``.
+    """
     if side < 16:
         raise PoseMachinesError(f"--side must be at least 16 px, got {side}")
     skeletons = {d.skeleton.name for d in datasets}
@@ -83,10 +96,17 @@ def pack_crops(datasets, side: int = 256, pad: float = 1.5, n_jobs: int = -1) ->
         raise PoseMachinesError(f"cannot pack datasets of different skeletons: {sorted(skeletons)}")
     parts = []
     for d in datasets:
-        parts += Parallel(n_jobs=n_jobs, batch_size=32)(
+        crops = Parallel(n_jobs=n_jobs, batch_size=32)(
             delayed(_pack_one)(d, i, side, pad) for i in range(len(d))
         )
-    parts = [p for p in parts if p is not None]
+        for name, crop in zip(d.names, crops):
+            if isinstance(crop, str):
+                if on_bad_image == "stop":
+                    raise CorruptImageError(crop)
+                if skipped is not None:
+                    skipped.add(name, crop)
+            else:
+                parts.append(crop)
     if not parts:
         raise PoseMachinesError("no readable images to pack")
     images, joints, labelled, visible, transforms = (np.stack(x) for x in zip(*parts))
@@ -106,7 +126,11 @@ IMAGE_FORMATS = ("jpeg", "webp")
 
 
 def save_pack(
-    crops: PackedCrops, path: str | Path, quality: int = 90, image_format: str = "jpeg"
+    crops: PackedCrops,
+    path: str | Path,
+    quality: int = 90,
+    image_format: str = "jpeg",
+    skipped_images: list | None = None,
 ) -> dict:
     """Write ``crops`` as one file of compressed images (JPEG or WebP), atomically."""
     from PIL import Image
@@ -132,6 +156,7 @@ def save_pack(
         "sources": crops.sources,
         "quality": quality,
         "image_format": image_format,
+        "skipped_images": list(skipped_images or []),
     }
     buf = io.BytesIO()
     np.savez(
@@ -157,10 +182,14 @@ def load_pack(path: str | Path) -> PackedCrops:
             header = json.loads(bytes(z["header"]).decode())
             jpeg, offsets = z["jpeg"], z["offsets"]
             arrays = {k: z[k] for k in ("joints", "labelled", "visible", "transforms")}
-    except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         raise PoseMachinesError(f"{path}: not a posemachines training cache ({exc})") from None
-    if header.get("format") != PACK_FORMAT:
+    if not isinstance(header, dict) or header.get("format") != PACK_FORMAT:
         raise PoseMachinesError(f"{path}: not a posemachines training cache")
+    n = len(offsets) - 1
+    shapes_ok = n >= 1 and all(len(a) == n for a in arrays.values())
+    if not shapes_ok or np.any(np.diff(offsets) <= 0) or offsets[-1] > len(jpeg):
+        raise PoseMachinesError(f"{path}: damaged training cache (inconsistent arrays)")
 
     def decode(a: int, b: int) -> np.ndarray:
         try:
@@ -183,6 +212,17 @@ def load_pack(path: str | Path) -> PackedCrops:
     )
 
 
+def check_pack_options(side: int, pad: float, quality: int, image_format: str) -> None:
+    if side < 16:
+        raise PoseMachinesError(f"--side must be at least 16 px, got {side}")
+    if not 1.0 <= pad <= 4.0:
+        raise PoseMachinesError(f"--pad must be within 1-4, got {pad}")
+    if not 1 <= quality <= 100:
+        raise PoseMachinesError(f"--quality must be within 1-100, got {quality}")
+    if image_format not in IMAGE_FORMATS:
+        raise PoseMachinesError(f"unknown image format {image_format!r}; use {IMAGE_FORMATS}")
+
+
 def pack_datasets(
     datasets,
     out,
@@ -191,7 +231,11 @@ def pack_datasets(
     pad: float = 1.5,
     n_jobs: int = -1,
     image_format: str = "jpeg",
+    on_bad_image: str = "skip",
 ) -> dict:
-    if not 1.0 <= pad <= 4.0:
-        raise PoseMachinesError(f"--pad must be within 1-4, got {pad}")
-    return save_pack(pack_crops(datasets, side, pad, n_jobs), out, quality, image_format)
+    """Pack ``datasets`` into the file ``out``; returns its size, count and skipped images."""
+    check_pack_options(side, pad, quality, image_format)
+    skipped = SkippedImages()
+    crops = pack_crops(datasets, side, pad, n_jobs, on_bad_image, skipped)
+    info = save_pack(crops, out, quality, image_format, skipped.names)
+    return {**info, "skipped": skipped}

@@ -8,7 +8,7 @@ import numpy as np
 from joblib import Parallel, delayed
 
 from ..crops import NO_AUGMENTATION, Augmentation, person_crop
-from ..data import CorruptImageError, PoseDataset
+from ..data import CorruptImageError, PoseDataset, SkippedImages
 from ..errors import PoseMachinesError
 
 
@@ -16,10 +16,10 @@ def _crop_one(dataset, i, size, augmentation, seed, on_bad_image):
     rng = np.random.default_rng(seed)
     try:
         sample = dataset[i]
-    except CorruptImageError:
+    except CorruptImageError as exc:
         if on_bad_image == "stop":
             raise
-        return None
+        return str(exc)  # the reason, for the count of skipped images
     return person_crop(sample, size, dataset.skeleton, augmentation, rng)
 
 
@@ -31,20 +31,25 @@ def crop_dataset(
     copies: int = 1,
     n_jobs: int = 1,
     on_bad_image: str = "skip",
+    skipped: SkippedImages | None = None,
 ):
     """Crops of every sample (``copies`` augmented versions each), read in parallel.
 
     Returns images (M, S, S, 3) uint8, joints (M, P, 2), labelled (M, P), source index (M,).
     Per-crop seeds are drawn up front so the result does not depend on ``n_jobs``.
-    Unreadable images are skipped (with a warning from the caller's count) or stop the run.
+    Unreadable images stop the run, or are skipped and recorded in ``skipped`` (a warning
+    counts them when no collector is given).
     """
     seeds = np.random.default_rng(seed).integers(0, 2**63, size=(copies, len(dataset)))
     jobs = [(i, int(seeds[c, i])) for c in range(copies) for i in range(len(dataset))]
     crops = Parallel(n_jobs=n_jobs, batch_size=32)(
         delayed(_crop_one)(dataset, i, size, augmentation, s, on_bad_image) for i, s in jobs
     )
-    kept = [(job[0], c) for job, c in zip(jobs, crops) if c is not None]
-    if len(kept) < len(jobs):
+    kept = [(job[0], c) for job, c in zip(jobs, crops) if not isinstance(c, str)]
+    for (i, _), c in zip(jobs, crops):
+        if isinstance(c, str) and skipped is not None and dataset.names[i] not in skipped.names:
+            skipped.add(dataset.names[i], c)
+    if len(kept) < len(jobs) and skipped is None:
         warnings.warn(
             f"{len(jobs) - len(kept)} unreadable image(s) skipped in {dataset.describe()}",
             stacklevel=2,

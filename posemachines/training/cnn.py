@@ -35,15 +35,17 @@ import torch
 from torch.nn import functional as F
 
 from ..crops import Augmentation, apply_affine, crop_transforms
+from ..data import SkippedImages
 from ..data.pack import PackedCrops, load_pack, pack_crops
 from ..devices import resolve_device
 from ..errors import PoseMachinesError
 from ..evaluation import evaluate
-from ..io import atomic_write_bytes, atomic_write_json
+from ..io import atomic_write_bytes
 from ..model import PoseModel
 from ..skeletons import get_skeleton
 from ..stages.cnn import CONFIGS, CPM, CPMNetwork, CPMStage
 from ..targets import BeliefCodec
+from .checkpoint import Checkpoint
 
 DEFAULT_EPOCHS = 40
 # Batch size by network: cpm-gpu's BatchNorm and the GPU want large batches; cpm-paper at 368
@@ -301,42 +303,22 @@ def _tensor_bytes(obj) -> bytes:
     return buf.getvalue()
 
 
-def save_checkpoint(folder: Path, module, optimizer, state: dict) -> None:
+def save_checkpoint(checkpoint: Checkpoint, module, optimizer, progress: dict) -> None:
     from safetensors.torch import save
 
     weights = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-    atomic_write_bytes(folder / "weights.safetensors", save(weights))
-    atomic_write_bytes(folder / "optimizer.pt", _tensor_bytes(optimizer.state_dict()))
-    atomic_write_json(folder / "state.json", state)  # last: the checkpoint is complete
+    atomic_write_bytes(checkpoint.folder / "weights.safetensors", save(weights))
+    atomic_write_bytes(checkpoint.folder / "optimizer.pt", _tensor_bytes(optimizer.state_dict()))
+    checkpoint.write_state(progress)  # last: the checkpoint is complete
 
 
-def load_checkpoint(folder: Path, identity: dict):
+def load_checkpoint(checkpoint: Checkpoint):
     from safetensors.torch import load_file
 
-    path = folder / "state.json"
-    if not path.is_file():
-        raise PoseMachinesError(f"{folder.parent}: nothing to resume (no checkpoint/state.json)")
-    state = json.loads(path.read_text())
-    differs = _differences(state["identity"], identity)
-    if differs:
-        raise PoseMachinesError(
-            f"refusing to resume from a different configuration ({'; '.join(differs)})"
-        )
-    weights = load_file(str(folder / "weights.safetensors"))
-    opt = torch.load(folder / "optimizer.pt", map_location="cpu", weights_only=True)
+    state = checkpoint.load_state()
+    weights = load_file(str(checkpoint.folder / "weights.safetensors"))
+    opt = torch.load(checkpoint.folder / "optimizer.pt", map_location="cpu", weights_only=True)
     return state, weights, opt
-
-
-def _differences(saved: dict, now: dict, prefix: str = "") -> list[str]:
-    """'field: checkpoint A, now B' for every leaf that differs."""
-    out = []
-    for k in sorted(set(saved) | set(now)):
-        a, b = saved.get(k), now.get(k)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += _differences(a, b, f"{prefix}{k}.")
-        elif a != b:
-            out.append(f"{prefix}{k}: checkpoint {a!r}, now {b!r}")
-    return out
 
 
 # -- validation and the time budget --------------------------------------------------------------
@@ -420,11 +402,12 @@ def _agree(value: int, device, world: int) -> int:
     return int(t.item())
 
 
-def _training_data(dataset, packed, cfg):
+def _training_data(dataset, packed, cfg, on_bad_image: str, skipped: SkippedImages):
     if packed is not None:
         crops = load_pack(packed)
         return crops, get_skeleton(crops.skeleton), f"packed:{packed} ({', '.join(crops.sources)})"
-    crops = pack_crops([dataset], side=int(round(cfg.input_size * 1.5)), pad=1.5)
+    side = int(round(cfg.input_size * 1.5))
+    crops = pack_crops([dataset], side, 1.5, on_bad_image=on_bad_image, skipped=skipped)
     return crops, dataset.skeleton, dataset.describe()
 
 
@@ -436,6 +419,7 @@ def train_cnn(
     resume: bool = False,
     progress: bool = False,
     max_steps: int | None = None,
+    on_bad_image: str = "skip",
 ) -> PoseModel | None:
     """Train a CPM; returns the model on rank 0 (None on other ranks).
 
@@ -448,7 +432,6 @@ def train_cnn(
     if settings.time_budget is not None:
         budget = Budget(60.0 * settings.time_budget, time.perf_counter())
     out_dir = Path(out_dir)
-    ckpt_dir = out_dir / "checkpoint"
     world, rank = _distributed()
     device = torch.device(settings.device)
     if world > 1:
@@ -463,7 +446,8 @@ def train_cnn(
 
     cfg = settings.network_config()
     codec = BeliefCodec(cfg.input_size, cfg.stride, cfg.sigma)
-    crops, skeleton, source = _training_data(dataset, packed, cfg)
+    skipped = SkippedImages()
+    crops, skeleton, source = _training_data(dataset, packed, cfg, on_bad_image, skipped)
     if skeleton.num_joints != cfg.num_joints:
         cfg = replace(cfg, num_joints=skeleton.num_joints)
     order = np.random.default_rng([settings.seed, 7]).permutation(len(crops))
@@ -486,9 +470,10 @@ def train_cnn(
         "data": source,
         "n_train": len(train),
     }
+    checkpoint = Checkpoint(out_dir / "checkpoint", identity)
     step, total = 0, None
     if resume:
-        state, weights, opt_state = load_checkpoint(ckpt_dir, identity)
+        state, weights, opt_state = load_checkpoint(checkpoint)
         module.load_state_dict(weights)
         opt.load_state_dict(opt_state)
         step, total = state["step"], state.get("total_steps")
@@ -582,14 +567,14 @@ def train_cnn(
         losses = (loss_sum / summed).cpu().numpy()
         if not np.isfinite(losses).all():
             kept = (
-                f"the last good checkpoint (step {last_good}) is in {ckpt_dir}"
+                f"the last good checkpoint (step {last_good}) is in {checkpoint.folder}"
                 if last_good is not None
                 else "no checkpoint had been written yet"
             )
             raise PoseMachinesError(
                 f"loss became {float(losses.sum())} between step {checked} and step {step}; "
-                f"training stopped and {kept}. Train again with a lower --lr (a resumed run "
-                "keeps the settings it started with)"
+                f"training stopped and {kept}. Train again with a lower --lr, into a new --out "
+                "or with --overwrite (--resume would keep the settings it started with)"
             )
         checked = step
         rate = seen / max(time.perf_counter() - t_log, 1e-9)
@@ -608,12 +593,7 @@ def train_cnn(
         if at_val and rank == 0:
             record["val_pck@0.2_per_stage"] = validate_pck(module, val, codec, skeleton, autocast)
         if rank == 0 and at_ckpt:
-            save_checkpoint(
-                ckpt_dir,
-                module,
-                opt,
-                {"step": step, "total_steps": total, "identity": identity},
-            )
+            save_checkpoint(checkpoint, module, opt, {"step": step, "total_steps": total})
             last_good = step
         if rank == 0:
             with open(log_path, "a") as f:
@@ -656,6 +636,7 @@ def train_cnn(
         "epochs": round(step / steps_per_epoch, 2),
         "images": len(train),
         "validation_images": len(val),
+        "skipped_images": skipped.names,
     }
     if budget is not None:
         model.info["training"]["time_budget_s"] = budget.seconds

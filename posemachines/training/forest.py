@@ -20,6 +20,7 @@ from joblib import Parallel, delayed
 from scipy import ndimage
 
 from ..crops import Augmentation
+from ..data import SkippedImages
 from ..errors import PoseMachinesError
 from ..evaluation import evaluate
 from ..model import PoseModel
@@ -27,6 +28,7 @@ from ..skeletons import part_positions
 from ..stages.forest import ForestStage, forest_beliefs, stage_image_features, stage_inputs
 from ..targets import BeliefCodec
 from . import crop_dataset
+from .checkpoint import Checkpoint
 
 
 @dataclass
@@ -227,52 +229,40 @@ def _at(maps, i):
 MIRROR = Augmentation(scale=(1.0, 1.0), rotation=0.0, flip=1.0, shift=0.0)
 
 
-def training_crops(dataset, size: int, mirror: bool, n_jobs: int, on_bad_image: str):
+def training_crops(dataset, size: int, mirror: bool, n_jobs: int, on_bad_image: str, skipped=None):
     """Crops, joints, flags and source image index of every training image, plus mirror images
     if asked (a mirror image keeps its source's index, so both fall in the same fold)."""
-    parts = [crop_dataset(dataset, size, n_jobs=n_jobs, on_bad_image=on_bad_image)]
+    options = dict(n_jobs=n_jobs, on_bad_image=on_bad_image, skipped=skipped)
+    parts = [crop_dataset(dataset, size, **options)]
     if mirror:
-        parts.append(crop_dataset(dataset, size, MIRROR, n_jobs=n_jobs, on_bad_image=on_bad_image))
+        parts.append(crop_dataset(dataset, size, MIRROR, **options))
     return tuple(np.concatenate([p[k] for p in parts]) for k in range(4))
 
 
-def _checkpoint_dir(out_dir: Path) -> Path:
-    return Path(out_dir) / "checkpoint"
+def _checkpoint(out_dir, identity: dict) -> Checkpoint:
+    return Checkpoint(Path(out_dir) / "checkpoint", identity)
 
 
-def _save_checkpoint(out_dir, model, oof, state):
-    from ..io import atomic_write_bytes, atomic_write_json, save_model
+def _save_checkpoint(checkpoint: Checkpoint, model, oof, progress: dict) -> None:
+    from ..io import atomic_write_bytes, save_model
 
-    ckpt = _checkpoint_dir(out_dir)
-    save_model(model, ckpt / "model")
+    save_model(model, checkpoint.folder / "model")
     if oof is not None:
         import io as _io
 
         buf = _io.BytesIO()
         np.save(buf, oof, allow_pickle=False)
-        atomic_write_bytes(ckpt / "beliefs.npy", buf.getvalue())
-    atomic_write_json(ckpt / "state.json", state)  # written last: marks the checkpoint complete
+        atomic_write_bytes(checkpoint.folder / "beliefs.npy", buf.getvalue())
+    checkpoint.write_state(progress)  # written last: marks the checkpoint complete
 
 
-def _load_checkpoint(out_dir, expected: dict):
+def _load_checkpoint(checkpoint: Checkpoint):
     from ..io import load_model
 
-    ckpt = _checkpoint_dir(out_dir)
-    if not (ckpt / "state.json").is_file():
-        raise PoseMachinesError(f"{out_dir}: nothing to resume (no checkpoint/state.json)")
-    state = json.loads((ckpt / "state.json").read_text())
-    differs = [k for k in expected if state.get(k) != expected[k]]
-    if differs:
-        raise PoseMachinesError(
-            f"{out_dir}: the checkpoint was made with different {', '.join(differs)}; "
-            "start a new run instead of --resume"
-        )
-    model = load_model(ckpt / "model")
-    oof = (
-        np.load(ckpt / "beliefs.npy", allow_pickle=False)
-        if (ckpt / "beliefs.npy").is_file()
-        else None
-    )
+    state = checkpoint.load_state()
+    model = load_model(checkpoint.folder / "model")
+    beliefs = checkpoint.folder / "beliefs.npy"
+    oof = np.load(beliefs, allow_pickle=False) if beliefs.is_file() else None
     return model, oof, state
 
 
@@ -407,8 +397,9 @@ def train_forest(
     }
 
     start_time = time.time()
+    skipped = SkippedImages()
     crops, joints, labelled, source = training_crops(
-        dataset, codec.input_size, settings.mirror, n_jobs, on_bad_image
+        dataset, codec.input_size, settings.mirror, n_jobs, on_bad_image, skipped
     )
     n = len(crops)
     rng = np.random.default_rng(seed)
@@ -421,15 +412,18 @@ def train_forest(
     part_row_seeds = part_rng.integers(0, 2**63, size=(settings.stages, n))
     part_forest_seeds = part_rng.integers(0, 2**31, size=(settings.stages, settings.folds + 1))
 
-    stages, previous, first, oof_pck = [], None, 0, []
+    checkpoint = _checkpoint(out_dir, identity)
+    stages, previous, first, oof_pck, stage_times, earlier_s = [], None, 0, [], [], 0.0
     if resume:
-        partial, previous, state = _load_checkpoint(out_dir, identity)
+        partial, previous, state = _load_checkpoint(checkpoint)
         stages = partial.stages[len(base_stages) :]
         first = state["stages_done"]
         oof_pck = state.get("out_of_fold_pck", [])
+        stage_times = list(state.get("stage_seconds", []))
+        earlier_s = float(state.get("seconds", 0.0))
         log(f"resuming after stage {first} of {settings.stages}")
-    elif _checkpoint_dir(out_dir).exists():
-        shutil.rmtree(_checkpoint_dir(out_dir))
+    elif checkpoint.folder.exists():
+        shutil.rmtree(checkpoint.folder)  # this run's folder (checked by the caller)
     if base_stages and previous is None:
         from ..runner import run_stages
 
@@ -446,7 +440,6 @@ def train_forest(
             {"forest": settings.to_dict()},
         )
 
-    stage_times = []
     for t in range(first, settings.stages):
         t0 = time.time()
         last = t == settings.stages - 1
@@ -495,7 +488,9 @@ def train_forest(
             if extra is None:
                 scores = [out_of_fold_pck(*scored, e) for e in FINAL_SMOOTH_CHOICES]
                 extra = FINAL_SMOOTH_CHOICES[int(np.argmax(scores))]
-                log(f"final smoothing: +{extra} cells (out-of-fold PCK@0.2 {max(scores):.3f})")
+                log(
+                    f"final smoothing: +{extra} cells (out-of-fold PCK@0.2 {100 * max(scores):.1f})"
+                )
             stage_config = {**config, "smooth": float(np.hypot(config["smooth"], extra))}
             oof = None  # nothing after the last stage consumes its beliefs
         stages.append(ForestStage.from_estimator(stage_config, forest, part_forest))
@@ -503,14 +498,20 @@ def train_forest(
         stage_times.append(time.time() - t0)
         left = np.mean(stage_times) * (settings.stages - t - 1)
         log(f"stage {t + 1} done in {stage_times[-1]:.0f} s; about {left:.0f} s left")
-        state = {**identity, "stages_done": t + 1, "out_of_fold_pck": oof_pck}
-        _save_checkpoint(out_dir, model_of(stages), oof, state)
+        progress = {
+            "stages_done": t + 1,
+            "out_of_fold_pck": oof_pck,
+            "stage_seconds": stage_times,
+            "seconds": earlier_s + time.time() - start_time,
+        }
+        _save_checkpoint(checkpoint, model_of(stages), oof, progress)
 
     model = model_of(stages)
     model.info["training"] = {
         "train_seconds_stages": [round(s, 1) for s in stage_times],
         "images": n,
-        "total_seconds": round(time.time() - start_time, 1),
+        "total_seconds": round(earlier_s + time.time() - start_time, 1),  # resumes included
         "out_of_fold_pck@0.2": [round(v, 4) for v in oof_pck],
+        "skipped_images": skipped.names,
     }
     return model

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..data import PoseDataset
+from ..data import PoseDataset, SkippedImages
 from ..model import PoseModel
 from ..stages.mean import MeanPoseStage
 from ..targets import BeliefCodec
@@ -18,8 +18,11 @@ def train_mean(
     on_bad_image: str = "skip",
 ) -> PoseModel:
     codec = BeliefCodec(input_size, stride, sigma)
+    skipped = SkippedImages()
     _, joints, labelled, _ = crop_dataset(
-        dataset, input_size, n_jobs=n_jobs, on_bad_image=on_bad_image
+        dataset, input_size, n_jobs=n_jobs, on_bad_image=on_bad_image, skipped=skipped
     )
     targets, _ = codec.encode(joints, labelled)
-    return PoseModel("mean", dataset.skeleton, codec, [MeanPoseStage().fit(targets)])
+    model = PoseModel("mean", dataset.skeleton, codec, [MeanPoseStage().fit(targets)])
+    model.info["training"] = {"skipped_images": skipped.names}
+    return model
