@@ -9,7 +9,7 @@ import argparse
 import json
 import time
 
-from posemachines.compare import Entry, score_entry
+from posemachines.comparison import Entry, score_entry
 from posemachines.data import load_dataset
 from posemachines.training.cnn import CNNSettings, train_cnn
 

@@ -27,12 +27,11 @@ import torch
 from posemachines.crops import Augmentation, apply_affine, warp_image
 from posemachines.data import load_dataset
 from posemachines.data.pack import pack_crops
+from posemachines.devices import autocast, training_environment
 from posemachines.stages.cnn import CONFIGS, CPM, ColourConv
-from posemachines.targets import BeliefCodec
 from posemachines.training.cnn import (
     BatchMaker,
     crop_matrices,
-    device_setup,
     stage_losses,
     synchronize,
     train_step,
@@ -70,7 +69,7 @@ def timed(run, device, steps: int, max_seconds: float, warmup: int) -> tuple[flo
 
 def optimised(module, crops, codec, device, batch, args, train: bool, mode: str | None):
     """img/s of the path `pm train` uses (train) or of warp + forward (inference)."""
-    autocast = device_setup(device)
+    precision = autocast(device)
     runner = torch.compile(module, mode=None if mode == "default" else mode) if mode else module
     images = torch.as_tensor(crops.images, device=device)
     perm = list(range(crops.joints.shape[1]))
@@ -82,9 +81,9 @@ def optimised(module, crops, codec, device, batch, args, train: bool, mode: str 
     def run(k):
         x, targets, weights = maker(k % maker.steps_per_epoch)
         if train:
-            train_step(runner, opt, x, targets, weights, autocast)
+            train_step(runner, opt, x, targets, weights, precision)
         else:
-            with torch.no_grad(), autocast:
+            with torch.no_grad(), precision:
                 runner(x)
 
     s, n = timed(run, device, args.steps, args.max_seconds, warmup=3)
@@ -128,18 +127,18 @@ def profile(module, crops, codec, device, batch, rows: int = 20) -> None:
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
-    autocast = device_setup(device)
+    precision = autocast(device)
     images = torch.as_tensor(crops.images, device=device)
     perm = list(range(crops.joints.shape[1]))
     maker = BatchMaker(crops, images, codec, Augmentation(), perm, 0, batch)
     opt = torch.optim.AdamW(module.parameters(), lr=1e-5, fused=device.type == "cuda")
     for k in range(3):
-        train_step(module, opt, *maker(k), autocast)
+        train_step(module, opt, *maker(k), precision)
     synchronize(device)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with torch_profile(activities=activities) as prof:
         for k in range(3):
-            train_step(module, opt, *maker(k), autocast)
+            train_step(module, opt, *maker(k), precision)
         synchronize(device)
     key = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
     print(prof.key_averages().table(sort_by=key, row_limit=rows), flush=True)
@@ -159,11 +158,11 @@ def sweep(cfg, crops, codec, device, batch, args) -> None:
         perm = list(range(crops.joints.shape[1]))
         maker = BatchMaker(crops, images, codec, Augmentation(), perm, 0, batch)
         opt = torch.optim.AdamW(module.parameters(), lr=1e-5, fused=True)
-        autocast = torch.autocast("cuda", dtype)
+        precision = torch.autocast("cuda", dtype)
 
-        def run(k, module=module, maker=maker, opt=opt, autocast=autocast, fmt=fmt):
+        def run(k, module=module, maker=maker, opt=opt, precision=precision, fmt=fmt):
             x, targets, weights = maker(k % maker.steps_per_epoch)
-            train_step(module, opt, x.contiguous(memory_format=fmt), targets, weights, autocast)
+            train_step(module, opt, x.contiguous(memory_format=fmt), targets, weights, precision)
 
         s, n = timed(run, device, args.steps, args.max_seconds, warmup=3)
         name = "nhwc" if fmt == torch.channels_last else "nchw"
@@ -208,9 +207,14 @@ def main():
     cfg = CONFIGS[name]
     batch = args.batch or (32 if device.type == "cuda" else 16)
     modes = (args.modes or ("default" if device.type == "cuda" else "eager")).split(",")
-    codec = BeliefCodec(cfg.input_size, cfg.stride, cfg.sigma)
+    codec = cfg.codec()
     data = load_dataset("synthetic", "train", size=args.images)
     crops = pack_crops([data], side=int(cfg.input_size * 1.5), pad=1.5)
+    with training_environment(device, 0):
+        measure(args, device, name, cfg, batch, modes, codec, crops)
+
+
+def measure(args, device, name, cfg, batch, modes, codec, crops) -> None:
     where = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
     report("setup", where, config=name, batch=batch, input=cfg.input_size)
     results = {}

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from posemachines.compare import Entry, score_entry, time_model
+from posemachines.comparison import Entry, score_entry, time_model
 from posemachines.data import load_dataset
 from posemachines.io import load_model, save_model
 from posemachines.training.forest import ForestSettings, train_forest
@@ -42,8 +42,8 @@ def main():
     test = load_dataset("lsp", "test", args.data_root)
     if args.model:
         model, out = load_model(args.model), args.model
-        settings = ForestSettings.from_options(**model.info["forest"])
-        train_s = model.info["training"].get("seconds")
+        settings = ForestSettings.from_options(**model.record.settings)
+        train_s = model.record.seconds
         peak_gb = None  # measured when it was trained
     else:
         options = {"stages": args.stages, "trees": args.trees, **json.loads(args.settings)}
@@ -55,9 +55,6 @@ def main():
             )
         train_s = round(time.time() - start, 1)
         peak_gb = round(memory.peak_gb, 2)
-        model.info["training"].update(
-            {"dataset": train.describe(), "dataset_name": "lsp", "seconds": train_s}
-        )
         save_model(model, args.out)
         out = args.out
     result, _ = score_entry(Entry("forest", out, model), test)

@@ -53,7 +53,7 @@ def compare(
     With no ENTRIES, compares the latest run of each backend under runs/ on the test split of
     the dataset they were trained on.
     """
-    from posemachines.report import run_compare
+    from posemachines.comparison import run_compare
 
     if timing_images < 1:
         raise click.ClickException("--timing-images must be at least 1")
@@ -90,7 +90,7 @@ def bench(model, dataset, split, data_root, images, batch_size, device, flip, sc
     """Median milliseconds per image of MODEL, measured as `pm compare` measures it."""
     import json
 
-    from posemachines.compare import load_entry, time_model
+    from posemachines.comparison import load_entry, time_model
     from posemachines.data import load_dataset
 
     from .common import device_name
@@ -100,7 +100,7 @@ def bench(model, dataset, split, data_root, images, batch_size, device, flip, sc
     tta = make_tta(flip, scales)
     dev = device_name(device)
     entry = load_entry(model, dev)
-    name = dataset or entry.manifest.get("training", {}).get("dataset_name") or "synthetic"
+    name = dataset or entry.model.record.dataset_name or "synthetic"
     data = load_dataset(name if name != "packed" else "synthetic", split, data_root)
     figures = time_model(
         entry.model,

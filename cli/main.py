@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 
 import click
 import numpy as np
@@ -275,7 +274,6 @@ def train(
     if packed is None:
         train_data = load_data(dataset, split, data_root, synthetic_size, protocol, seed)
     with output_folder(out, backend, overwrite=overwrite) as out_dir:
-        start = time.time()
         if backend == "mean":
             from posemachines.training.mean import train_mean
 
@@ -305,19 +303,9 @@ def train(
             )
             if model is None:  # a non-zero rank under torchrun: rank 0 writes
                 return
-        model.info.setdefault("training", {})
-        model.info["training"].update(
-            {
-                "dataset": train_data.describe() if train_data is not None else f"packed:{packed}",
-                "dataset_name": train_data.name if train_data is not None else "packed",
-                "protocol": train_data.protocol if train_data is not None else "packed",
-                "seed": seed,
-                "seconds": round(time.time() - start, 1),
-                "command": " ".join(["pm"] + sys.argv[1:]),
-            }
-        )
+        model.record.command = " ".join(["pm"] + sys.argv[1:])
         save_model(model, out_dir)
-    skipped = model.info["training"].get("skipped_images") or []
+    skipped = model.record.skipped_images
     if skipped:
         report_skipped(
             f"{len(skipped)} unreadable training image(s) skipped: {', '.join(skipped[:5])}"
@@ -387,14 +375,14 @@ def evaluate(
     A model directory is evaluated on the dataset it was trained on unless --dataset says
     otherwise; the scores are recorded in its manifest.
     """
-    from posemachines.compare import load_entry, score_entry
+    from posemachines.comparison import load_entry, score_entry
     from posemachines.io import update_manifest
 
     if batch_size < 1:
         raise PoseMachinesError(f"--batch-size must be at least 1, got {batch_size}")
     tta = make_tta(flip, scales)
     entry = load_entry(model, device_name(device))
-    name = dataset or entry.manifest.get("training", {}).get("dataset_name") or "synthetic"
+    name = dataset or (entry.model and entry.model.record.dataset_name) or "synthetic"
     if name == "packed":
         raise PoseMachinesError("this model was trained from a packed cache: pass --dataset")
     data = load_data(name, split, data_root, synthetic_size, protocol)
@@ -411,8 +399,8 @@ def evaluate(
     )
     doc = result.to_dict()
     if save_predictions:
-        from posemachines.io import write_predictions
         from posemachines.model import Predictions
+        from posemachines.predictions import write_predictions
 
         confidence = np.zeros(preds.shape[:3])
         write_predictions(

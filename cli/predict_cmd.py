@@ -36,7 +36,9 @@ from .common import (
     help="Person centre X Y in pixels (default: the image centre).",
 )
 @click.option(
+    "--box-side",
     "--scale",
+    "box_side",
     type=float,
     default=None,
     help="Side of the person box in pixels (default: the longer image side).",
@@ -58,7 +60,7 @@ def predict(
     inputs,
     out,
     centre,
-    scale,
+    box_side,
     boxes,
     no_overlays,
     overwrite,
@@ -76,6 +78,7 @@ def predict(
     fails, the files it wrote are removed again.
     """
     from posemachines.data import SkippedImages
+    from posemachines.files import atomic_write_json
     from posemachines.inference import (
         OverlayWriter,
         coco_results,
@@ -83,11 +86,11 @@ def predict(
         load_boxes,
         predict_files,
     )
-    from posemachines.io import atomic_write_json, load_model
+    from posemachines.io import load_model
     from posemachines.runs import check_output_folder, output_folder
 
-    if scale is not None and not (scale > 0 and math.isfinite(scale)):
-        raise click.ClickException(f"--scale must be a positive box side in pixels, got {scale}")
+    if box_side is not None and not (box_side > 0 and math.isfinite(box_side)):
+        raise click.ClickException(f"--box-side must be positive, in pixels, got {box_side}")
     if centre is not None and not all(math.isfinite(v) for v in centre):
         raise click.ClickException(f"--centre must be two finite numbers, got {centre}")
     tta = make_tta(flip, scales)
@@ -102,9 +105,9 @@ def predict(
             for source, name, image, kp, conf in predict_files(
                 pose_model,
                 files,
-                box_map,
-                centre,
-                scale,
+                boxes=box_map,
+                centre=centre,
+                box_side=box_side,
                 tta=tta,
                 on_bad_image=on_bad_image,
                 skipped=skipped,

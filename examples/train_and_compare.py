@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import argparse
 
+from posemachines.comparison import run_compare
 from posemachines.data import load_dataset
-from posemachines.io import save_model
-from posemachines.report import run_compare
 from posemachines.training.forest import ForestSettings, train_forest
 from posemachines.training.mean import train_mean
 
@@ -20,13 +19,10 @@ def main():
     args = ap.parse_args()
     train = load_dataset("synthetic", "train", size=200, seed=0)
 
-    mean = train_mean(train)
-    mean.info["training"] = {"dataset": train.describe(), "dataset_name": "synthetic"}
-    save_model(mean, f"{args.out}/mean")
-
-    forest = train_forest(train, ForestSettings(stages=2, trees=20), f"{args.out}/forest")
-    forest.info["training"].update({"dataset": train.describe(), "dataset_name": "synthetic"})
-    save_model(forest, f"{args.out}/forest")
+    train_mean(train).save(f"{args.out}/mean")
+    train_forest(train, ForestSettings(stages=2, trees=20), f"{args.out}/forest").save(
+        f"{args.out}/forest"
+    )
 
     report = run_compare([f"{args.out}/mean", f"{args.out}/forest"], out=f"{args.out}/report")
     print(f"open {report}/report.html")

@@ -1,3 +1,39 @@
-"""posemachines: Pose Machines and Convolutional Pose Machines behind one interface."""
+"""posemachines: Pose Machines and Convolutional Pose Machines behind one interface.
+
+The public surface (see the README's "Python" section)::
+
+    load_dataset(name, split, ...)          -> PoseDataset
+    train(backend, dataset, **options)      -> PoseModel
+    load_model(path)                        -> PoseModel
+    PoseModel.predict(images or dataset)    -> Predictions (keypoints per stage)
+    PoseModel.save(path)
+    evaluate(model, dataset)                -> EvaluationResult
+    compare(entries, dataset)               -> report folder
+    TestTimeAugmentation(flip, scales)
+
+Names are imported on first use, so ``import posemachines`` stays light (and never imports
+torch).
+"""
 
 __version__ = "0.1.0"
+
+_PUBLIC = {
+    "load_dataset": "posemachines.data",
+    "train": "posemachines.api",
+    "evaluate": "posemachines.api",
+    "compare": "posemachines.api",
+    "load_model": "posemachines.io",
+    "PoseModel": "posemachines.model",
+    "Predictions": "posemachines.model",
+    "TestTimeAugmentation": "posemachines.tta",
+    "PoseMachinesError": "posemachines.errors",
+}
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str):
+    if name in _PUBLIC:
+        import importlib
+
+        return getattr(importlib.import_module(_PUBLIC[name]), name)
+    raise AttributeError(f"module 'posemachines' has no attribute {name!r}")

@@ -8,11 +8,14 @@ to the original image exactly.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .data import Sample
 from .skeletons import Skeleton
+
+if TYPE_CHECKING:  # crops sit below data: Sample is only named, never needed at run time
+    from .data import Sample
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,7 @@ def crop_transform(
     centre: np.ndarray,
     box_side: float,
     out_size: int,
+    *,
     scale: float = 1.0,
     rotation: float = 0.0,
     flip: bool = False,
@@ -62,13 +66,13 @@ def crop_transform(
         np.asarray(centre, dtype=np.float64)[None],
         np.array([box_side], dtype=np.float64),
         out_size,
-        np.array([scale]),
-        np.array([rotation]),
-        np.array([flip]),
+        scales=np.array([scale]),
+        rotations=np.array([rotation]),
+        flips=np.array([flip]),
     )[0]
 
 
-def crop_transforms(centres, box_sides, out_size: int, scales, rotations, flips) -> np.ndarray:
+def crop_transforms(centres, box_sides, out_size: int, *, scales, rotations, flips) -> np.ndarray:
     """``crop_transform`` for a batch: centres (B, 2), the rest (B,). Returns (B, 2, 3)."""
     s = np.asarray(scales, dtype=np.float64) * out_size / np.asarray(box_sides, dtype=np.float64)
     a = np.deg2rad(np.asarray(rotations, dtype=np.float64))
@@ -142,8 +146,10 @@ def person_crop(
         if rng is None:
             raise ValueError("augmentation needs an explicit random generator")
         scale, rotation, flip, shift = augmentation.draw(rng)
-    centre = sample.centre + shift * sample.scale
-    matrix = crop_transform(centre, sample.scale, size, scale, rotation, flip)
+    centre = sample.centre + shift * sample.box_side
+    matrix = crop_transform(
+        centre, sample.box_side, size, scale=scale, rotation=rotation, flip=flip
+    )
     joints = apply_affine(matrix, sample.joints)
     labelled, visible = sample.labelled, sample.visible
     if flip:

@@ -68,9 +68,10 @@ def load_boxes(path: str | Path) -> dict:
 
 
 def make_sample(
-    name: str, image: np.ndarray, skeleton_size: int, centre=None, scale=None, box=None
+    name: str, image: np.ndarray, skeleton_size: int, *, centre=None, box_side=None, box=None
 ) -> Sample:
-    """A sample with no annotation; the person box from a box, a centre/scale, or the image."""
+    """A sample with no annotation; the person box from a box, a centre and side, or the
+    image."""
     p = skeleton_size
     empty = np.zeros((p, 2)), np.zeros(p, bool)
     c, s = person_box(image.shape, empty[0], empty[1], "image")
@@ -79,8 +80,8 @@ def make_sample(
         c, s = np.array([x + (w - 1) / 2, y + (h - 1) / 2]), max(w, h) * 1.2
     if centre is not None:
         c = np.asarray(centre, float)
-    if scale is not None:
-        s = float(scale)
+    if box_side is not None:
+        s = float(box_side)
     return Sample(image, empty[0], empty[1], empty[1], c, s, name)
 
 
@@ -103,9 +104,10 @@ def coco_results(names: list[str], keypoints: np.ndarray, confidence: np.ndarray
 def predict_files(
     model: PoseModel,
     files,
+    *,
     boxes=None,
     centre=None,
-    scale=None,
+    box_side=None,
     batch_size: int = 16,
     progress: bool = True,
     tta: TestTimeAugmentation = NO_TTA,
@@ -134,7 +136,12 @@ def predict_files(
             try:
                 for name, image in iter_frames(path):
                     box = (boxes or {}).get(name) or (boxes or {}).get(path.name)
-                    batch.append((make_sample(name, image, p, centre, scale, box), path))
+                    batch.append(
+                        (
+                            make_sample(name, image, p, centre=centre, box_side=box_side, box=box),
+                            path,
+                        )
+                    )
                     bar.update()
                     if len(batch) == batch_size:
                         yield from flush()

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
 from .crops import person_crop, to_image_coordinates
-from .data import PoseDataset, SkippedImages, iter_samples
+from .data import ImageList, PoseDataset, SkippedImages, iter_samples
 from .errors import PoseMachinesError
 from .runner import run_stages
 from .skeletons import Skeleton
@@ -34,11 +34,55 @@ class Predictions:
 
 
 @dataclass
+class TrainingRecord:
+    """Where a model came from: filled by every trainer, kept in the manifest, read by
+    ``pm compare`` and ``pm evaluate`` (which score a model on its own dataset by default)."""
+
+    dataset: str = ""  # e.g. "lsp:train (1000 samples, image protocol)"
+    dataset_name: str = ""  # the dataset to score on by default ("packed": trained from a pack)
+    protocol: str = ""
+    seed: int | None = None
+    seconds: float | None = None  # wall time of training, resumed parts included
+    settings: dict = field(default_factory=dict)  # the trainer's settings, as resolved
+    skipped_images: list = field(default_factory=list)
+    details: dict = field(default_factory=dict)  # the trainer's own figures (steps, OOF PCK)
+    command: str | None = None  # the pm command line, when trained from it
+
+    @classmethod
+    def for_dataset(cls, dataset, seed: int | None, settings: dict, **fields) -> TrainingRecord:
+        return cls(
+            dataset=dataset.describe(),
+            dataset_name=dataset.name,
+            protocol=dataset.protocol,
+            seed=seed,
+            settings=settings,
+            **fields,
+        )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_manifest(cls, manifest: dict) -> TrainingRecord:
+        """The record of a manifest, also one written before records existed (a flat dict,
+        with the settings under the backend's name)."""
+        raw = manifest.get("training")
+        raw = dict(raw) if isinstance(raw, dict) else {}
+        known = {f.name for f in fields(cls)}
+        record = cls(**{k: v for k, v in raw.items() if k in known})
+        record.details = {**record.details, **{k: v for k, v in raw.items() if k not in known}}
+        if not record.settings:
+            old = manifest.get("forest") or manifest.get("cnn")
+            record.settings = dict(old) if isinstance(old, dict) else {}
+        return record
+
+
+@dataclass
 class PoseModel:
     """Everything needed to turn images into keypoints.
 
-    ``info`` holds the manifest's descriptive fields (training data, time, metrics); it is
-    carried along but never changes what the model predicts.
+    ``record`` says how it was trained; ``info`` holds the manifest's other descriptive
+    fields (evaluations); neither changes what the model predicts.
     """
 
     backend: str
@@ -46,6 +90,13 @@ class PoseModel:
     codec: BeliefCodec
     stages: list
     info: dict = field(default_factory=dict)
+    record: TrainingRecord = field(default_factory=TrainingRecord)
+
+    def save(self, folder, overwrite: bool = True):
+        """Write the model as a model directory (see ``io.save_model``); returns its path."""
+        from .io import save_model
+
+        return save_model(self, folder, overwrite=overwrite)
 
     @property
     def input_size(self) -> int:
@@ -90,15 +141,18 @@ class PoseModel:
 
     def predict(
         self,
-        dataset: PoseDataset,
+        data,
+        *,
         batch_size: int = 32,
         on_bad_image: str = "skip",
         progress: bool = False,
         tta: TestTimeAugmentation = NO_TTA,
     ) -> Predictions:
-        """Predict every sample of ``dataset`` with every stage."""
+        """Keypoints of every stage for a dataset, or for images (arrays (H, W, 3) or paths;
+        the person box is then the whole image)."""
         from tqdm.auto import tqdm
 
+        dataset = data if isinstance(data, PoseDataset) else ImageList(data, self.skeleton)
         self.check_dataset(dataset)
         n, p, t = len(dataset), self.skeleton.num_joints, self.num_stages
         keypoints = np.full((t, n, p, 2), np.nan)

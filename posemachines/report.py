@@ -1,8 +1,8 @@
-"""Comparison reports: tables and figures from evaluation results (no metric logic here).
+"""Comparison reports: tables and figures of a ``compare.Comparison``; no metric logic here.
 
-``run_compare`` scores every entry with ``compare.score_entry`` on the same samples and writes
-``report.html`` (self-contained, figures embedded), ``report.md`` (figures as PNG files beside
-it) and ``results.json`` (every number, the command line and the package versions).
+``write_report`` writes ``report.html`` (self-contained, figures embedded), ``report.md``
+(figures as PNG files beside it) and ``results.json`` (every number, the command line and the
+package versions).
 """
 
 from __future__ import annotations
@@ -10,16 +10,14 @@ from __future__ import annotations
 import base64
 import html
 import io
-import sys
 from pathlib import Path
 
 import numpy as np
 
-from .compare import Entry, load_entry, score_entry, time_model
-from .errors import PoseMachinesError
+from .comparison import Comparison
 
 SUMMARY_KEYS = ("pck@0.2", "pck@0.1", "pckh@0.5", "pcp", "auc")
-BACKENDS_FOR_DEFAULT = ("mean", "forest", "cnn", "hybrid")
+REPORT_FILES = ("results.json",)  # a folder holding this holds an earlier report
 
 
 def _figure_png(fig) -> bytes:
@@ -40,184 +38,6 @@ def _plt():
     return plt
 
 
-def default_entries(root: str | Path = "runs") -> list[Path]:
-    """The latest finished run of each backend under ``root``."""
-    from .runs import latest_run
-
-    found = [latest_run(b, root) for b in BACKENDS_FOR_DEFAULT]
-    found = [p for p in found if p is not None]
-    if not found:
-        raise PoseMachinesError(
-            f"no trained runs under {root}/ to compare; train one with `pm train` or name "
-            "model directories / prediction files"
-        )
-    return found
-
-
-def fairness_notes(entries: list[Entry], dataset) -> list[str]:
-    """Differences that make the comparison unfair, stated rather than hidden."""
-    notes = []
-    models = [e for e in entries if e.model is not None]
-    sizes = {e.model.input_size for e in models}
-    if len(sizes) > 1:
-        notes.append(
-            "input sizes differ: " + ", ".join(f"{e.label} {e.model.input_size} px" for e in models)
-        )
-    trained_on = {e.label: e.manifest.get("training", {}).get("dataset", "?") for e in models}
-    if len(set(trained_on.values())) > 1:
-        notes.append(
-            "training data differ: " + "; ".join(f"{k}: {v}" for k, v in trained_on.items())
-        )
-    for label, data in trained_on.items():
-        if f"{dataset.name}:{dataset.split}" in data:
-            notes.append(f"{label} was trained on the split it is evaluated on")
-    if any(e.model is None for e in entries):
-        notes.append(
-            "prediction files were made outside this toolkit: their crops, person "
-            "boxes and decoding are their authors', not the protocol used here"
-        )
-    if dataset.protocol == "gt":
-        notes.append(
-            "person boxes come from the ground-truth joints ('gt' protocol): "
-            "flattering for every entry"
-        )
-    return notes
-
-
-def check_comparable(entries: list[Entry], dataset) -> None:
-    for e in entries:
-        if e.model is not None and e.model.skeleton.name != dataset.skeleton.name:
-            raise PoseMachinesError(
-                f"cannot compare {e.label}: it predicts skeleton {e.model.skeleton.name}, the "
-                f"comparison uses {dataset.skeleton.name}; models of different skeletons are "
-                "not comparable"
-            )
-
-
-def _dir_megabytes(path: Path) -> float:
-    files = (
-        [path]
-        if path.is_file()
-        else [p for p in path.rglob("*") if p.is_file() and "checkpoint" not in p.parts]
-    )
-    return sum(p.stat().st_size for p in files) / 2**20
-
-
-def run_compare(
-    entries,
-    dataset=None,
-    split="test",
-    data_root=None,
-    synthetic_size=None,
-    protocol=None,
-    out=None,
-    device="cpu",
-    timing_images=20,
-    runs_root="runs",
-    tta=None,
-    on_bad_image="skip",
-    overwrite=False,
-) -> Path:
-    """Evaluate ``entries`` side by side and write the report folder; returns its path.
-
-    ``out`` must be new, empty or a previous report unless ``overwrite``; nothing is left
-    behind when the comparison fails.
-    """
-    from .data import load_dataset
-    from .devices import resolve_device
-    from .io import atomic_write_bytes, atomic_write_json, package_versions
-    from .runs import check_output_folder, output_folder
-    from .tta import NO_TTA
-
-    tta = tta or NO_TTA
-    device = resolve_device(device)
-    if out is not None:
-        check_output_folder(out, overwrite, REPORT_FILES)
-    paths = [Path(p) for p in entries] or default_entries(runs_root)
-    loaded = []
-    for p in paths:
-        label = p.name if p.name not in {e.label for e in loaded} else f"{p.parent.name}/{p.name}"
-        loaded.append(load_entry(p, device, label))
-    if dataset is None:
-        names = {e.manifest.get("training", {}).get("dataset_name") for e in loaded if e.model}
-        names.discard(None)
-        names.discard("packed")
-        if len(names) > 1:
-            raise PoseMachinesError(
-                f"entries were trained on different datasets {sorted(names)}: pass --dataset"
-            )
-        dataset = names.pop() if names else "synthetic"
-    options = {"size": synthetic_size} if dataset == "synthetic" else {}
-    data = load_dataset(dataset, split, data_root, protocol=protocol, **options)
-    check_comparable(loaded, data)
-
-    rows, skipped = [], set()
-    for e in loaded:
-        result, preds = score_entry(e, data, on_bad_image=on_bad_image, tta=tta)
-        skipped |= set(result.skipped_images)
-        row = {
-            "label": e.label,
-            "kind": e.kind,
-            "path": str(e.path),
-            "result": result.to_dict(),
-            "predictions": preds,
-        }
-        if e.model is not None:
-            row["timing"] = time_model(
-                e.model, data, timing_images, device=device, tta=tta, on_bad_image=on_bad_image
-            )
-            row["input_size"] = e.model.input_size
-            row["stages"] = e.model.num_stages
-            training = e.manifest.get("training", {})
-            row["train_seconds"] = training.get("seconds")
-            row["train_data"] = training.get("dataset") or training.get("data")
-        row["megabytes"] = round(_dir_megabytes(e.path), 2)
-        rows.append(row)
-
-    readable = np.array([name not in skipped for name in data.names])
-    figures = make_figures(rows, loaded, data, readable)
-    notes = fairness_notes(loaded, data)
-    if skipped:
-        notes.append(
-            f"{len(skipped)} unreadable image(s) were skipped and count as missing predictions "
-            f"for the models: {', '.join(sorted(skipped)[:5])}"
-        )
-    results = {
-        "dataset": data.name,
-        "split": data.split,
-        "n": len(data),
-        "protocol": data.protocol,
-        "skeleton": data.skeleton.name,
-        "command": " ".join(["pm"] + sys.argv[1:]),
-        "versions": package_versions(),
-        "notes": notes,
-        "device": device,
-        "test_time_augmentation": tta.to_dict(),
-        "skipped_images": sorted(skipped),
-        "entries": [{k: v for k, v in r.items() if k != "predictions"} for r in rows],
-    }
-    markdown = render_markdown(results, figures).encode()
-    html = render_html(results, figures).encode()
-    with output_folder(
-        out, "compare", overwrite=overwrite, owned_by=REPORT_FILES, runs_root=runs_root
-    ) as out_dir:
-        atomic_write_json(out_dir / "results.json", _round(results))
-        for name, png in figures.items():
-            atomic_write_bytes(out_dir / f"{name}.png", png)
-        atomic_write_bytes(out_dir / "report.md", markdown)
-        atomic_write_bytes(out_dir / "report.html", html)
-    return out_dir
-
-
-REPORT_FILES = ("results.json",)  # a folder holding this holds an earlier report
-
-
-def _round(obj):
-    from .io import _jsonable
-
-    return _jsonable(obj)
-
-
 # -- figures ------------------------------------------------------------------------------------
 
 
@@ -225,13 +45,9 @@ def _percent(v):
     return np.nan if v is None else 100 * v
 
 
-def make_figures(rows, entries: list[Entry], data, readable=None) -> dict[str, bytes]:
-    """The report's figures (PNG bytes by name); ``readable`` marks the samples whose image
-    can be shown (unreadable ones were skipped)."""
-    from .evaluation import torso_pck_by
-
-    if readable is None:
-        readable = np.ones(len(data), bool)
+def make_figures(comparison: Comparison) -> dict[str, bytes]:
+    """The report's figures (PNG bytes by name), drawn from the comparison's numbers."""
+    rows, data = comparison.rows, comparison.dataset
     plt = _plt()
     figs = {}
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -261,35 +77,25 @@ def make_figures(rows, entries: list[Entry], data, readable=None) -> dict[str, b
     joints = list(data.skeleton.joints)
     fig, axes = plt.subplots(1, len(rows), figsize=(3.2 * len(rows) + 1, 4.2), squeeze=False)
     for ax, r in zip(axes[0], rows):
-        preds = r["predictions"]
-        table = 100 * np.array(
-            [torso_pck_by(p, data.joints, data.labelled, data.skeleton, 0) for p in preds]
-        )
+        table = 100 * r["pck_by_joint_and_stage"]
         im = ax.imshow(table.T, vmin=0, vmax=100, cmap="viridis", aspect="auto")
-        ax.set(
-            title=r["label"],
-            xlabel="stage",
-            xticks=range(len(preds)),
-            xticklabels=range(1, len(preds) + 1),
-        )
+        t = len(table)
+        ax.set(title=r["label"], xlabel="stage", xticks=range(t), xticklabels=range(1, t + 1))
         ax.set_yticks(range(len(joints)), joints if ax is axes[0][0] else [""] * len(joints))
     fig.colorbar(im, ax=axes[0].tolist(), label="PCK@0.2 (%)")
     figs["per_joint_by_stage"] = _figure_png(fig)
 
-    if readable.any():
-        figs.update(qualitative_figures(rows, entries, data, readable))
+    if comparison.examples:
+        figs.update(qualitative_figures(comparison))
     return figs
 
 
-def qualitative_figures(rows, entries, data, readable, n_images: int = 4) -> dict[str, bytes]:
-    from .crops import person_crop
-    from .evaluation import torso_pck_by
+def qualitative_figures(comparison: Comparison) -> dict[str, bytes]:
     from .visualize import belief_overlay, draw_skeleton
 
+    rows, data, picks = comparison.rows, comparison.dataset, comparison.examples
     plt = _plt()
     figs = {}
-    shown = np.flatnonzero(readable)
-    picks = list(shown[np.linspace(0, len(shown) - 1, min(n_images, len(shown))).astype(int)])
     fig, axes = plt.subplots(
         len(rows), len(picks), figsize=(2.4 * len(picks), 2.6 * len(rows)), squeeze=False
     )
@@ -302,33 +108,28 @@ def qualitative_figures(rows, entries, data, readable, n_images: int = 4) -> dic
             axes[r][c].set_title(f"{row['label']}: {data.names[i]}", fontsize=7)
     figs["skeletons"] = _figure_png(fig)
 
-    models = [e for e in entries if e.model is not None]
-    if models:
-        i = picks[0]
+    if comparison.beliefs:
+        n_cols = max(len(b) for _, b in comparison.beliefs.values())
         fig, axes = plt.subplots(
-            len(models),
-            max(e.model.num_stages for e in models),
-            figsize=(2.4 * max(e.model.num_stages for e in models), 2.6 * len(models)),
+            len(comparison.beliefs),
+            n_cols,
+            figsize=(2.4 * n_cols, 2.6 * len(comparison.beliefs)),
             squeeze=False,
         )
-        for r, e in enumerate(models):
-            crop = person_crop(data[i], e.model.input_size, data.skeleton)
-            beliefs = e.model.stage_beliefs(crop.image[None])
-            for c in range(axes.shape[1]):
+        for r, (label, (crop, beliefs)) in enumerate(comparison.beliefs.items()):
+            for c in range(n_cols):
                 ax = axes[r][c]
                 ax.set_axis_off()
                 if c < len(beliefs):
-                    ax.imshow(belief_overlay(crop.image, beliefs[c][0]))
-                    ax.set_title(f"{e.label} stage {c + 1}", fontsize=7)
+                    ax.imshow(belief_overlay(crop, beliefs[c]))
+                    ax.set_title(f"{label} stage {c + 1}", fontsize=7)
         figs["beliefs_by_stage"] = _figure_png(fig)
 
     fig, axes = plt.subplots(len(rows), 3, figsize=(7.5, 2.6 * len(rows)), squeeze=False)
     for r, row in enumerate(rows):
-        per_image = torso_pck_by(
-            row["predictions"][-1], data.joints, data.labelled, data.skeleton, 1
-        )
+        per_image = row["pck_by_image"]
         order = np.argsort(np.nan_to_num(per_image, nan=2.0), kind="stable")
-        worst = [i for i in order if readable[i]][:3]
+        worst = [i for i in order if comparison.readable[i]][:3]
         for c in range(3):
             axes[r][c].set_axis_off()
         for c, i in enumerate(worst):
@@ -485,3 +286,30 @@ def render_html(results: dict, figures: dict) -> str:
     )
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def write_report(
+    comparison: Comparison,
+    out=None,
+    command: str = "",
+    *,
+    overwrite: bool = False,
+    runs_root="runs",
+) -> Path:
+    """Render ``comparison`` into ``out`` (default: a new ``runs/compare-N``); returns it."""
+    from .files import atomic_write_bytes, atomic_write_json
+    from .runs import output_folder
+
+    results = comparison.results(command)
+    figures = make_figures(comparison)
+    markdown = render_markdown(results, figures).encode()
+    page = render_html(results, figures).encode()
+    with output_folder(
+        out, "compare", overwrite=overwrite, owned_by=REPORT_FILES, runs_root=runs_root
+    ) as out_dir:
+        atomic_write_json(out_dir / "results.json", results)
+        for name, png in figures.items():
+            atomic_write_bytes(out_dir / f"{name}.png", png)
+        atomic_write_bytes(out_dir / "report.md", markdown)
+        atomic_write_bytes(out_dir / "report.html", page)
+    return out_dir

@@ -105,7 +105,7 @@ def view_to_plain(beliefs: np.ndarray, scale: float, flip: bool, flip_permutatio
 
 def view_crop(sample, input_size: int, scale: float, flip: bool) -> np.ndarray:
     """The crop of ``sample``'s person box, zoomed by ``scale`` and mirrored if ``flip``."""
-    matrix = crop_transform(sample.centre, sample.scale, input_size, scale, 0.0, flip)
+    matrix = crop_transform(sample.centre, sample.box_side, input_size, scale=scale, flip=flip)
     return warp_image(sample.image, matrix, input_size)
 
 

@@ -58,7 +58,6 @@ def mean_model_dir(tmp_path_factory, synthetic_train):
 
     out = tmp_path_factory.mktemp("models") / "mean"
     model = train_mean(synthetic_train, input_size=64, stride=4, sigma=4.0)
-    model.info.setdefault("training", {})["dataset_name"] = "synthetic"
     save_model(model, out)
     return out
 
@@ -94,10 +93,18 @@ def forest_model_dir(tmp_path_factory, forest_train, tiny_forest_settings):
 
     out = tmp_path_factory.mktemp("models") / "forest"
     model = train_forest(forest_train, tiny_forest_settings, out, seed=0, n_jobs=1)
-    model.info.setdefault("training", {})["dataset_name"] = "synthetic"
     save_model(model, out)
     return out
 
 
 def random_joints(n=5, p=14, seed=0):
     return np.random.default_rng(seed).uniform(10, 90, size=(n, p, 2))
+
+
+def run_in_fresh_python(*statements: str) -> None:
+    """Run statements in a new interpreter (what a user's import really loads); fail if any
+    assertion in them fails."""
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-c", ";".join(statements)], check=True)

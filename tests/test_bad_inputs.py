@@ -59,7 +59,7 @@ def bad_files(tmp_path_factory, mean_model_dir):
     files["no_skeleton"] = model_copy("no_skeleton", lambda f, m: m.pop("skeleton"))
 
     def not_safetensors(folder, manifest):
-        from posemachines.io import sha256
+        from posemachines.files import sha256
 
         (folder / "stage1.safetensors").write_bytes(b"\x00" * 64)
         manifest["sha256"]["stage1.safetensors"] = sha256(folder / "stage1.safetensors")
@@ -67,7 +67,7 @@ def bad_files(tmp_path_factory, mean_model_dir):
     files["weights_garbage"] = model_copy("weights_garbage", not_safetensors)
 
     def not_skops(folder, manifest):
-        from posemachines.io import sha256
+        from posemachines.files import sha256
 
         (folder / "stage1.skops").write_bytes(b"PK\x03\x04 not a zip")
         manifest["stages"][0].update(kind="forest", file="stage1.skops")
@@ -105,7 +105,7 @@ def cases(files, model):
         "bad scales": ["evaluate", model, *synthetic, "--scales", "0.7,x"],
         "scales out of range": ["evaluate", model, *synthetic, "--scales", "0"],
         "image missing": ["predict", model, "/no/such/image.jpg"],
-        "negative box": ["predict", model, "/no/such/image.jpg", "--scale", "-3"],
+        "negative box": ["predict", model, "/no/such/image.jpg", "--box-side", "-3"],
         "bench zero images": ["bench", model, "--images", "0"],
         "pack side": ["data", "pack", "synthetic:train", "--side", "8", "--out", "x.npz"],
         "pack pad": ["data", "pack", "synthetic:train", "--pad", "9", "--out", "x.npz"],
@@ -301,7 +301,7 @@ json_values = st.recursive(
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(doc=json_values | st.fixed_dictionaries({"keypoints": json_values}))
 def test_prediction_json_reader_never_fails_otherwise(doc, tmp_path_factory):
-    from posemachines.io import read_predictions
+    from posemachines.predictions import read_predictions
     from posemachines.skeletons import LSP14
 
     path = tmp_path_factory.mktemp("fuzz") / "p.json"
@@ -319,7 +319,8 @@ def test_prediction_json_reader_never_fails_otherwise(doc, tmp_path_factory):
 def test_binary_readers_never_fail_otherwise(data, tmp_path_factory):
     from posemachines.data.lsp import load_lsp
     from posemachines.data.pack import load_pack
-    from posemachines.io import read_manifest, read_predictions
+    from posemachines.io import read_manifest
+    from posemachines.predictions import read_predictions
     from posemachines.skeletons import LSP14
 
     folder = tmp_path_factory.mktemp("fuzz")

@@ -2,6 +2,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -16,15 +17,8 @@ from posemachines.training.cnn import CNNSettings, train_cnn, warp_batch  # noqa
 
 
 def tiny(device="cpu", **kw):
-    return CNNSettings(
-        config="cpm-tiny",
-        device=device,
-        epochs=2,
-        batch_size=8,
-        checkpoint_every=3,
-        val_fraction=0.1,
-        **kw,
-    )
+    options = dict(epochs=2, batch_size=8, checkpoint_every=3, val_fraction=0.1) | kw
+    return CNNSettings(config="cpm-tiny", device=device, **options)
 
 
 def test_every_stage_has_the_right_shape():
@@ -51,8 +45,7 @@ def test_device_warp_matches_the_cpu_warp():
 
 
 def test_training_loss_falls_and_model_predicts(synthetic_train, synthetic_test, tmp_path):
-    s = tiny(lr=3e-3)
-    s.epochs = 6
+    s = tiny(lr=3e-3, epochs=6)
     model = train_cnn(synthetic_train, s, tmp_path)
     lines = (tmp_path / "train_log.jsonl").read_text().splitlines()
     log = [r for r in map(json.loads, lines) if "val_pck@0.2_per_stage" in r]
@@ -80,9 +73,7 @@ def test_cpu_training_is_deterministic_and_resume_is_exact(synthetic_train, tmp_
 def test_resume_with_a_different_configuration_is_refused(synthetic_train, tmp_path):
     train_cnn(synthetic_train, tiny(), tmp_path, max_steps=3)
     with pytest.raises(PoseMachinesError, match="refusing to resume.*batch_size"):
-        s = tiny()
-        s.batch_size = 4
-        train_cnn(synthetic_train, s, tmp_path, resume=True)
+        train_cnn(synthetic_train, replace(tiny(), batch_size=4), tmp_path, resume=True)
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(synthetic_train, tmp_path, monkeypatch):
@@ -219,10 +210,12 @@ def test_distributed_training_with_two_processes(tmp_path):
 def test_cuda_training_step(device, synthetic_train, tmp_path):
     if device != "cuda":
         pytest.skip("run with --device cuda on a GPU machine")
-    s = tiny(device="cuda")
-    s.compile = False
-    model = train_cnn(synthetic_train, s, tmp_path)
-    assert model is not None
+    model = train_cnn(synthetic_train, tiny(device="cuda", compile=True), tmp_path)
+    log = [json.loads(x) for x in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    assert log[-1]["step"] == 12 and np.isfinite(log[-1]["loss"])
+    assert model.stages[0].network.device.type == "cpu"  # saved from the CPU
+    preds = model.predict([np.zeros((40, 30, 3), np.uint8)]).keypoints
+    assert preds.shape == (2, 1, 14, 2) and np.isfinite(preds).all()
 
 
 def test_batch_norm_network_predicts_each_image_alone(synthetic_test):
@@ -277,17 +270,17 @@ def test_time_budget_run_keeps_its_log_and_records_the_plan(tmp_path):
     records = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
     assert records and records[-1]["step"] >= 1 and "elapsed_s" in records[-1]
     training = json.loads((out / "manifest.json").read_text())["training"]
-    assert training["time_budget_s"] == 6.0 and training["steps"] == records[-1]["step"]
-    assert training["planned_from"]["seconds_per_step"] > 0
+    details = training["details"]
+    assert details["time_budget_s"] == 6.0 and details["steps"] == records[-1]["step"]
+    assert details["planned_from"]["seconds_per_step"] > 0
+    assert training["dataset_name"] == "synthetic" and training["command"].startswith("pm ")
     res = CliRunner().invoke(cli, [*args, "--epochs", "2", "--out", str(tmp_path / "e")])
     assert res.exit_code == 1 and "exclusive" in res.output
     assert not (tmp_path / "e").exists()
 
 
 def test_the_log_is_read_every_log_every_steps(synthetic_train, tmp_path):
-    s = tiny()
-    s.log_every = 2
-    train_cnn(synthetic_train, s, tmp_path)
+    train_cnn(synthetic_train, tiny(log_every=2), tmp_path)
     log = (tmp_path / "train_log.jsonl").read_text().splitlines()
     steps = [json.loads(x)["step"] for x in log]
     assert steps == [2, 3, 4, 6, 8, 9, 10, 12]  # every 2 steps, and checkpoints every 3
@@ -306,3 +299,54 @@ def test_gpu_network_shapes_and_old_configs_keep_their_layers():
     names = list(CPM(CPMConfig(**old)).state_dict())
     assert names == list(CPM(CONFIGS["cpm-small"]).state_dict())
     assert "stage1.net.0.weight" in names and "features.0.weight" in names
+
+
+def test_learning_rate_warms_up_then_decays():
+    from posemachines.training.cnn import learning_rate
+
+    s = CNNSettings(lr=1e-3, warmup=0.1)
+    lrs = [learning_rate(k, 100, s) for k in range(100)]
+    assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:])) and lrs[-1] < 1e-6
+    sgd = CNNSettings(optimizer="sgd", lr=0.01)
+    assert [learning_rate(k, 100, sgd) for k in (0, 25, 50, 99)] == pytest.approx(
+        [0.01, 0.01 / 3, 0.01 / 9, 0.01 / 27]
+    )
+
+
+def test_device_augmentation_matches_person_crop(synthetic_test):
+    """The CNN's path (pack the person once, then warp the packed crop on the device) gives
+    the crop and joints person_crop gives, for the same draw."""
+    from posemachines.crops import Augmentation, person_crop
+    from posemachines.skeletons import LSP14
+    from posemachines.targets import BeliefCodec
+    from posemachines.training.cnn import BatchMaker, crop_matrices
+
+    sample = synthetic_test[3]
+    pack = pack_crops([synthetic_test.subset([3])], side=192, pad=1.5, n_jobs=1)
+    aug = Augmentation(scale=(0.8, 1.2), rotation=30, flip=0.5, shift=0.05)
+    perm = LSP14.flip_permutation()
+    codec = BeliefCodec(64, 4, 4.0)
+    maker = BatchMaker(pack, torch.as_tensor(pack.images), codec, aug, perm, 0, 1)
+    for seed in range(4):
+        mats, flips = crop_matrices(pack, 64, np.array([0]), aug, np.random.default_rng(seed))
+        x, _, _ = maker.make(np.array([0]), mats, flips)
+        crop = person_crop(sample, 64, LSP14, aug, np.random.default_rng(seed))
+        from posemachines.training.cnn import target_joints
+
+        joints, labelled = target_joints(pack, np.array([0]), mats, flips, perm)
+        np.testing.assert_allclose(joints[0], crop.joints, atol=1e-3)
+        assert np.array_equal(labelled[0], crop.labelled)
+        got = (x[0].permute(1, 2, 0).numpy() + 0.5) * 255
+        inner = (slice(3, -3), slice(3, -3))  # the borders differ only by padding rules
+        assert np.abs(got[inner] - crop.image[inner]).mean() < 6.0
+
+
+def test_training_restores_the_global_torch_state(synthetic_train, tmp_path):
+    torch.use_deterministic_algorithms(False)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    train_cnn(synthetic_train, tiny(epochs=1), tmp_path)
+    assert not torch.are_deterministic_algorithms_enabled()
+    assert torch.equal(torch.rand(3), expected)  # the caller's random stream goes on as if

@@ -111,9 +111,11 @@ def test_batched_crop_transforms_equal_one_at_a_time():
     rng = np.random.default_rng(1)
     centres, sides = rng.uniform(20, 80, (6, 2)), rng.uniform(30, 90, 6)
     scales, rots, flips = rng.uniform(0.7, 1.3, 6), rng.uniform(-40, 40, 6), rng.random(6) < 0.5
-    batch = crop_transforms(centres, sides, 48, scales, rots, flips)
+    batch = crop_transforms(centres, sides, 48, scales=scales, rotations=rots, flips=flips)
     for i in range(6):
-        one = crop_transform(centres[i], sides[i], 48, scales[i], rots[i], flips[i])
+        one = crop_transform(
+            centres[i], sides[i], 48, scale=scales[i], rotation=rots[i], flip=flips[i]
+        )
         np.testing.assert_allclose(batch[i], one, atol=1e-12)
 
 
@@ -124,3 +126,19 @@ def test_augmentation_draws_one_at_a_time_as_in_a_batch_of_one():
         scale, rot, flip, shift = aug.draw(a)
         bs, br, bf, bsh = aug.draw_batch(b, 1)
         assert (scale, rot, flip) == (bs[0], br[0], bf[0]) and np.array_equal(shift, bsh[0])
+
+
+def test_decoding_at_the_map_border_stays_on_the_map():
+    """A peak in a border cell has no neighbour beyond it: it is not refined across the
+    border (no NaN, no jump off the map); one cell inside, it is refined again."""
+    codec = BeliefCodec(32, 4, 4.0)
+    grid = codec.grid()
+    maps = np.zeros((1, 3, 8, 8))
+    maps[0, 0, 0, 0], maps[0, 0, 0, 1] = 1.0, 0.5  # corner peak, a neighbour inside
+    maps[0, 1, 7, 7] = 1.0
+    maps[0, 2, 4, 1], maps[0, 2, 4, 0], maps[0, 2, 4, 2] = 1.0, 0.2, 0.6  # one cell inside
+    keypoints, confidence = codec.decode(maps)
+    assert np.isfinite(keypoints).all() and (confidence == 1.0).all()
+    np.testing.assert_array_equal(keypoints[0, 0], [grid[0], grid[0]])
+    np.testing.assert_array_equal(keypoints[0, 1], [grid[-1], grid[-1]])
+    assert grid[1] < keypoints[0, 2, 0] < grid[1] + codec.stride / 2  # pulled towards 0.6

@@ -119,7 +119,7 @@ def test_more_folds_than_images(synthetic_train, tmp_path):
 def test_small_forest_learns_and_is_deterministic(
     forest_model_dir, mean_model_dir, synthetic_test, forest_train, tiny_forest_settings, tmp_path
 ):
-    from posemachines.compare import Entry, score_entry
+    from posemachines.comparison import Entry, score_entry
 
     forest = load_model(forest_model_dir)
     result, preds = score_entry(Entry("f", forest_model_dir, forest), synthetic_test)
@@ -154,9 +154,9 @@ def test_interrupted_training_resumes_to_the_same_model(
         PoseMachinesError, match="different configuration.*seed: checkpoint 0, now 1"
     ):
         train_forest(forest_train, tiny_forest_settings, tmp_path, seed=1, resume=True)
-    record = resumed.info["training"]
-    assert len(record["train_seconds_stages"]) == 2  # the stage trained before the kill too
-    assert record["total_seconds"] >= sum(record["train_seconds_stages"])
+    record = resumed.record
+    assert len(record.details["train_seconds_stages"]) == 2  # the stage before the kill too
+    assert record.seconds >= sum(record.details["train_seconds_stages"])
 
 
 def test_hybrid_on_top_of_another_model(
@@ -193,8 +193,8 @@ def test_part_hierarchy_trains_saves_and_locates_parts(
     model = train_forest(forest_train, settings, tmp_path / "run", seed=0, n_jobs=2)
     parts = forest_train.skeleton.composite_parts()
     for stage in model.stages:
-        assert stage.part_estimator() is not None
-        assert stage.part_estimator().n_classes_ == len(parts) + 1
+        assert stage.state().estimators["parts"] is not None
+        assert stage.state().estimators["parts"].n_classes_ == len(parts) + 1
     save_model(model, tmp_path / "model")
     loaded = load_model(tmp_path / "model")
     assert (tmp_path / "model" / "stage1.parts.skops").is_file()
@@ -234,19 +234,19 @@ def test_final_smoothing_is_chosen_on_out_of_fold_beliefs(forest_model_dir):
     from posemachines.training.forest import FINAL_SMOOTH_CHOICES
 
     model = load_model(forest_model_dir)
-    base = model.info["forest"]["smooth"]
+    base = model.record.settings["smooth"]
     first, last = model.stages[0].config()["smooth"], model.stages[-1].config()["smooth"]
     assert first == base
     extra = np.sqrt(last**2 - base**2)
     assert min(abs(extra - c) for c in FINAL_SMOOTH_CHOICES) < 1e-6
-    oof = model.info["training"]["out_of_fold_pck@0.2"]
+    oof = model.record.details["out_of_fold_pck@0.2"]
     assert len(oof) == model.num_stages and all(0 < v <= 1 for v in oof)
 
 
 def test_two_thread_prediction_equals_scikit_learn(forest_model_dir):
     from posemachines.stages.forest import _predict_proba
 
-    forest = load_model(forest_model_dir).stages[0].estimator()
+    forest = load_model(forest_model_dir).stages[0].state().estimators["joints"]
     x = np.random.default_rng(0).normal(size=(300, forest.n_features_in_)).astype(np.float32)
     assert forest.n_jobs == 1
     proba = _predict_proba(forest, x)

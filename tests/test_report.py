@@ -8,8 +8,8 @@ import pytest
 from click.testing import CliRunner
 from posemachines.cli.main import cli
 
+from posemachines.comparison import run_compare
 from posemachines.errors import PoseMachinesError
-from posemachines.report import run_compare
 
 
 @pytest.fixture(scope="module")

@@ -4,13 +4,9 @@ import numpy as np
 import pytest
 
 from posemachines.errors import PoseMachinesError
-from posemachines.io import (
-    atomic_write_json,
-    load_model,
-    read_predictions,
-    save_model,
-    update_manifest,
-)
+from posemachines.files import atomic_write_json
+from posemachines.io import load_model, save_model, update_manifest
+from posemachines.predictions import read_predictions
 from posemachines.runner import run_stages
 from posemachines.skeletons import LSP14
 from posemachines.stages.mean import MeanPoseStage
@@ -46,13 +42,34 @@ def test_mean_stage_is_the_average_target():
     assert out.shape == (3, 15, 4, 4) and np.allclose(out, 0.5)
 
 
-def test_model_round_trip_predicts_the_same(mean_model_dir, synthetic_test):
-    model = load_model(mean_model_dir)
-    again = load_model(mean_model_dir)
+def test_model_round_trip_predicts_the_same(synthetic_train, synthetic_test, tmp_path):
+    """Trained in memory, saved, loaded: the same predictions, codec and training record."""
+    from posemachines.training.mean import train_mean
+
+    model = train_mean(synthetic_train, input_size=64, stride=4, sigma=4.0)
+    loaded = load_model(save_model(model, tmp_path / "m"))
     a = model.predict(synthetic_test).keypoints
-    b = again.predict(synthetic_test).keypoints
-    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(a, loaded.predict(synthetic_test).keypoints)
     assert a.shape == (1, len(synthetic_test), 14, 2)
+    assert loaded.codec == model.codec and loaded.record == model.record
+
+
+def test_models_saved_in_format_1_still_load(mean_model_dir, tmp_path):
+    """A manifest written before format 2: codec fields at the top level, settings under the
+    backend's name, the training record as a flat dict."""
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(mean_model_dir, old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    codec = manifest.pop("codec")
+    record = manifest.pop("training")
+    manifest.update(codec, format_version=1, mean={"sigma": codec["sigma"]})
+    manifest["training"] = {"dataset_name": record["dataset_name"], "seconds": 2.0, "x": 1}
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    model = load_model(old)
+    assert model.codec == load_model(mean_model_dir).codec
+    assert model.record.dataset_name == "synthetic" and model.record.details == {"x": 1}
 
 
 def test_forest_model_round_trip(forest_model_dir, synthetic_test, tmp_path):

@@ -22,7 +22,7 @@ def mirrored(sample: Sample) -> Sample:
         sample.visible,
         sample.labelled,
         centre,
-        sample.scale,
+        sample.box_side,
         sample.name,
     )
 

@@ -31,7 +31,7 @@ class Sample:
 
     image : (H, W, 3) uint8.  joints : (P, 2) float64 pixel coordinates, 0-based.
     visible : (P,) bool, not occluded.  labelled : (P,) bool, an annotation exists.
-    centre : (2,) person centre; scale : side of the square person box, in image pixels.
+    centre : (2,) person centre; box_side : side of the square person box, in image pixels.
     """
 
     image: np.ndarray
@@ -39,7 +39,7 @@ class Sample:
     visible: np.ndarray
     labelled: np.ndarray
     centre: np.ndarray
-    scale: float
+    box_side: float
     name: str = ""
 
 
@@ -123,14 +123,14 @@ class PoseDataset:
 
     def __getitem__(self, i: int) -> Sample:
         image = self._image(i)
-        centre, scale = person_box(image.shape, self.joints[i], self.labelled[i], self.protocol)
+        centre, side = person_box(image.shape, self.joints[i], self.labelled[i], self.protocol)
         return Sample(
             image=image,
             joints=self.joints[i].copy(),
             visible=self.visible[i].copy(),
             labelled=self.labelled[i].copy(),
             centre=centre,
-            scale=scale,
+            box_side=side,
             name=self.names[i],
         )
 
@@ -151,6 +151,38 @@ class PoseDataset:
 
     def describe(self) -> str:
         return f"{self.name}:{self.split} ({len(self)} samples, {self.protocol} protocol)"
+
+
+class ImageList(PoseDataset):
+    """The user's own images (arrays (H, W, 3) or file paths), without annotations: each is
+    one person whose box is the whole image."""
+
+    name = "images"
+
+    def __init__(self, images: Sequence, skeleton: Skeleton):
+        images = list(images)
+        p = skeleton.num_joints
+        names = [
+            Path(x).name if isinstance(x, (str, Path)) else f"image{i}"
+            for i, x in enumerate(images)
+        ]
+        empty = np.zeros((len(images), p), bool)
+        super().__init__(skeleton, np.zeros((len(images), p, 2)), empty, empty, names, "", "image")
+        self.images = images
+
+    def _image(self, i: int) -> np.ndarray:
+        image = self.images[self.ids[i]]
+        if isinstance(image, (str, Path)):
+            return read_image(image)
+        image = np.asarray(image)
+        if image.ndim != 3 or image.shape[2] < 3 or image.dtype != np.uint8:
+            raise PoseMachinesError(
+                f"image {i}: expected an (H, W, 3) uint8 array, got {image.dtype} {image.shape}"
+            )
+        return image[..., :3]
+
+    def describe(self) -> str:
+        return f"{len(self)} image(s)"
 
 
 @dataclass

@@ -8,7 +8,6 @@ the target folder) into ``CACHE/data/NAME/``, where the data-root lookup finds i
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tarfile
@@ -18,6 +17,7 @@ import zipfile
 from pathlib import Path
 
 from ..errors import PoseMachinesError
+from ..files import sha256 as file_sha256
 from . import default_cache_dir
 
 # Where the datasets were published. No checksum was recorded for them here: a download
@@ -26,14 +26,6 @@ SOURCES = {
     "lsp": "http://sam.johnson.io/research/lsp_dataset.zip",
     "lspet": "http://sam.johnson.io/research/lspet_dataset.zip",
 }
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def download(
@@ -47,7 +39,7 @@ def download(
     from tqdm.auto import tqdm
 
     dest = Path(dest)
-    if dest.is_file() and (sha256 is None or _sha256(dest) == sha256):
+    if dest.is_file() and (sha256 is None or file_sha256(dest) == sha256):
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
@@ -78,7 +70,7 @@ def download(
         raise PoseMachinesError(
             f"download of {url} interrupted ({exc}); run the same command again to resume"
         ) from None
-    got = _sha256(part)
+    got = file_sha256(part)
     if sha256 is not None and got != sha256:
         part.unlink()
         raise PoseMachinesError(f"{url}: checksum mismatch (expected {sha256}, got {got})")
@@ -136,4 +128,4 @@ def fetch_dataset(
     folder = unpack(archive, cache / "data" / name)
     if not (folder / "joints.mat").is_file():
         raise PoseMachinesError(f"{archive}: unpacked, but holds no joints.mat at its top level")
-    return folder, _sha256(archive)
+    return folder, file_sha256(archive)

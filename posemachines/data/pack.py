@@ -21,6 +21,7 @@ from joblib import Parallel, delayed
 
 from ..crops import apply_affine, crop_transform, warp_image
 from ..errors import PoseMachinesError
+from ..files import atomic_write_bytes
 from . import CorruptImageError, PoseDataset, SkippedImages
 
 PACK_FORMAT = "posemachines-pack"
@@ -72,7 +73,7 @@ def _pack_one(dataset: PoseDataset, i: int, side: int, pad: float):
         s = dataset[i]
     except CorruptImageError as exc:
         return str(exc)
-    m = crop_transform(s.centre, s.scale * pad, side)
+    m = crop_transform(s.centre, s.box_side * pad, side)
     return warp_image(s.image, m, side), apply_affine(m, s.joints), s.labelled, s.visible, m
 
 
@@ -134,8 +135,6 @@ def save_pack(
 ) -> dict:
     """Write ``crops`` as one file of compressed images (JPEG or WebP), atomically."""
     from PIL import Image
-
-    from ..io import atomic_write_bytes
 
     if not 1 <= quality <= 100:
         raise PoseMachinesError(f"--quality must be within 1-100, got {quality}")

@@ -12,6 +12,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..devices import autocast
+from ..targets import BeliefCodec
+from . import StageState
+
 
 @dataclass(frozen=True)
 class CPMConfig:
@@ -62,6 +66,10 @@ class CPMConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    def codec(self) -> BeliefCodec:
+        """The belief maps this network is trained to produce."""
+        return BeliefCodec(self.input_size, self.stride, self.sigma)
 
 
 CONFIGS = {
@@ -300,8 +308,7 @@ class CPMNetwork:
         """Stage ``t`` (0-based) of this network, following the stage contract."""
         key = ("cnn", id(self))
         state = cache.setdefault(key, {})
-        autocast = torch.autocast("cuda", torch.bfloat16, enabled=self.device.type == "cuda")
-        with autocast:
+        with autocast(self.device):
             if "image" not in state:
                 state["image"] = to_input(crops, self.device, channels_last=True)
             if "features" not in state and (t > 0 or self.cfg.shared_features):
@@ -336,6 +343,18 @@ class CPMStage:
 
     def config(self) -> dict:
         return {"index": self.index}
+
+    def state(self) -> StageState:
+        return StageState(config=self.config(), network=self.network)
+
+    @classmethod
+    def from_state(cls, state: StageState) -> CPMStage:
+        return cls(state.network, state.config["index"])
+
+    @staticmethod
+    def network_from_state(config: dict, tensors: dict, device: str = "cpu") -> CPMNetwork:
+        """The shared network of a saved model (its config and safetensors tensors)."""
+        return build_network(config, tensors, device)
 
 
 def build_network(config: dict, state: dict | None = None, device: str = "cpu") -> CPMNetwork:

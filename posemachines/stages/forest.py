@@ -9,6 +9,7 @@ from scipy import ndimage
 
 from ..features.context import context_parts
 from ..features.image import dense_image_features, lab_image, location_colour
+from . import StageState
 
 
 def image_features(crops: np.ndarray, config: dict, cache: dict) -> list[tuple]:
@@ -144,15 +145,16 @@ class ForestStage:
     def config(self) -> dict:
         return self.config_
 
-    def estimator(self):
-        return self.forest_
-
-    def part_estimator(self):
-        return self.part_forest_
+    def state(self) -> StageState:
+        estimators = {"joints": self.forest_}
+        if self.part_forest_ is not None:
+            estimators["parts"] = self.part_forest_
+        return StageState(config=self.config_, estimators=estimators)
 
     @classmethod
-    def from_estimator(cls, config: dict, forest, part_forest=None) -> ForestStage:
+    def from_state(cls, state: StageState) -> ForestStage:
+        forest, part_forest = state.estimators["joints"], state.estimators.get("parts")
         for f in (forest, part_forest):
             if f is not None:
                 f.n_jobs = 1  # prediction goes through _predict_proba, not joblib
-        return cls(forest, config, part_forest)
+        return cls(forest, state.config, part_forest)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import StageState
+
 
 class MeanPoseStage:
     """A stage that ignores the image and predicts the training set's average beliefs.
@@ -27,9 +29,9 @@ class MeanPoseStage:
     def config(self) -> dict:
         return {}
 
-    def tensors(self) -> dict[str, np.ndarray]:
-        return {"mean_beliefs": self.mean_beliefs_}
+    def state(self) -> StageState:
+        return StageState(arrays={"mean_beliefs": self.mean_beliefs_})
 
     @classmethod
-    def from_tensors(cls, config: dict, tensors: dict[str, np.ndarray]) -> MeanPoseStage:
-        return cls(tensors["mean_beliefs"])
+    def from_state(cls, state: StageState) -> MeanPoseStage:
+        return cls(state.arrays["mean_beliefs"])

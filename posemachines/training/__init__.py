@@ -10,6 +10,16 @@ from joblib import Parallel, delayed
 from ..crops import NO_AUGMENTATION, Augmentation, person_crop
 from ..data import CorruptImageError, PoseDataset, SkippedImages
 from ..errors import PoseMachinesError
+from ..evaluation import evaluate
+
+
+def crop_pck(stage_beliefs, joints, labelled, codec, skeleton) -> list[float]:
+    """PCK@0.2 of each stage's beliefs (N, P+1, h, w) against joints (N, P, 2) in the same
+    crops' coordinates: what both trainers report on held-out crops (the forest's out-of-fold
+    beliefs, the CNN's validation crops)."""
+    p = skeleton.num_joints
+    keypoints = np.stack([codec.decode(np.asarray(b)[:, :p])[0] for b in stage_beliefs])
+    return [s["pck@0.2"] for s in evaluate(keypoints, joints, labelled, skeleton).per_stage]
 
 
 def _crop_one(dataset, i, size, augmentation, seed, on_bad_image):

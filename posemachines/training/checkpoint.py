@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from ..errors import PoseMachinesError
-from ..io import atomic_write_json
+from ..files import atomic_write_json
 
 
 def differences(saved, now, prefix: str = "") -> list[str]:

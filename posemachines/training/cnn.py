@@ -37,14 +37,14 @@ from torch.nn import functional as F
 from ..crops import Augmentation, apply_affine, crop_transforms
 from ..data import SkippedImages
 from ..data.pack import PackedCrops, load_pack, pack_crops
-from ..devices import resolve_device
+from ..devices import autocast, resolve_device, training_environment
 from ..errors import PoseMachinesError
-from ..evaluation import evaluate
-from ..io import atomic_write_bytes
-from ..model import PoseModel
+from ..files import atomic_write_bytes
+from ..model import PoseModel, TrainingRecord
 from ..skeletons import get_skeleton
 from ..stages.cnn import CONFIGS, CPM, CPMNetwork, CPMStage
 from ..targets import BeliefCodec
+from . import crop_pck
 from .checkpoint import Checkpoint
 
 DEFAULT_EPOCHS = 40
@@ -54,7 +54,7 @@ DEFAULT_BATCH = {"cpm-gpu": 128, "cpm-paper": 32}
 VALIDATIONS_PER_BUDGET = 40  # validation points spread over a --time-budget run
 
 
-@dataclass
+@dataclass(frozen=True)
 class CNNSettings:
     """Training options of the CNN backend; stored in the manifest and checked on resume."""
 
@@ -144,7 +144,10 @@ def crop_matrices(crops: PackedCrops, input_size: int, idx, aug: Augmentation | 
         scales, rotations, flips, shifts = aug.draw_batch(rng, n)
     centres = np.full((n, 2), (crops.side - 1) / 2.0) + shifts * crops.box_side
     sides = np.full(n, crops.box_side)
-    return crop_transforms(centres, sides, input_size, scales, rotations, flips), flips
+    matrices = crop_transforms(
+        centres, sides, input_size, scales=scales, rotations=rotations, flips=flips
+    )
+    return matrices, flips
 
 
 def to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -274,21 +277,6 @@ def make_optimizer(module, s: CNNSettings, device: torch.device):
     )
 
 
-def device_setup(device: torch.device):
-    """The one place that sets up a device for CNN work; returns the autocast context.
-
-    CUDA: bf16 autocast, cuDNN's autotuner (fixed shapes every step) and TF32 for what stays
-    in float32. CPU: float32 and deterministic algorithms.
-    """
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    else:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    return torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda")
-
-
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -331,21 +319,18 @@ def validate_pck(module, crops: PackedCrops, codec, skeleton, autocast, batch: i
     device = next(module.parameters()).device
     images = torch.as_tensor(crops.images, device=device)
     maker = BatchMaker(crops, images, codec, None, list(range(skeleton.num_joints)), 0, batch)
-    p = skeleton.num_joints
-    stage_preds, gts = [], []
+    batches, joints = [], []
     module.eval()
     with torch.no_grad(), autocast:
         for start in range(0, len(crops), batch):
             idx = np.arange(start, min(start + batch, len(crops)))
             mats, flips = crop_matrices(crops, codec.input_size, idx, None, None)
             x, _, _ = maker.make(idx, mats, flips)
-            beliefs = module(x)
-            stage_preds.append([codec.decode(b[:, :p].float().cpu().numpy())[0] for b in beliefs])
-            gts.append(apply_affine(mats, crops.joints[idx]))
+            batches.append([b.float().cpu().numpy() for b in module(x)])
+            joints.append(apply_affine(mats, crops.joints[idx]))
     module.train()
-    preds = np.stack([np.concatenate([s[t] for s in stage_preds]) for t in range(len(beliefs))])
-    result = evaluate(preds, np.concatenate(gts), crops.labelled, skeleton)
-    return [s["pck@0.2"] for s in result.per_stage]
+    stages = [np.concatenate(stage) for stage in zip(*batches)]
+    return crop_pck(stages, np.concatenate(joints), crops.labelled, codec, skeleton)
 
 
 @dataclass
@@ -402,13 +387,98 @@ def _agree(value: int, device, world: int) -> int:
     return int(t.item())
 
 
-def _training_data(dataset, packed, cfg, on_bad_image: str, skipped: SkippedImages):
+@dataclass
+class TrainingData:
+    """The crops of a run, split once into training and validation parts."""
+
+    train: PackedCrops
+    val: PackedCrops
+    skeleton: object
+    source: str  # what the crops came from, for the identity and the record
+    skipped: SkippedImages
+
+
+def training_data(dataset, packed, cfg, settings: CNNSettings, on_bad_image: str) -> TrainingData:
+    """Crops from a pack file, or ``dataset`` packed on the fly; a seeded validation split."""
+    skipped = SkippedImages()
     if packed is not None:
         crops = load_pack(packed)
-        return crops, get_skeleton(crops.skeleton), f"packed:{packed} ({', '.join(crops.sources)})"
-    side = int(round(cfg.input_size * 1.5))
-    crops = pack_crops([dataset], side, 1.5, on_bad_image=on_bad_image, skipped=skipped)
-    return crops, dataset.skeleton, dataset.describe()
+        skeleton = get_skeleton(crops.skeleton)
+        source = f"packed:{packed} ({', '.join(crops.sources)})"
+    else:
+        side = int(round(cfg.input_size * 1.5))
+        crops = pack_crops([dataset], side, 1.5, on_bad_image=on_bad_image, skipped=skipped)
+        skeleton, source = dataset.skeleton, dataset.describe()
+    order = np.random.default_rng([settings.seed, 7]).permutation(len(crops))
+    n_val = int(round(settings.val_fraction * len(crops))) if len(crops) > 20 else 0
+    val, train = crops.subset(np.sort(order[:n_val])), crops.subset(np.sort(order[n_val:]))
+    return TrainingData(train, val, skeleton, source, skipped)
+
+
+class TrainingLog:
+    """The losses of the steps since the last look, and ``OUT/train_log.jsonl``.
+
+    Losses are summed on the device; ``read`` is the one place the host waits for it, every
+    ``log_every`` steps, at validations and before checkpoints, so that no checkpoint ever
+    holds weights a NaN loss has spoiled.
+    """
+
+    def __init__(self, path: Path, stages: int, device, append: bool, write: bool):
+        self.path, self.write = path, write
+        self.sum = torch.zeros(stages, device=device)
+        self.steps, self.images, self.since = 0, 0, time.perf_counter()
+        self.checked_at = None
+        if write and not append and path.exists():
+            path.unlink()
+
+    def add(self, losses: torch.Tensor, images: int) -> None:
+        self.sum += losses
+        self.steps += 1
+        self.images += images
+
+    def read(self, step: int, checkpoint_note: str) -> tuple[np.ndarray, float]:
+        """Mean losses per stage and images/s since the last read; refuses a NaN loss."""
+        losses = (self.sum / max(self.steps, 1)).cpu().numpy()
+        if not np.isfinite(losses).all():
+            raise PoseMachinesError(
+                f"loss became {float(losses.sum())} between step {self.checked_at} and step "
+                f"{step}; training stopped and {checkpoint_note}. Train again with a lower "
+                "--lr, into a new --out or with --overwrite (--resume would keep the settings "
+                "it started with)"
+            )
+        rate = self.images / max(time.perf_counter() - self.since, 1e-9)
+        self.sum.zero_()
+        self.steps = self.images = 0
+        self.checked_at = step
+        return losses, rate
+
+    def restart_clock(self) -> None:
+        self.since = time.perf_counter()  # the next rate counts training steps only
+
+    def append(self, record: dict) -> None:
+        if self.write:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+
+def _start_distributed(device: torch.device, world: int) -> torch.device:
+    if world == 1:
+        return device
+    import torch.distributed as dist
+
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if device.type == "cuda":
+        device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}")
+        torch.cuda.set_device(device)
+    return device
+
+
+def _end_distributed(world: int) -> None:
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def train_cnn(
@@ -423,224 +493,232 @@ def train_cnn(
 ) -> PoseModel | None:
     """Train a CPM; returns the model on rank 0 (None on other ranks).
 
-    ``max_steps`` stops early after that many steps in this call (for tests of resume).
+    ``max_steps`` stops early after that many steps in this call (for tests of resume). The
+    seed and torch's global flags are set for the run and restored afterwards.
     """
-    from tqdm.auto import tqdm
-
     settings.validate()
-    budget = None
-    if settings.time_budget is not None:
-        budget = Budget(60.0 * settings.time_budget, time.perf_counter())
-    out_dir = Path(out_dir)
+    started = time.perf_counter()
     world, rank = _distributed()
-    device = torch.device(settings.device)
-    if world > 1:
-        import torch.distributed as dist
+    device = _start_distributed(torch.device(settings.device), world)
+    try:
+        with training_environment(device, settings.seed):
+            run = _CNNRun(settings, Path(out_dir), device, world, rank, started)
+            model = run.train(dataset, packed, resume, progress, max_steps, on_bad_image)
+    finally:
+        _end_distributed(world)
+    return model if rank == 0 else None
 
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-        if device.type == "cuda":
-            device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}")
-            torch.cuda.set_device(device)
-    torch.manual_seed(settings.seed)
-    autocast = device_setup(device)
 
-    cfg = settings.network_config()
-    codec = BeliefCodec(cfg.input_size, cfg.stride, cfg.sigma)
-    skipped = SkippedImages()
-    crops, skeleton, source = _training_data(dataset, packed, cfg, on_bad_image, skipped)
-    if skeleton.num_joints != cfg.num_joints:
-        cfg = replace(cfg, num_joints=skeleton.num_joints)
-    order = np.random.default_rng([settings.seed, 7]).permutation(len(crops))
-    n_val = int(round(settings.val_fraction * len(crops))) if len(crops) > 20 else 0
-    val, train = crops.subset(np.sort(order[:n_val])), crops.subset(np.sort(order[n_val:]))
-    batch = min(settings.batch_size, len(train))
-    if batch < world:
-        raise PoseMachinesError(f"batch of {batch} cannot be shared by {world} processes")
+class _CNNRun:
+    """One training run: set up, plan, step, look at the log, build the model."""
 
-    # channels_last is faster on CUDA and, through oneDNN, about 1.7x faster on the CPU too.
-    module = CPM(cfg).to(device).to(memory_format=torch.channels_last)
-    opt = make_optimizer(module, settings, device)
-    identity = {
-        "settings": {
-            k: v
-            for k, v in settings.to_dict().items()
-            if k not in ("device", "checkpoint_every", "compile", "log_every")
-        },
-        "network": cfg.to_dict(),
-        "data": source,
-        "n_train": len(train),
-    }
-    checkpoint = Checkpoint(out_dir / "checkpoint", identity)
-    step, total = 0, None
-    if resume:
-        state, weights, opt_state = load_checkpoint(checkpoint)
-        module.load_state_dict(weights)
-        opt.load_state_dict(opt_state)
-        step, total = state["step"], state.get("total_steps")
-    runner = module
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel
+    def __init__(self, settings, out_dir: Path, device, world: int, rank: int, started: float):
+        self.s, self.out_dir, self.device = settings, out_dir, device
+        self.world, self.rank, self.started = world, rank, started
+        self.budget = None
+        if settings.time_budget is not None:
+            self.budget = Budget(60.0 * settings.time_budget, started)
+        self.autocast = autocast(device)
+        self.plan: dict = {}
 
-        runner = DistributedDataParallel(
-            module, device_ids=[device] if device.type == "cuda" else None
-        )
-    if settings.compile and device.type == "cuda":
-        runner = torch.compile(runner)
-    make_batch = BatchMaker(
-        train,
-        torch.as_tensor(train.images, device=device),  # decoded once, kept on the device
-        codec,
-        Augmentation(scale=tuple(settings.scale), rotation=settings.rotation, flip=settings.flip),
-        skeleton.flip_permutation(),
-        settings.seed,
-        batch,
-        rank,
-        world,
-    )
-    steps_per_epoch = make_batch.steps_per_epoch
+    def train(self, dataset, packed, resume, progress, max_steps, on_bad_image):
+        from tqdm.auto import tqdm
 
-    def run_step(k: int, lr: float | None = None) -> torch.Tensor:
-        for group in opt.param_groups:
-            group["lr"] = learning_rate(k, total or 1, settings) if lr is None else lr
-        try:
-            return train_step(runner, opt, *make_batch(k), autocast)
-        except torch.OutOfMemoryError:
-            raise PoseMachinesError(
-                f"out of GPU memory at batch size {batch}; try --batch-size {max(1, batch // 2)}"
-            ) from None
-
-    plan = {}
-    if total is None and budget is None:
-        total = steps_per_epoch * (settings.epochs or DEFAULT_EPOCHS)
-    elif total is None:
-        # Time the real step on a copy of the start: weights, statistics and optimiser are
-        # put back afterwards, so the run itself starts from step 0 with its full schedule.
-        start_state = copy.deepcopy(module.state_dict())
-        # Under DDP every rank must take the same steps: a fixed count, not a time.
-        min_seconds = 0.0 if world > 1 else 0.01 * budget.seconds
-        step_s = measure_speed(lambda k: run_step(k, lr=0.0), device, min_seconds)
-        t = time.perf_counter()
-        if rank == 0:
-            validate_pck(module, val, codec, skeleton, autocast)
-        val_s = time.perf_counter() - t
-        module.load_state_dict(start_state)
-        opt = make_optimizer(module, settings, device)
-        total = _agree(
-            budget.steps_that_fit(step_s, val_s, VALIDATIONS_PER_BUDGET + 1), device, world
-        )
-        plan = {
-            "seconds_per_step": step_s,
-            "seconds_per_validation": val_s,
-            "replanned_at_s": budget.elapsed(),
-            "replanned_at_step": 0,
+        s, device, world, rank = self.s, self.device, self.world, self.rank
+        cfg = s.network_config()
+        data = training_data(dataset, packed, cfg, s, on_bad_image)
+        if data.skeleton.num_joints != cfg.num_joints:
+            cfg = replace(cfg, num_joints=data.skeleton.num_joints)
+        self.cfg, self.codec, self.data = cfg, cfg.codec(), data
+        batch = min(s.batch_size, len(data.train))
+        if batch < world:
+            raise PoseMachinesError(f"batch of {batch} cannot be shared by {world} processes")
+        # channels_last is faster on CUDA and, through oneDNN, about 1.7x faster on the CPU.
+        self.module = CPM(cfg).to(device).to(memory_format=torch.channels_last)
+        self.opt = make_optimizer(self.module, s, device)
+        identity = {
+            "settings": {
+                k: v
+                for k, v in s.to_dict().items()
+                if k not in ("device", "checkpoint_every", "compile", "log_every")
+            },
+            "network": cfg.to_dict(),
+            "data": data.source,
+            "n_train": len(data.train),
         }
-    if budget is None:
-        val_every = steps_per_epoch
-    else:
-        val_every = max(settings.log_every, total // VALIDATIONS_PER_BUDGET)
-    ckpt_every = settings.checkpoint_every or (200 if budget is None else max(200, total // 10))
-    log_path = out_dir / "train_log.jsonl"
-    if rank == 0:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        if not resume and log_path.exists():
-            log_path.unlink()
+        checkpoint = Checkpoint(self.out_dir / "checkpoint", identity)
+        step, total = 0, None
+        if resume:
+            state, weights, opt_state = load_checkpoint(checkpoint)
+            self.module.load_state_dict(weights)
+            self.opt.load_state_dict(opt_state)
+            step, total = state["step"], state.get("total_steps")
+        self.runner = self.module
+        if world > 1:
+            from torch.nn.parallel import DistributedDataParallel
 
-    bar = tqdm(
-        total=total, initial=step, desc="train", unit="step", disable=not progress or rank != 0
-    )
-    loss_sum = torch.zeros(cfg.stages, device=device)
-    summed, checked, last_good = 0, step, step if resume else None
-    t_log, seen = time.perf_counter(), 0
-    module.train()
-    stop_at = None if max_steps is None else step + max_steps
-    while step < total and (stop_at is None or step < stop_at):
-        loss_sum += run_step(step)
-        step += 1
-        summed += 1
-        seen += batch
-        bar.update()
-        at_val = step % val_every == 0 or step == total
-        at_ckpt = step % ckpt_every == 0 or step == total
-        if not (step % settings.log_every == 0 or at_val or at_ckpt):
-            continue
-        # The one place the host waits for the device: every log_every steps.
-        losses = (loss_sum / summed).cpu().numpy()
-        if not np.isfinite(losses).all():
-            kept = (
+            ids = [device] if device.type == "cuda" else None
+            self.runner = DistributedDataParallel(self.module, device_ids=ids)
+        if s.compile and device.type == "cuda":
+            self.runner = torch.compile(self.runner)
+        self.batches = BatchMaker(
+            data.train,
+            torch.as_tensor(data.train.images, device=device),  # decoded once, on the device
+            self.codec,
+            Augmentation(scale=tuple(s.scale), rotation=s.rotation, flip=s.flip),
+            data.skeleton.flip_permutation(),
+            s.seed,
+            batch,
+            rank,
+            world,
+        )
+        per_epoch = self.batches.steps_per_epoch
+        self.total = total if total is not None else self.planned_steps(per_epoch)
+        val_every = per_epoch
+        if self.budget is not None:
+            val_every = max(s.log_every, self.total // VALIDATIONS_PER_BUDGET)
+        ckpt_every = s.checkpoint_every or (
+            200 if self.budget is None else max(200, self.total // 10)
+        )
+        if rank == 0:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        log = TrainingLog(self.out_dir / "train_log.jsonl", cfg.stages, device, resume, rank == 0)
+        log.checked_at = step
+        bar = tqdm(
+            total=self.total,
+            initial=step,
+            desc="train",
+            unit="step",
+            disable=not progress or rank != 0,
+        )
+        last_good = step if resume else None
+        stop_at = None if max_steps is None else step + max_steps
+        self.module.train()
+        while step < self.total and (stop_at is None or step < stop_at):
+            log.add(self.step(step), batch * world)
+            step += 1
+            bar.update()
+            at_val = step % val_every == 0 or step == self.total
+            at_ckpt = step % ckpt_every == 0 or step == self.total
+            if not (step % s.log_every == 0 or at_val or at_ckpt):
+                continue
+            note = (
                 f"the last good checkpoint (step {last_good}) is in {checkpoint.folder}"
                 if last_good is not None
                 else "no checkpoint had been written yet"
             )
-            raise PoseMachinesError(
-                f"loss became {float(losses.sum())} between step {checked} and step {step}; "
-                f"training stopped and {kept}. Train again with a lower --lr, into a new --out "
-                "or with --overwrite (--resume would keep the settings it started with)"
-            )
-        checked = step
-        rate = seen / max(time.perf_counter() - t_log, 1e-9)
-        record = {
-            "step": step,
-            "epoch": round(step / steps_per_epoch, 3),
-            "loss": float(losses.sum()),
-            "loss_per_stage": losses.round(6).tolist(),
-            "lr": learning_rate(step - 1, total, settings),
-            "images_per_s": round(rate * world, 1),
-        }
-        if budget is not None:
-            record["elapsed_s"] = round(budget.elapsed(), 1)
-        loss_sum.zero_()
-        summed, seen = 0, 0
-        if at_val and rank == 0:
-            record["val_pck@0.2_per_stage"] = validate_pck(module, val, codec, skeleton, autocast)
-        if rank == 0 and at_ckpt:
-            save_checkpoint(checkpoint, module, opt, {"step": step, "total_steps": total})
-            last_good = step
-        if rank == 0:
-            with open(log_path, "a") as f:
-                f.write(json.dumps(record) + "\n")
-            if at_val:
+            losses, rate = log.read(step, note)
+            record = {
+                "step": step,
+                "epoch": round(step / per_epoch, 3),
+                "loss": float(losses.sum()),
+                "loss_per_stage": losses.round(6).tolist(),
+                "lr": learning_rate(step - 1, self.total, s),
+                "images_per_s": round(rate, 1),
+            }
+            if self.budget is not None:
+                record["elapsed_s"] = round(self.budget.elapsed(), 1)
+            if at_val and rank == 0:
+                record["val_pck@0.2_per_stage"] = self.validate()
+            if at_ckpt and rank == 0:
+                progress_state = {"step": step, "total_steps": self.total}
+                save_checkpoint(checkpoint, self.module, self.opt, progress_state)
+                last_good = step
+            log.append(record)
+            if at_val and rank == 0:
+                pck = [round(100 * v, 1) for v in record.get("val_pck@0.2_per_stage", [])]
                 bar.write(
-                    f"step {step}/{total} (epoch {record['epoch']:.1f}): loss "
-                    f"{record['loss']:.4f}, val PCK@0.2 "
-                    f"{[round(100 * v, 1) for v in record.get('val_pck@0.2_per_stage', [])]}, "
-                    f"{rate * world:.0f} img/s"
+                    f"step {step}/{self.total} (epoch {record['epoch']:.1f}): loss "
+                    f"{record['loss']:.4f}, val PCK@0.2 {pck}, {rate:.0f} img/s"
                 )
-        t_log = time.perf_counter()  # the next rate counts training steps only
-        if at_val and budget is not None and not resume and step < total:
-            # Correct the plan if the speed changed (checkpoints and validations included).
-            step_s = (budget.elapsed() - plan["replanned_at_s"]) / (
-                step - plan["replanned_at_step"]
-            )
-            left = budget.steps_that_fit(step_s, 0.0, 1)
-            new_total = _agree(max(step + 1, step + left), device, world)
-            if abs(new_total - total) > 0.01 * total:
-                total = new_total
-                bar.total = total
-            plan.update(replanned_at_s=budget.elapsed(), replanned_at_step=step)
-    bar.close()
-    if world > 1:
-        import torch.distributed as dist
+            log.restart_clock()
+            if at_val and self.budget is not None and not resume and step < self.total:
+                self.replan(step)
+                bar.total = self.total
+        bar.close()
+        if step < self.total or rank != 0:
+            return None  # stopped early on purpose (max_steps): the checkpoint holds it
+        return self.model(dataset, packed, step, per_epoch)
 
-        dist.barrier()
-        dist.destroy_process_group()
-        if rank != 0:
-            return None
-    if step < total:
-        return None  # stopped early on purpose (max_steps): the checkpoint holds the progress
-    network = CPMNetwork(cfg, module.to("cpu"), "cpu")
-    model = PoseModel("cnn", skeleton, codec, [CPMStage(network, t) for t in range(cfg.stages)])
-    model.info["cnn"] = {**settings.to_dict(), "network": cfg.to_dict()}
-    model.info["training"] = {
-        "data": source,
-        "steps": step,
-        "epochs": round(step / steps_per_epoch, 2),
-        "images": len(train),
-        "validation_images": len(val),
-        "skipped_images": skipped.names,
-    }
-    if budget is not None:
-        model.info["training"]["time_budget_s"] = budget.seconds
-        model.info["training"]["planned_from"] = {
-            k: round(v, 4) for k, v in plan.items() if k.startswith("seconds")
+    def step(self, k: int, lr: float | None = None) -> torch.Tensor:
+        for group in self.opt.param_groups:
+            group["lr"] = learning_rate(k, self.total or 1, self.s) if lr is None else lr
+        try:
+            return train_step(self.runner, self.opt, *self.batches(k), self.autocast)
+        except torch.OutOfMemoryError:
+            batch = self.batches.batch
+            raise PoseMachinesError(
+                f"out of GPU memory at batch size {batch}; try --batch-size {max(1, batch // 2)}"
+            ) from None
+
+    def validate(self) -> list:
+        return validate_pck(
+            self.module, self.data.val, self.codec, self.data.skeleton, self.autocast
+        )
+
+    def planned_steps(self, per_epoch: int) -> int:
+        """Epochs times their steps; with a time budget, the steps that fit in it.
+
+        The real step is timed on a copy of the start: weights, statistics and optimiser are
+        put back afterwards, so the run itself starts from step 0 with its full schedule.
+        """
+        if self.budget is None:
+            return per_epoch * (self.s.epochs or DEFAULT_EPOCHS)
+        self.total = None
+        start_state = copy.deepcopy(self.module.state_dict())
+        # Under DDP every rank must take the same steps: a fixed count, not a time.
+        min_seconds = 0.0 if self.world > 1 else 0.01 * self.budget.seconds
+        step_s = measure_speed(lambda k: self.step(k, lr=0.0), self.device, min_seconds)
+        t = time.perf_counter()
+        if self.rank == 0:
+            self.validate()
+        val_s = time.perf_counter() - t
+        self.module.load_state_dict(start_state)
+        self.opt = make_optimizer(self.module, self.s, self.device)
+        fit = self.budget.steps_that_fit(step_s, val_s, VALIDATIONS_PER_BUDGET + 1)
+        self.plan = {
+            "seconds_per_step": step_s,
+            "seconds_per_validation": val_s,
+            "replanned_at_s": self.budget.elapsed(),
+            "replanned_at_step": 0,
         }
-    return model
+        return _agree(fit, self.device, self.world)
+
+    def replan(self, step: int) -> None:
+        """Correct the planned steps if the speed changed (checkpoints and validations
+        included in the speed measured since the last correction)."""
+        plan, budget = self.plan, self.budget
+        step_s = (budget.elapsed() - plan["replanned_at_s"]) / (step - plan["replanned_at_step"])
+        left = budget.steps_that_fit(step_s, 0.0, 1)
+        new_total = _agree(max(step + 1, step + left), self.device, self.world)
+        if abs(new_total - self.total) > 0.01 * self.total:
+            self.total = new_total
+        plan.update(replanned_at_s=budget.elapsed(), replanned_at_step=step)
+
+    def model(self, dataset, packed, steps: int, per_epoch: int) -> PoseModel:
+        cfg, data, s = self.cfg, self.data, self.s
+        network = CPMNetwork(cfg, self.module.to("cpu"), "cpu")
+        stages = [CPMStage(network, t) for t in range(cfg.stages)]
+        model = PoseModel("cnn", data.skeleton, self.codec, stages)
+        details = {
+            "steps": steps,
+            "epochs": round(steps / per_epoch, 2),
+            "images": len(data.train),
+            "validation_images": len(data.val),
+        }
+        if self.budget is not None:
+            details["time_budget_s"] = self.budget.seconds
+            details["planned_from"] = {
+                k: round(v, 4) for k, v in self.plan.items() if k.startswith("seconds")
+            }
+        settings = {**s.to_dict(), "network": cfg.to_dict()}
+        fields = dict(seconds=round(time.perf_counter() - self.started, 1), details=details)
+        if packed is None:
+            model.record = TrainingRecord.for_dataset(
+                dataset, s.seed, settings, skipped_images=data.skipped.names, **fields
+            )
+        else:
+            model.record = TrainingRecord(
+                data.source, "packed", "packed", s.seed, settings=settings, **fields
+            )
+        return model

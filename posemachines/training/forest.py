@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,16 +22,16 @@ from scipy import ndimage
 from ..crops import Augmentation
 from ..data import SkippedImages
 from ..errors import PoseMachinesError
-from ..evaluation import evaluate
-from ..model import PoseModel
+from ..model import PoseModel, TrainingRecord
 from ..skeletons import part_positions
+from ..stages import StageState
 from ..stages.forest import ForestStage, forest_beliefs, stage_image_features, stage_inputs
 from ..targets import BeliefCodec
-from . import crop_dataset
+from . import crop_dataset, crop_pck
 from .checkpoint import Checkpoint
 
 
-@dataclass
+@dataclass(frozen=True)
 class ForestSettings:
     """Everything that decides a forest Pose Machine; stored in its manifest."""
 
@@ -97,12 +97,27 @@ class ForestSettings:
                     f"feature window of {cell * grid} px ({grid} x {cell}-px cells) is larger "
                     f"than the {self.input_size}-px input"
                 )
-        BeliefCodec(self.input_size, self.stride, self.sigma)  # checks the geometry
+        self.codec()  # checks the geometry
         if n_samples is not None and n_samples < self.folds:
             raise PoseMachinesError(
                 f"{self.folds}-fold stacking needs at least {self.folds} training images, "
                 f"the dataset has {n_samples}"
             )
+
+    def resolved(self, dataset, init_codec: BeliefCodec | None = None) -> ForestSettings:
+        """The settings a run uses: mirroring decided for the data (None: yes for real data,
+        no for the synthetic figures), the geometry of the stages below a hybrid."""
+        changes = {}
+        if self.mirror is None:
+            changes["mirror"] = dataset.name != "synthetic"
+        if init_codec is not None:
+            changes.update(
+                input_size=init_codec.input_size, stride=init_codec.stride, sigma=init_codec.sigma
+            )
+        return replace(self, **changes)
+
+    def codec(self) -> BeliefCodec:
+        return BeliefCodec(self.input_size, self.stride, self.sigma)
 
     def stage_config(self, num_classes: int, num_parts: int = 0) -> dict:
         return {
@@ -133,8 +148,7 @@ def out_of_fold_pck(beliefs, joints, labelled, codec, skeleton, extra_smooth=0.0
     if extra_smooth > 0:
         sigma = (0, 0, extra_smooth, extra_smooth)
         maps = ndimage.gaussian_filter(maps, sigma=sigma, mode="nearest")
-    keypoints = codec.decode(maps)[0]
-    return evaluate(keypoints, joints, labelled, skeleton).metrics["pck@0.2"]
+    return crop_pck([maps], joints, labelled, codec, skeleton)[0]
 
 
 def sample_locations(
@@ -244,7 +258,8 @@ def _checkpoint(out_dir, identity: dict) -> Checkpoint:
 
 
 def _save_checkpoint(checkpoint: Checkpoint, model, oof, progress: dict) -> None:
-    from ..io import atomic_write_bytes, save_model
+    from ..files import atomic_write_bytes
+    from ..io import save_model
 
     save_model(model, checkpoint.folder / "model")
     if oof is not None:
@@ -266,24 +281,36 @@ def _load_checkpoint(checkpoint: Checkpoint):
     return model, oof, state
 
 
-def _fit_level(
-    name,
-    crops,
-    previous,
-    parts,
-    targets,
-    num_classes,
-    fold_of,
+@dataclass
+class Level:
+    """What one level (joints, or composite parts) of a stage is trained on.
+
+    ``crops`` (N, S, S, 3) with their ``targets`` (positions (N, L, 2), known (N, L)),
+    ``previous`` beliefs of the stage before and ``parts`` beliefs of this stage's part level
+    (either may be None), ``fold_of`` each crop's stacking fold.
+    """
+
+    crops: np.ndarray
+    targets: tuple
+    num_classes: int
+    previous: np.ndarray | None
+    parts: np.ndarray | None
+    fold_of: np.ndarray
+    codec: BeliefCodec
+    settings: ForestSettings
+    config: dict
+
+
+def fit_level(
+    name: str,
+    level: Level,
     row_seeds,
     forest_seeds,
-    held_out_folds,
-    codec,
-    settings,
-    config,
-    n_jobs,
-    progress,
+    held_out_folds: int,
+    n_jobs: int,
+    progress: bool,
 ):
-    """Train one level (joints, or composite parts) of one stage.
+    """Train one level of one stage.
 
     Samples training locations of every crop; for each of the first ``held_out_folds`` folds,
     fits a forest on the other folds and predicts the held-out crops (the out-of-fold beliefs
@@ -293,7 +320,8 @@ def _fit_level(
     from tqdm.auto import tqdm
 
     log = tqdm.write if progress else (lambda *_: None)
-    positions, known = targets
+    positions, known = level.targets
+    crops, previous, parts, settings = level.crops, level.previous, level.parts, level.settings
     n = len(crops)
     with Parallel(n_jobs=n_jobs) as parallel:
         rows = parallel(
@@ -303,9 +331,9 @@ def _fit_level(
                 _at(parts, i),
                 positions[i],
                 known[i],
-                codec,
+                level.codec,
                 settings,
-                config,
+                level.config,
                 int(row_seeds[i]),
             )
             for i in tqdm(
@@ -319,8 +347,9 @@ def _fit_level(
     log(f"{name}: {len(y)} training locations x {x.shape[1]} features")
     oof = None
     if held_out_folds:
-        oof = np.zeros((n, num_classes, codec.map_size, codec.map_size), dtype=np.float32)
-        held_out = fold_of < held_out_folds
+        size = level.codec.map_size
+        oof = np.zeros((n, level.num_classes, size, size), dtype=np.float32)
+        held_out = level.fold_of < held_out_folds
         bar = tqdm(
             total=int(held_out.sum()),
             desc=f"{name} out-of-fold",
@@ -329,17 +358,17 @@ def _fit_level(
             leave=False,
         )
         for k in range(held_out_folds):
-            train_rows = fold_of[image_of_row] != k
+            train_rows = level.fold_of[image_of_row] != k
             forest = _make_forest(settings, int(forest_seeds[k]), n_jobs)
             forest.fit(x[train_rows], y[train_rows])
-            held = np.flatnonzero(fold_of == k)
+            held = np.flatnonzero(level.fold_of == k)
             oof[held] = predict_dense(
                 forest,
                 crops[held],
                 _at(previous, held),
                 _at(parts, held),
-                config,
-                num_classes,
+                level.config,
+                level.num_classes,
                 n_jobs,
                 bar=bar,
             )
@@ -348,6 +377,59 @@ def _fit_level(
     log(f"{name}: fitting {settings.trees} trees on all images")
     forest = _make_forest(settings, int(forest_seeds[-1]), n_jobs).fit(x, y)
     return forest, oof
+
+
+@dataclass
+class Seeds:
+    """Every random draw of a run, made up front from the seed (so the run does not depend on
+    the number of workers): per stage and crop the location-sampling seeds, per stage the
+    fold forests' seeds and the final forest's, and each crop's stacking fold (by source
+    image, so a mirrored copy shares its image's fold); the part level has streams of its
+    own so that single-level runs stay as they were."""
+
+    rows: np.ndarray
+    fold_of: np.ndarray
+    forests: np.ndarray
+    part_rows: np.ndarray
+    part_forests: np.ndarray
+
+    @classmethod
+    def draw(cls, seed: int, n_images: int, source: np.ndarray, s: ForestSettings) -> Seeds:
+        rng = np.random.default_rng(seed)
+        n = len(source)
+        rows = rng.integers(0, 2**63, size=(s.stages, n))
+        fold_of = (rng.permutation(n_images) % s.folds)[source]
+        forests = rng.integers(0, 2**31, size=(s.stages, s.folds + 1))
+        part_rng = np.random.default_rng([seed, 1])
+        part_rows = part_rng.integers(0, 2**63, size=(s.stages, n))
+        part_forests = part_rng.integers(0, 2**31, size=(s.stages, s.folds + 1))
+        return cls(rows, fold_of, forests, part_rows, part_forests)
+
+
+def _init_stages(init_model, init_stages: int, skeleton):
+    """The stages of ``init_model`` a hybrid keeps below its forest stages, and its codec."""
+    from ..io import load_model
+
+    init = load_model(init_model)
+    if init.skeleton.name != skeleton.name:
+        raise PoseMachinesError(
+            f"--init model uses skeleton {init.skeleton.name}, the data {skeleton.name}"
+        )
+    if not 1 <= init_stages <= init.num_stages:
+        raise PoseMachinesError(
+            f"--init-stages must be between 1 and {init.num_stages}, got {init_stages}"
+        )
+    return init.stages[:init_stages], init.codec
+
+
+def _final_smoothing(settings, config, scored, log) -> dict:
+    """The last stage's config with its extra smoothing: given, or the best on held-out beliefs."""
+    extra = settings.final_smooth
+    if extra is None:
+        scores = [out_of_fold_pck(*scored, e) for e in FINAL_SMOOTH_CHOICES]
+        extra = FINAL_SMOOTH_CHOICES[int(np.argmax(scores))]
+        log(f"final smoothing: +{extra} cells (out-of-fold PCK@0.2 {100 * max(scores):.1f})")
+    return {**config, "smooth": float(np.hypot(config["smooth"], extra))}
 
 
 def train_forest(
@@ -365,30 +447,17 @@ def train_forest(
     """Train a forest Pose Machine (or forest stages on top of ``init_model``'s stages)."""
     from tqdm.auto import tqdm
 
-    from ..io import load_model
-
-    settings.validate(len(dataset))
-    if settings.mirror is None:
-        settings.mirror = dataset.name != "synthetic"
-    out_dir = Path(out_dir)
     log = tqdm.write if progress else (lambda *_: None)
-    base_stages, backend = [], "forest"
-    codec = BeliefCodec(settings.input_size, settings.stride, settings.sigma)
+    base_stages, backend, codec = [], "forest", None
     if init_model is not None:
-        init = load_model(init_model)
-        if init.skeleton.name != dataset.skeleton.name:
-            raise PoseMachinesError(
-                f"--init model uses skeleton {init.skeleton.name}, the data {dataset.skeleton.name}"
-            )
-        if not 1 <= init_stages <= init.num_stages:
-            raise PoseMachinesError(
-                f"--init-stages must be between 1 and {init.num_stages}, got {init_stages}"
-            )
-        base_stages, backend, codec = init.stages[:init_stages], "hybrid", init.codec
-        settings.input_size, settings.stride = codec.input_size, codec.stride
-        settings.validate(len(dataset))
-    p = dataset.skeleton.num_joints
-    config = settings.stage_config(p + 1, len(dataset.skeleton.composite_parts()))
+        base_stages, codec = _init_stages(init_model, init_stages, dataset.skeleton)
+        backend = "hybrid"
+    settings = settings.resolved(dataset, codec)  # a new object: the caller's stays as it was
+    settings.validate(len(dataset))
+    codec = settings.codec()
+    skeleton = dataset.skeleton
+    p = skeleton.num_joints
+    config = settings.stage_config(p + 1, len(skeleton.composite_parts()))
     identity = {
         "settings": settings.to_dict(),
         "seed": seed,
@@ -401,16 +470,9 @@ def train_forest(
     crops, joints, labelled, source = training_crops(
         dataset, codec.input_size, settings.mirror, n_jobs, on_bad_image, skipped
     )
-    n = len(crops)
-    rng = np.random.default_rng(seed)
-    row_seeds = rng.integers(0, 2**63, size=(settings.stages, n))
-    fold_of = (rng.permutation(len(dataset)) % settings.folds)[source]  # folds by source image
-    forest_seeds = rng.integers(0, 2**31, size=(settings.stages, settings.folds + 1))
-    part_groups = dataset.skeleton.composite_parts()
+    seeds = Seeds.draw(seed, len(dataset), source, settings)
+    part_groups = skeleton.composite_parts()
     part_targets = part_positions(joints, labelled, part_groups)
-    part_rng = np.random.default_rng([seed, 1])  # its own stream: single-level runs unchanged
-    part_row_seeds = part_rng.integers(0, 2**63, size=(settings.stages, n))
-    part_forest_seeds = part_rng.integers(0, 2**31, size=(settings.stages, settings.folds + 1))
 
     checkpoint = _checkpoint(out_dir, identity)
     stages, previous, first, oof_pck, stage_times, earlier_s = [], None, 0, [], [], 0.0
@@ -428,90 +490,79 @@ def train_forest(
         from ..runner import run_stages
 
         previous = np.concatenate(
-            [run_stages(base_stages, crops[i : i + 64])[-1] for i in range(0, n, 64)]
+            [run_stages(base_stages, crops[i : i + 64])[-1] for i in range(0, len(crops), 64)]
         )
 
     def model_of(forest_stages):
-        return PoseModel(
-            backend,
-            dataset.skeleton,
-            codec,
-            base_stages + forest_stages,
-            {"forest": settings.to_dict()},
+        return PoseModel(backend, skeleton, codec, base_stages + forest_stages)
+
+    def level(targets, num_classes, parts) -> Level:
+        return Level(
+            crops, targets, num_classes, previous, parts, seeds.fold_of, codec, settings, config
         )
 
     for t in range(first, settings.stages):
         t0 = time.time()
         last = t == settings.stages - 1
-        level = dict(
-            crops=crops,
-            previous=previous,
-            fold_of=fold_of,
-            codec=codec,
-            settings=settings,
-            config=config,
-            n_jobs=n_jobs,
-            progress=progress,
-        )
         part_forest = part_beliefs = None
         if settings.hierarchy:
-            part_forest, part_beliefs = _fit_level(
+            part_forest, part_beliefs = fit_level(
                 f"stage {t + 1} parts",
-                parts=None,
-                targets=part_targets,
-                num_classes=len(part_groups) + 1,
-                row_seeds=part_row_seeds[t],
-                forest_seeds=part_forest_seeds[t],
-                held_out_folds=settings.folds,
-                **level,
+                level(part_targets, len(part_groups) + 1, None),
+                seeds.part_rows[t],
+                seeds.part_forests[t],
+                settings.folds,
+                n_jobs,
+                progress,
             )
         # The last stage's held-out beliefs only choose its smoothing: one fold is enough.
         held_out_folds = settings.folds if not last else int(settings.final_smooth is None)
-        forest, oof = _fit_level(
+        forest, oof = fit_level(
             f"stage {t + 1}",
-            parts=part_beliefs,
-            targets=(joints, labelled),
-            num_classes=p + 1,
-            row_seeds=row_seeds[t],
-            forest_seeds=forest_seeds[t],
-            held_out_folds=held_out_folds,
-            **level,
+            level((joints, labelled), p + 1, part_beliefs),
+            seeds.rows[t],
+            seeds.forests[t],
+            held_out_folds,
+            n_jobs,
+            progress,
         )
         stage_config = config
-        held = fold_of < held_out_folds
+        held = seeds.fold_of < held_out_folds
         if oof is not None:
-            scored = (oof[held], joints[held], labelled[held], codec, dataset.skeleton)
+            scored = (oof[held], joints[held], labelled[held], codec, skeleton)
             oof_pck.append(out_of_fold_pck(*scored))
             log(f"stage {t + 1}: out-of-fold PCK@0.2 {100 * oof_pck[-1]:.1f}")
         if last:
-            extra = settings.final_smooth
-            if extra is None:
-                scores = [out_of_fold_pck(*scored, e) for e in FINAL_SMOOTH_CHOICES]
-                extra = FINAL_SMOOTH_CHOICES[int(np.argmax(scores))]
-                log(
-                    f"final smoothing: +{extra} cells (out-of-fold PCK@0.2 {100 * max(scores):.1f})"
-                )
-            stage_config = {**config, "smooth": float(np.hypot(config["smooth"], extra))}
+            stage_config = _final_smoothing(settings, config, scored, log)
             oof = None  # nothing after the last stage consumes its beliefs
-        stages.append(ForestStage.from_estimator(stage_config, forest, part_forest))
+        estimators = {"joints": forest}
+        if part_forest is not None:
+            estimators["parts"] = part_forest
+        stages.append(ForestStage.from_state(StageState(stage_config, estimators=estimators)))
         previous = oof
         stage_times.append(time.time() - t0)
         left = np.mean(stage_times) * (settings.stages - t - 1)
         log(f"stage {t + 1} done in {stage_times[-1]:.0f} s; about {left:.0f} s left")
-        progress = {
+        done = {
             "stages_done": t + 1,
             "out_of_fold_pck": oof_pck,
             "stage_seconds": stage_times,
             "seconds": earlier_s + time.time() - start_time,
         }
-        _save_checkpoint(checkpoint, model_of(stages), oof, progress)
+        _save_checkpoint(checkpoint, model_of(stages), oof, done)
 
     model = model_of(stages)
-    model.info["training"] = {
-        "train_seconds_stages": [round(s, 1) for s in stage_times],
-        "images": n,
-        "total_seconds": round(earlier_s + time.time() - start_time, 1),  # resumes included
-        "out_of_fold_pck@0.2": [round(v, 4) for v in oof_pck],
-        "skipped_images": skipped.names,
-    }
+    model.record = TrainingRecord.for_dataset(
+        dataset,
+        seed,
+        settings.to_dict(),
+        seconds=round(earlier_s + time.time() - start_time, 1),  # resumed parts included
+        skipped_images=skipped.names,
+        details={
+            "train_seconds_stages": [round(s, 1) for s in stage_times],
+            "images": len(crops),
+            "out_of_fold_pck@0.2": [round(v, 4) for v in oof_pck],
+            "init": str(init_model) if init_model else None,
+        },
+    )
     return model

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
+
 from ..data import PoseDataset, SkippedImages
-from ..model import PoseModel
+from ..model import PoseModel, TrainingRecord
 from ..stages.mean import MeanPoseStage
 from ..targets import BeliefCodec
 from . import crop_dataset
@@ -17,6 +19,7 @@ def train_mean(
     n_jobs: int = 1,
     on_bad_image: str = "skip",
 ) -> PoseModel:
+    start = time.time()
     codec = BeliefCodec(input_size, stride, sigma)
     skipped = SkippedImages()
     _, joints, labelled, _ = crop_dataset(
@@ -24,5 +27,11 @@ def train_mean(
     )
     targets, _ = codec.encode(joints, labelled)
     model = PoseModel("mean", dataset.skeleton, codec, [MeanPoseStage().fit(targets)])
-    model.info["training"] = {"skipped_images": skipped.names}
+    model.record = TrainingRecord.for_dataset(
+        dataset,
+        None,
+        codec.to_dict(),
+        seconds=round(time.time() - start, 1),
+        skipped_images=skipped.names,
+    )
     return model

@@ -1,0 +1,362 @@
+"""Entries (model directories or external prediction files), scoring them, timing them.
+
+``pm evaluate``, ``pm compare`` and ``pm bench`` all go through these functions, so every entry
+is scored on the same samples, with the same crops, decoding, metrics and timing method.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .data import PoseDataset, SkippedImages, iter_samples
+from .errors import PoseMachinesError
+from .evaluation import EvaluationResult, evaluate
+from .model import PoseModel
+from .tta import NO_TTA, TestTimeAugmentation
+
+
+@dataclass
+class Entry:
+    """One thing to score: a trained model or a file of predictions."""
+
+    label: str
+    path: Path
+    model: PoseModel | None = None
+    manifest: dict = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        return "predictions" if self.model is None else self.model.backend
+
+
+def load_entry(path: str | Path, device: str = "cpu", label: str | None = None) -> Entry:
+    from .io import load_model, read_manifest
+
+    path = Path(path)
+    if path.is_dir():
+        return Entry(label or path.name, path, load_model(path, device), read_manifest(path))
+    if path.suffix.lower() in (".mat", ".json") and path.is_file():
+        return Entry(label or path.stem, path)
+    raise PoseMachinesError(
+        f"{path}: neither a model directory nor a prediction file (.mat or .json)"
+    )
+
+
+def score_entry(
+    entry: Entry,
+    dataset: PoseDataset,
+    batch_size: int = 32,
+    on_bad_image: str = "skip",
+    progress: bool = False,
+    one_based: bool = True,
+    tta: TestTimeAugmentation = NO_TTA,
+) -> tuple[EvaluationResult, np.ndarray]:
+    """Evaluate an entry on ``dataset``; returns the result and keypoints (T, N, P, 2).
+
+    ``tta`` applies to models; prediction files are scored as they are.
+    """
+    from .predictions import read_predictions
+
+    skipped = []
+    if entry.model is not None:
+        predictions = entry.model.predict(
+            dataset, batch_size=batch_size, on_bad_image=on_bad_image, progress=progress, tta=tta
+        )
+        preds, skipped = predictions.keypoints, predictions.skipped.names
+        protocol = dataset.protocol
+    else:
+        preds = read_predictions(entry.path, dataset.skeleton, len(dataset), one_based)
+        protocol = "external"
+    result = evaluate(
+        preds,
+        dataset.joints,
+        dataset.labelled,
+        dataset.skeleton,
+        dataset=dataset.name,
+        split=dataset.split,
+        protocol=protocol,
+    )
+    if entry.model is not None:
+        result.test_time_augmentation = tta.to_dict()
+    result.skipped_images = list(skipped)
+    return result, preds
+
+
+def time_model(
+    model: PoseModel,
+    dataset: PoseDataset,
+    n: int = 20,
+    warmup: int = 3,
+    batch_size: int = 1,
+    device: str = "cpu",
+    tta: TestTimeAugmentation = NO_TTA,
+    on_bad_image: str = "skip",
+) -> dict:
+    """Median milliseconds per image over the first ``n`` readable samples, image decoding
+    included (an unreadable image stops the timing, or is passed over and counted).
+
+    The same fixed samples, warm-up and batch size serve every model, so figures compare.
+    """
+    skipped = SkippedImages()
+    indices = []
+    for i, _ in iter_samples(dataset, on_bad_image=on_bad_image, skipped=skipped):
+        indices.append(i)
+        if len(indices) == n:
+            break
+    if not indices:
+        raise PoseMachinesError(f"no readable image to time a model on in {dataset.describe()}")
+    batches = [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
+    for b in batches[: max(1, warmup)]:
+        model.predict_samples([dataset[i] for i in b], tta)
+    per_image = []
+    for b in batches:
+        start = time.perf_counter()
+        model.predict_samples([dataset[i] for i in b], tta)
+        per_image.append((time.perf_counter() - start) * 1000 / len(b))
+    return {
+        "ms_per_image": float(np.median(per_image)),
+        "batch_size": batch_size,
+        "images": len(indices),
+        "skipped_images": skipped.names,
+        "device": device,
+        "test_time_augmentation": tta.to_dict(),
+        "includes": "image decoding, crop, all stages and views, decoding",
+    }
+
+
+# -- comparisons ---------------------------------------------------------------------------------
+
+BACKENDS_FOR_DEFAULT = ("mean", "forest", "cnn", "hybrid")
+
+
+def default_entries(root: str | Path = "runs") -> list[Path]:
+    """The latest finished run of each backend under ``root``."""
+    from .runs import latest_run
+
+    found = [latest_run(b, root) for b in BACKENDS_FOR_DEFAULT]
+    found = [p for p in found if p is not None]
+    if not found:
+        raise PoseMachinesError(
+            f"no trained runs under {root}/ to compare; train one with `pm train` or name "
+            "model directories / prediction files"
+        )
+    return found
+
+
+def fairness_notes(entries: list[Entry], dataset) -> list[str]:
+    """Differences that make the comparison unfair, stated rather than hidden."""
+    notes = []
+    models = [e for e in entries if e.model is not None]
+    sizes = {e.model.input_size for e in models}
+    if len(sizes) > 1:
+        notes.append(
+            "input sizes differ: " + ", ".join(f"{e.label} {e.model.input_size} px" for e in models)
+        )
+    trained_on = {e.label: e.model.record.dataset or "?" for e in models}
+    if len(set(trained_on.values())) > 1:
+        notes.append(
+            "training data differ: " + "; ".join(f"{k}: {v}" for k, v in trained_on.items())
+        )
+    for label, data in trained_on.items():
+        if f"{dataset.name}:{dataset.split}" in data:
+            notes.append(f"{label} was trained on the split it is evaluated on")
+    if any(e.model is None for e in entries):
+        notes.append(
+            "prediction files were made outside this toolkit: their crops, person "
+            "boxes and decoding are their authors', not the protocol used here"
+        )
+    if dataset.protocol == "gt":
+        notes.append(
+            "person boxes come from the ground-truth joints ('gt' protocol): "
+            "flattering for every entry"
+        )
+    return notes
+
+
+def check_comparable(entries: list[Entry], dataset) -> None:
+    for e in entries:
+        if e.model is not None and e.model.skeleton.name != dataset.skeleton.name:
+            raise PoseMachinesError(
+                f"cannot compare {e.label}: it predicts skeleton {e.model.skeleton.name}, the "
+                f"comparison uses {dataset.skeleton.name}; models of different skeletons are "
+                "not comparable"
+            )
+
+
+def _dir_megabytes(path: Path) -> float:
+    files = (
+        [path]
+        if path.is_file()
+        else [p for p in path.rglob("*") if p.is_file() and "checkpoint" not in p.parts]
+    )
+    return sum(p.stat().st_size for p in files) / 2**20
+
+
+@dataclass
+class Comparison:
+    """Everything a report shows: every entry scored on the same samples, with its tables.
+
+    ``rows`` hold per entry: label, kind, path, ``result`` (EvaluationResult as a dict),
+    ``predictions`` (T, N, P, 2), ``pck_by_joint_and_stage`` (T, P), ``pck_by_image`` (N,)
+    of the final stage, and for models the timing, input size, stages, size on disk and the
+    training record. ``examples`` are the samples shown as pictures, ``beliefs`` each model's
+    beliefs by stage of the first example's crop.
+    """
+
+    dataset: PoseDataset
+    rows: list
+    notes: list
+    skipped: list
+    readable: np.ndarray
+    examples: list
+    beliefs: dict
+    device: str
+    tta: TestTimeAugmentation
+
+    def results(self, command: str = "") -> dict:
+        """The JSON document of the comparison (no arrays of predictions)."""
+        from .io import package_versions
+
+        data = self.dataset
+        return {
+            "dataset": data.name,
+            "split": data.split,
+            "n": len(data),
+            "protocol": data.protocol,
+            "skeleton": data.skeleton.name,
+            "command": command,
+            "versions": package_versions(),
+            "notes": self.notes,
+            "device": self.device,
+            "test_time_augmentation": self.tta.to_dict(),
+            "skipped_images": self.skipped,
+            "entries": [
+                {k: v for k, v in r.items() if k not in ("predictions", "pck_by_image")}
+                for r in self.rows
+            ],
+        }
+
+
+def compare_entries(
+    entries: list[Entry],
+    data: PoseDataset,
+    *,
+    tta: TestTimeAugmentation = NO_TTA,
+    on_bad_image: str = "skip",
+    timing_images: int = 20,
+    device: str = "cpu",
+    n_examples: int = 4,
+) -> Comparison:
+    """Score and time every entry on ``data``; the tables and pictures of a report."""
+    from .crops import person_crop
+    from .evaluation import torso_pck_by
+
+    check_comparable(entries, data)
+    rows, skipped = [], set()
+    for e in entries:
+        result, preds = score_entry(e, data, on_bad_image=on_bad_image, tta=tta)
+        skipped |= set(result.skipped_images)
+        row = {
+            "label": e.label,
+            "kind": e.kind,
+            "path": str(e.path),
+            "result": result.to_dict(),
+            "predictions": preds,
+            "pck_by_joint_and_stage": np.array(
+                [torso_pck_by(p, data.joints, data.labelled, data.skeleton, 0) for p in preds]
+            ),
+            "pck_by_image": torso_pck_by(preds[-1], data.joints, data.labelled, data.skeleton, 1),
+            "megabytes": round(_dir_megabytes(e.path), 2),
+        }
+        if e.model is not None:
+            row["timing"] = time_model(
+                e.model, data, timing_images, device=device, tta=tta, on_bad_image=on_bad_image
+            )
+            row["input_size"] = e.model.input_size
+            row["stages"] = e.model.num_stages
+            row["train_seconds"] = e.model.record.seconds
+            row["train_data"] = e.model.record.dataset or None
+        rows.append(row)
+    readable = np.array([name not in skipped for name in data.names])
+    shown = np.flatnonzero(readable)
+    examples = (
+        []
+        if not len(shown)
+        else list(shown[np.linspace(0, len(shown) - 1, min(n_examples, len(shown))).astype(int)])
+    )
+    beliefs = {}
+    if examples:
+        for e in entries:
+            if e.model is not None:
+                crop = person_crop(data[examples[0]], e.model.input_size, data.skeleton)
+                beliefs[e.label] = (
+                    crop.image,
+                    [b[0] for b in e.model.stage_beliefs(crop.image[None])],
+                )
+    notes = fairness_notes(entries, data)
+    if skipped:
+        notes.append(
+            f"{len(skipped)} unreadable image(s) were skipped and count as missing predictions "
+            f"for the models: {', '.join(sorted(skipped)[:5])}"
+        )
+    return Comparison(data, rows, notes, sorted(skipped), readable, examples, beliefs, device, tta)
+
+
+def run_compare(
+    entries,
+    dataset=None,
+    split="test",
+    data_root=None,
+    synthetic_size=None,
+    protocol=None,
+    out=None,
+    device="cpu",
+    timing_images=20,
+    runs_root="runs",
+    tta=None,
+    on_bad_image="skip",
+    overwrite=False,
+) -> Path:
+    """Compare ``entries`` (default: the latest run of each backend) and write the report
+    folder; returns its path. ``out`` must be new, empty or a previous report unless
+    ``overwrite``; nothing is left behind when the comparison fails."""
+    import sys
+
+    from .data import load_dataset
+    from .devices import resolve_device
+    from .report import REPORT_FILES, write_report
+    from .runs import check_output_folder
+
+    tta = tta or NO_TTA
+    device = resolve_device(device)
+    if out is not None:
+        check_output_folder(out, overwrite, REPORT_FILES)
+    paths = [Path(p) for p in entries] or default_entries(runs_root)
+    loaded = []
+    for p in paths:
+        label = p.name if p.name not in {e.label for e in loaded} else f"{p.parent.name}/{p.name}"
+        loaded.append(load_entry(p, device, label))
+    if dataset is None:
+        names = {e.model.record.dataset_name for e in loaded if e.model}
+        names -= {"", "packed"}
+        if len(names) > 1:
+            raise PoseMachinesError(
+                f"entries were trained on different datasets {sorted(names)}: pass --dataset"
+            )
+        dataset = names.pop() if names else "synthetic"
+    options = {"size": synthetic_size} if dataset == "synthetic" else {}
+    data = load_dataset(dataset, split, data_root, protocol=protocol, **options)
+    comparison = compare_entries(
+        loaded,
+        data,
+        tta=tta,
+        on_bad_image=on_bad_image,
+        timing_images=timing_images,
+        device=device,
+    )
+    command = " ".join(["pm"] + sys.argv[1:])
+    return write_report(comparison, out, command, overwrite=overwrite, runs_root=runs_root)

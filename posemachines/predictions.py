@@ -1,0 +1,115 @@
+"""Prediction files: every stage's keypoints written as JSON, and external predictions read
+back (JSON, or the MATLAB arrays the published methods ship) for scoring.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .errors import PoseMachinesError
+from .files import atomic_write_json
+from .model import Predictions
+from .skeletons import Skeleton
+
+
+def write_predictions(
+    path: str | Path, predictions: Predictions, skeleton: Skeleton, **meta
+) -> None:
+    """JSON with every stage's keypoints, 0-based image coordinates (null where missing)."""
+    doc = {
+        "format": "posemachines-predictions",
+        "skeleton": skeleton.name,
+        "joints": list(skeleton.joints),
+        "coordinates": "0-based pixel centres",
+        "names": predictions.names,
+        "stages": predictions.keypoints,
+        "confidence": predictions.confidence,
+        **meta,
+    }
+    atomic_write_json(path, doc)
+
+
+def _keypoint_array(raw, path: Path) -> np.ndarray:
+    """Nested JSON lists [T][N][P][2] of numbers (null = missing) as a float array."""
+
+    def number(v):
+        if v is None:
+            return np.nan
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise TypeError
+        return float(v)
+
+    try:
+        return np.array(
+            [[[[number(v) for v in pt] for pt in s] for s in st] for st in raw], dtype=float
+        )
+    except (TypeError, ValueError):
+        raise PoseMachinesError(
+            f"{path}: keypoints must be nested lists of numbers or null, "
+            "[N][P][2] (or [T][N][P][2] under 'stages')"
+        ) from None
+
+
+def read_predictions(
+    path: str | Path, skeleton: Skeleton, n: int, one_based: bool = True
+) -> np.ndarray:
+    """External predictions as (T, N, P, 2) 0-based image coordinates.
+
+    ``.mat``: a MATLAB file holding one numeric array of shape (P, 2, N) (or (P, 3, N) with a
+    third row that is ignored), whatever its variable name, in the dataset annotation's own
+    convention: 1-based coordinates unless ``one_based`` is False.
+    ``.json``: a ``posemachines-predictions`` file (as written by ``pm predict``/``evaluate``),
+    or ``{"keypoints": [N][P][2]}`` in 0-based coordinates.
+    """
+    path = Path(path)
+    p = skeleton.num_joints
+    if not path.is_file():
+        raise PoseMachinesError(f"{path}: prediction file not found")
+    if path.suffix.lower() == ".mat":
+        import scipy.io
+
+        try:
+            mat = scipy.io.loadmat(path)
+        except Exception as exc:
+            raise PoseMachinesError(f"{path}: not a readable MATLAB file ({exc})") from None
+        arrays = {
+            k: v
+            for k, v in mat.items()
+            if not k.startswith("__") and isinstance(v, np.ndarray) and v.dtype.kind in "fiu"
+        }
+        if len(arrays) != 1:
+            raise PoseMachinesError(
+                f"{path}: expected exactly one numeric array, found {sorted(arrays) or 'none'}"
+            )
+        ((name, arr),) = arrays.items()
+        arr = np.asarray(arr, dtype=float)
+        if arr.ndim != 3 or arr.shape[0] != p or arr.shape[1] not in (2, 3) or arr.shape[2] != n:
+            raise PoseMachinesError(
+                f"{path}: variable {name!r} has shape {arr.shape}, expected ({p}, 2, {n}) "
+                f"for {n} samples of {skeleton.name}"
+            )
+        keypoints = arr[:, :2].transpose(2, 0, 1)[None] - (1.0 if one_based else 0.0)
+    elif path.suffix.lower() == ".json":
+        try:
+            doc = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise PoseMachinesError(f"{path}: not valid JSON ({exc})") from None
+        if not isinstance(doc, dict) or not ("stages" in doc or "keypoints" in doc):
+            raise PoseMachinesError(f"{path}: JSON needs a 'stages' or 'keypoints' field")
+        if doc.get("skeleton", skeleton.name) != skeleton.name:
+            raise PoseMachinesError(
+                f"{path}: predictions are for skeleton {doc['skeleton']}, the dataset uses "
+                f"{skeleton.name}"
+            )
+        raw = doc["stages"] if "stages" in doc else [doc["keypoints"]]
+        keypoints = _keypoint_array(raw, path)
+        if keypoints.ndim != 4 or keypoints.shape[1:] != (n, p, 2):
+            raise PoseMachinesError(
+                f"{path}: keypoints have shape {keypoints.shape[1:]}, expected ({n}, {p}, 2)"
+            )
+    else:
+        raise PoseMachinesError(f"{path}: unknown prediction format (use .mat or .json)")
+    return keypoints
