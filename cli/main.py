@@ -162,6 +162,20 @@ def cli():
     help="[cnn] Steps between checkpoints (default 200; with --time-budget a tenth of the run).",
 )
 @click.option(
+    "--supervision",
+    type=click.Choice(["all", "final"]),
+    default=None,
+    help="[cnn] A loss at every stage (all, the paper's intermediate supervision; the "
+    "default) or at the last stage only (final).",
+)
+@click.option(
+    "--grad-every",
+    type=int,
+    default=None,
+    help="[cnn] Every N steps, summarise the gradient magnitudes of each stage into the "
+    "training log (off by default).",
+)
+@click.option(
     "--val-fraction",
     type=float,
     default=0.05,
@@ -199,6 +213,8 @@ def train(
     device,
     packed,
     checkpoint_every,
+    supervision,
+    grad_every,
     val_fraction,
 ):
     """Train a model and write it as a model directory.
@@ -225,6 +241,8 @@ def train(
         "--lr": lr,
         "--data": packed,
         "--checkpoint-every": checkpoint_every,
+        "--supervision": supervision,
+        "--grad-every": grad_every,
         "--stages": stages,
     }
     check_backend_options(backend, given)
@@ -260,6 +278,8 @@ def train(
             optimizer=optimizer,
             device=device,
             checkpoint_every=checkpoint_every,
+            supervision=supervision,
+            grad_every=grad_every,
             val_fraction=val_fraction,
             seed=seed,
         )
@@ -317,7 +337,7 @@ def train(
 FOREST_ONLY = {"--trees", "--depth", "--min-samples-leaf", "--mirror/--no-mirror", "--hierarchy"}
 FOREST_ONLY |= {"--init"}
 CNN_ONLY = {"--config", "--epochs", "--time-budget", "--batch-size", "--lr", "--data"}
-CNN_ONLY |= {"--checkpoint-every"}
+CNN_ONLY |= {"--checkpoint-every", "--supervision", "--grad-every"}
 
 
 def check_backend_options(backend: str, given: dict) -> None:
@@ -452,12 +472,14 @@ def format_result(doc: dict) -> str:
 
 from .compare_cmd import bench, compare  # noqa: E402
 from .data_cmd import data  # noqa: E402
+from .inspect_cmd import inspect  # noqa: E402
 from .predict_cmd import predict  # noqa: E402
 
 cli.add_command(predict)
 cli.add_command(data)
 cli.add_command(compare)
 cli.add_command(bench)
+cli.add_command(inspect)
 
 if __name__ == "__main__":
     cli()

@@ -235,7 +235,11 @@ class Comparison:
             "test_time_augmentation": self.tta.to_dict(),
             "skipped_images": self.skipped,
             "entries": [
-                {k: v for k, v in r.items() if k not in ("predictions", "pck_by_image")}
+                {
+                    k: v
+                    for k, v in r.items()
+                    if k not in ("predictions", "pck_by_image", "gradients")
+                }
                 for r in self.rows
             ],
         }
@@ -273,6 +277,7 @@ def compare_entries(
             "megabytes": round(_dir_megabytes(e.path), 2),
         }
         if e.model is not None:
+            row.update(_cnn_figures(e, row["pck_by_joint_and_stage"], data.skeleton))
             row["timing"] = time_model(
                 e.model, data, timing_images, device=device, tta=tta, on_bad_image=on_bad_image
             )
@@ -304,6 +309,52 @@ def compare_entries(
             f"for the models: {', '.join(sorted(skipped)[:5])}"
         )
     return Comparison(data, rows, notes, sorted(skipped), readable, examples, beliefs, device, tta)
+
+
+def _cnn_figures(entry: Entry, pck_by_joint_and_stage, skeleton) -> dict:
+    """For CNN entries: each stage's analytic receptive field and PCK of the joint groups near
+    and far down the kinematic chain; the gradient summaries its training log holds."""
+    network = next((s.network for s in entry.model.stages if s.kind == "cnn"), None)
+    if network is None:
+        return {}
+    from .stages.cnn import receptive_fields
+
+    groups = skeleton.kinematic_groups()
+    figures = {
+        "receptive_field_px": receptive_fields(network.cfg),
+        "pck_by_group_and_stage": {
+            name: np.nanmean(pck_by_joint_and_stage[:, idx], axis=1).tolist()
+            for name, idx in groups.items()
+            if idx
+        },
+        "supervision": entry.model.record.settings.get("supervision", "all"),
+    }
+    gradients = training_gradients(entry.path)
+    if gradients:
+        figures["gradients"] = gradients
+    return figures
+
+
+def training_gradients(folder: Path, points: int = 3) -> list[dict]:
+    """The gradient summaries of a run's training log at ``points`` moments (first, middle,
+    last), or [] when it recorded none."""
+    log = Path(folder) / "train_log.jsonl"
+    if not log.is_file():
+        return []
+    import json
+
+    records = []
+    for line in log.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("gradients"), dict):
+            records.append(record)
+    if not records:
+        return []
+    picks = sorted({int(round(i)) for i in np.linspace(0, len(records) - 1, points)})
+    return [records[i] for i in picks]
 
 
 def run_compare(

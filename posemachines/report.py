@@ -85,9 +85,81 @@ def make_figures(comparison: Comparison) -> dict[str, bytes]:
     fig.colorbar(im, ax=axes[0].tolist(), label="PCK@0.2 (%)")
     figs["per_joint_by_stage"] = _figure_png(fig)
 
+    if any("gradients" in r for r in rows):
+        figs["gradients_by_stage"] = gradient_figure(rows)
+    if any("receptive_field_px" in r for r in rows):
+        figs["receptive_field"] = receptive_field_figure(rows, data.skeleton)
     if comparison.examples:
         figs.update(qualitative_figures(comparison))
     return figs
+
+
+def gradient_figure(rows) -> bytes:
+    """Per stage (rows) and moment of training (columns), the distribution of gradient
+    magnitudes of every run that recorded them, one line per run."""
+    from .training.gradients import GRADIENT_EDGES
+
+    plt = _plt()
+    runs = [r for r in rows if "gradients" in r]
+    stages = list(runs[0]["gradients"][0]["gradients"])
+    for r in runs[1:]:
+        stages += [s for s in r["gradients"][0]["gradients"] if s not in stages]
+    points = max(len(r["gradients"]) for r in runs)
+    centres = np.sqrt(np.array(GRADIENT_EDGES[:-1]) * np.array(GRADIENT_EDGES[1:]))
+    fig, axes = plt.subplots(
+        len(stages), points, figsize=(3.2 * points, 1.6 * len(stages) + 0.6), squeeze=False
+    )
+    for col in range(points):
+        for row, stage in enumerate(stages):
+            ax = axes[row][col]
+            for r in runs:
+                records = r["gradients"]
+                record = records[min(col, len(records) - 1)]
+                summary = record["gradients"].get(stage)
+                if summary is None:
+                    continue
+                label = f"{r['label']} ({r.get('supervision', 'all')}): median {summary['q50']:.1e}"
+                ax.step(centres, summary["histogram"], where="mid", label=label)
+                if row == 0:
+                    ax.set_title(f"step {record['step']}", fontsize=8)
+            ax.set_xscale("log")
+            ax.tick_params(labelsize=6)
+            ax.set_ylabel(stage, fontsize=7)
+            ax.legend(fontsize=5, loc="upper left")
+    for ax in axes[-1]:
+        ax.set_xlabel("|gradient|", fontsize=7)
+    fig.suptitle("gradient magnitudes of each stage's parameters (share per half decade)")
+    fig.tight_layout()
+    return _figure_png(fig)
+
+
+def receptive_field_figure(rows, skeleton) -> bytes:
+    """PCK@0.2 of the joints near and far down the kinematic chain against each stage's
+    receptive field, for every CNN entry."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    styles = {name: ls for name, ls in zip(skeleton.kinematic_groups(), ("-", "--"))}
+    cnn_rows = [r for r in rows if "receptive_field_px" in r]
+    for colour, r in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"] * 9, cnn_rows):
+        fields = r["receptive_field_px"]
+        for name, values in r["pck_by_group_and_stage"].items():
+            ax.plot(
+                fields[: len(values)],
+                [100 * v for v in values],
+                styles.get(name, ":"),
+                color=colour,
+                marker="o",
+                label=f"{r['label']}: {name}",
+            )
+    ax.set(
+        xlabel="receptive field of the stage (input pixels, analytic)",
+        ylabel="PCK@0.2 (%)",
+        ylim=(0, 100),
+        title="accuracy against receptive field, joints near and far down the chain",
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return _figure_png(fig)
 
 
 def qualitative_figures(comparison: Comparison) -> dict[str, bytes]:
@@ -152,6 +224,8 @@ FIGURE_TITLES = {
     "skeletons": "The same images, each model's final-stage skeleton",
     "beliefs_by_stage": "Belief maps of one image, stage by stage",
     "worst_cases": "Worst cases of each model",
+    "gradients_by_stage": "Gradient magnitudes per stage during training",
+    "receptive_field": "Accuracy against receptive field",
 }
 
 

@@ -59,6 +59,19 @@ class Skeleton:
         whole body."""
         return [*self.limb_indices(), tuple(range(self.num_joints))]
 
+    def kinematic_groups(self) -> dict[str, list[int]]:
+        """Joints near the body's centre and joints far down the kinematic chain, by name:
+        the two groups the CPM paper contrasts when it argues for large receptive fields."""
+        near = ("head", "neck", "nose", "eye", "ear", "shoulder", "thorax")
+        far = ("elbow", "wrist", "knee", "ankle")
+        groups = {"head and shoulders": [], "elbows, wrists, knees, ankles": []}
+        for i, name in enumerate(self.joints):
+            if any(word in name for word in near):
+                groups["head and shoulders"].append(i)
+            elif any(word in name for word in far):
+                groups["elbows, wrists, knees, ankles"].append(i)
+        return groups
+
     def torso_indices(self) -> tuple[int, int]:
         return self.index(self.torso[0]), self.index(self.torso[1])
 

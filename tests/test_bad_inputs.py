@@ -194,8 +194,8 @@ def test_the_nan_advice_works_when_followed(tmp_path, monkeypatch):
 
     real = tc.train_step
 
-    def unstable(runner, optimizer, *args):
-        losses = real(runner, optimizer, *args)
+    def unstable(runner, optimizer, *args, **options):
+        losses = real(runner, optimizer, *args, **options)
         return losses * float("nan") if optimizer.param_groups[0]["lr"] > 2e-3 else losses
 
     monkeypatch.setattr(tc, "train_step", unstable)

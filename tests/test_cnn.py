@@ -350,3 +350,53 @@ def test_training_restores_the_global_torch_state(synthetic_train, tmp_path):
     train_cnn(synthetic_train, tiny(epochs=1), tmp_path)
     assert not torch.are_deterministic_algorithms_enabled()
     assert torch.equal(torch.rand(3), expected)  # the caller's random stream goes on as if
+
+
+def test_receptive_field_of_the_papers_stage_1_is_the_hand_computed_one():
+    """cpm-paper, stage 1: 9x9 conv (9 px), 3x3 pool stride 2 (+2 -> 11), 9x9 conv at stride 2
+    (+16 -> 27), pool (+4 -> 31), 9x9 conv at stride 4 (+32 -> 63), pool (+8 -> 71), 5x5 conv
+    at stride 8 (+32 -> 103), 9x9 conv (+64 -> 167), two 1x1 convs: 167 px. Each later stage
+    adds three 11x11 convs at stride 8: +240 px."""
+    from posemachines.stages.cnn import receptive_fields
+
+    assert receptive_fields(CONFIGS["cpm-paper"]) == [167, 407, 647, 887, 1127, 1367]
+    # cpm-gpu shares its trunk: stage 1 = trunk + 3x3 feature conv + 1x1 head
+    assert receptive_fields(CONFIGS["cpm-gpu"])[0] == 115
+
+
+def test_final_supervision_starves_the_first_stage_of_gradient(synthetic_train, tmp_path):
+    """The paper's argument, on a fixed seed: with the loss on the last stage only, the
+    gradients reaching stage 1 are smaller than with a loss at every stage."""
+
+    def median_of_stage_1(supervision):
+        out = tmp_path / supervision
+        train_cnn(synthetic_train, tiny(supervision=supervision, grad_every=3), out)
+        lines = (out / "train_log.jsonl").read_text().splitlines()
+        records = [r for r in map(json.loads, lines) if "gradients" in r]
+        assert len(records) == 4 and set(records[0]["gradients"]) == {"stage 1", "x'", "stage 2"}
+        return np.median([r["gradients"]["stage 1"]["q50"] for r in records])
+
+    assert median_of_stage_1("final") < median_of_stage_1("all")
+
+
+def test_recording_gradients_leaves_the_weights_alone(synthetic_train, tmp_path):
+    plain = train_cnn(synthetic_train, tiny(), tmp_path / "a")
+    watched = train_cnn(synthetic_train, tiny(grad_every=2), tmp_path / "b")
+    wa, wb = plain.stages[0].network.state_dict(), watched.stages[0].network.state_dict()
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_inspect_prints_receptive_fields_and_draws_the_effective_ones(tmp_path):
+    from click.testing import CliRunner
+    from posemachines.cli.main import cli
+
+    out = tmp_path / "m"
+    args = ["train", "--backend", "cnn", "--config", "cpm-tiny", "--dataset", "synthetic"]
+    args += ["--synthetic-size", "30", "--epochs", "1", "--device", "cpu", "--out", str(out)]
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    res = CliRunner().invoke(cli, ["inspect", str(out), "--erf", str(tmp_path / "erf.png")])
+    assert res.exit_code == 0, res.output
+    assert "stage 1: 37 px" in res.output and "stage 2: 61 px" in res.output
+    assert "parameters  9,638" in res.output and (tmp_path / "erf.png").stat().st_size > 1000
+    doc = json.loads(CliRunner().invoke(cli, ["inspect", str(out), "--json"]).output)
+    assert doc["receptive_field_px"] == [37, 61] and doc["training"]["dataset_name"] == "synthetic"

@@ -142,3 +142,29 @@ def test_report_renders_in_a_browser(report_dir):
     for e in results["entries"]:
         for key in ("pck@0.2", "pckh@0.5", "pcp"):
             assert f"{100 * e['result']['metrics'][key]:.1f}" in cells
+
+
+def test_two_supervisions_report_gradients_and_receptive_fields(tmp_path, synthetic_train):
+    """The report of a run with a loss at every stage and one with the last stage only embeds
+    both experiment figures, and its JSON holds the numbers they show."""
+    torch = pytest.importorskip("torch")  # noqa: F841
+    from posemachines.training.cnn import CNNSettings, train_cnn
+
+    outs = []
+    for supervision in ("all", "final"):
+        settings = CNNSettings(
+            config="cpm-tiny", epochs=2, batch_size=8, grad_every=4, supervision=supervision
+        )
+        out = tmp_path / supervision
+        train_cnn(synthetic_train, settings, out).save(out)
+        outs.append(out)
+    report = run_compare(outs, dataset="synthetic", synthetic_size=6, out=tmp_path / "r")
+    html = (report / "report.html").read_text()
+    for name in ("gradients_by_stage", "receptive_field"):
+        assert f"alt='{name}'" in html and (report / f"{name}.png").stat().st_size > 1000
+    entries = json.loads((report / "results.json").read_text())["entries"]
+    assert [e["supervision"] for e in entries] == ["all", "final"]
+    assert entries[0]["receptive_field_px"] == [37, 61]
+    groups = entries[0]["pck_by_group_and_stage"]
+    assert set(groups) == {"head and shoulders", "elbows, wrists, knees, ankles"}
+    assert all(len(v) == 2 for v in groups.values())

@@ -5,7 +5,7 @@ torch is imported here only; nothing else in the package imports this module at 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -264,6 +264,15 @@ class CPM(nn.Module):
     def centre_map(self, n: int, like: torch.Tensor) -> torch.Tensor:
         return self.centre.to(like.dtype).expand(n, 1, -1, -1)
 
+    def stage_parameters(self) -> dict[str, list[nn.Parameter]]:
+        """The parameters of each part, in the order of the figure: stage 1 (with its own
+        trunk, as in the paper), the shared image features x', then stages 2..T."""
+        groups = {"stage 1": list(self.stage1.parameters())}
+        groups["x'"] = list(self.features.parameters())
+        for t, stage in enumerate(self.refine, 2):
+            groups[f"stage {t}"] = list(stage.parameters())
+        return groups
+
     def first_stage(self, image: torch.Tensor, features: torch.Tensor | None) -> torch.Tensor:
         return self.stage1(features if self.cfg.shared_features else image)
 
@@ -377,3 +386,75 @@ def build_network(config: dict, state: dict | None = None, device: str = "cpu") 
 
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+def _grow(layers, rf: float, jump: float) -> tuple[float, float]:
+    """Receptive field and jump (input pixels between neighbouring outputs) after ``layers``:
+    each k x k window of stride s adds (k - 1) x jump and multiplies the jump by s."""
+    for layer in layers:
+        if isinstance(layer, (nn.Conv2d, nn.MaxPool2d)):
+            k = layer.kernel_size if isinstance(layer.kernel_size, int) else layer.kernel_size[0]
+            s = layer.stride if isinstance(layer.stride, int) else layer.stride[0]
+            rf, jump = rf + (k - 1) * jump, jump * s
+    return rf, jump
+
+
+def receptive_fields(cfg: CPMConfig) -> list[int]:
+    """The analytic receptive field of every stage's output, in input pixels.
+
+    Stage 1 sees what its layers (its own trunk, or the shared x') reach; stage t >= 2 sees
+    the union of x' and stage t-1's beliefs, widened by its own convolutions.
+    """
+    module = CPM(replace(cfg, stages=max(cfg.stages, 1)))
+    features_rf, jump = _grow(module.features, 1, 1)
+    if cfg.shared_features:
+        rf, _ = _grow(module.stage1.net, features_rf, jump)
+    else:
+        rf, _ = _grow(module.stage1.net, 1, 1)
+    fields = [rf]
+    for stage in module.refine:
+        rf, _ = _grow(stage.net, max(rf, features_rf), jump)
+        fields.append(rf)
+    return [int(f) for f in fields]
+
+
+def flops_per_image(cfg: CPMConfig) -> int:
+    """Floating-point operations of one forward pass over one crop (all stages)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    module = CPM(cfg).eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        module(torch.zeros(1, 3, cfg.input_size, cfg.input_size))
+    return int(counter.get_total_flops())
+
+
+def effective_receptive_fields(module: CPM, n: int = 8, seed: int = 0) -> np.ndarray:
+    """|d output / d input| of every stage, (T, S, S), for the centre cell of the belief maps
+    (all joint channels summed), averaged over ``n`` random inputs: where each stage really
+    looks, as against the analytic field its layers allow."""
+    cfg = module.cfg
+    size, p = cfg.input_size, cfg.num_joints
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 3, size, size, generator=generator) - 0.5
+    x.requires_grad_(True)
+    module = module.eval()
+    maps = []
+    for t in range(cfg.stages):
+        x.grad = None
+        beliefs = module(x)[t]
+        c = beliefs.shape[-1] // 2
+        beliefs[:, :p, c, c].sum().backward()
+        maps.append(x.grad.abs().sum(1).mean(0).numpy())
+    return np.stack(maps)
+
+
+def effective_radius(erf: np.ndarray, mass: float = 0.95) -> float:
+    """Radius (input pixels) of the disc about the centre that holds ``mass`` of a map's total."""
+    h, w = erf.shape
+    yy, xx = np.mgrid[:h, :w]
+    r = np.hypot(yy - (h - 1) / 2, xx - (w - 1) / 2).ravel()
+    order = np.argsort(r)
+    cumulative = np.cumsum(erf.ravel()[order])
+    if cumulative[-1] <= 0:
+        return 0.0
+    return float(r[order][np.searchsorted(cumulative, mass * cumulative[-1])])

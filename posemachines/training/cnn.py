@@ -46,8 +46,10 @@ from ..stages.cnn import CONFIGS, CPM, CPMNetwork, CPMStage
 from ..targets import BeliefCodec
 from . import crop_pck
 from .checkpoint import Checkpoint
+from .gradients import gradient_summary
 
 DEFAULT_EPOCHS = 40
+SUPERVISION = ("all", "final")
 # Batch size by network: cpm-gpu's BatchNorm and the GPU want large batches; cpm-paper at 368
 # px needs about 0.4 GB per image in training.
 DEFAULT_BATCH = {"cpm-gpu": 128, "cpm-paper": 32}
@@ -76,6 +78,8 @@ class CNNSettings:
     flip: float = 0.5
     compile: bool = False
     log_every: int = 25
+    supervision: str = "all"  # "all": a loss at every stage (the paper); "final": last only
+    grad_every: int | None = None  # steps between gradient summaries in the log (None: off)
 
     @classmethod
     def from_options(cls, config=None, device="auto", batch_size=None, **options) -> CNNSettings:
@@ -101,7 +105,11 @@ class CNNSettings:
             raise PoseMachinesError(f"--stages must be at least 1, got {self.stages}")
         if self.epochs is not None and self.time_budget is not None:
             raise PoseMachinesError("--epochs and --time-budget are exclusive: give one of them")
-        for name in ("epochs", "batch_size", "checkpoint_every", "log_every"):
+        if self.supervision not in SUPERVISION:
+            raise PoseMachinesError(
+                f"--supervision must be one of {SUPERVISION}, got {self.supervision!r}"
+            )
+        for name in ("epochs", "batch_size", "checkpoint_every", "log_every", "grad_every"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise PoseMachinesError(f"--{name.replace('_', '-')} must be at least 1")
@@ -245,13 +253,21 @@ def stage_losses(beliefs, targets, weights) -> torch.Tensor:
     return torch.stack([((b.float() - targets) ** 2 * w).mean() for b in beliefs])
 
 
-def train_step(runner, optimizer, x, targets, weights, autocast) -> torch.Tensor:
-    """One optimiser step; returns the (T,) stage losses, still on the device."""
+def train_step(
+    runner, optimizer, x, targets, weights, autocast, final_only=False, inspect=None
+) -> torch.Tensor:
+    """One optimiser step; returns the (T,) stage losses, still on the device.
+
+    The loss is the sum over stages (intermediate supervision), or the last stage's alone with
+    ``final_only``; ``inspect()`` runs between the backward pass and the update (gradients).
+    """
     with autocast:
         beliefs = runner(x)
     losses = stage_losses(beliefs, targets, weights)
     optimizer.zero_grad(set_to_none=True)
-    losses.sum().backward()
+    (losses[-1] if final_only else losses.sum()).backward()
+    if inspect is not None:
+        inspect()
     optimizer.step()
     return losses.detach()
 
@@ -520,6 +536,7 @@ class _CNNRun:
             self.budget = Budget(60.0 * settings.time_budget, started)
         self.autocast = autocast(device)
         self.plan: dict = {}
+        self.gradient_seconds = 0.0
 
     def train(self, dataset, packed, resume, progress, max_steps, on_bad_image):
         from tqdm.auto import tqdm
@@ -540,7 +557,7 @@ class _CNNRun:
             "settings": {
                 k: v
                 for k, v in s.to_dict().items()
-                if k not in ("device", "checkpoint_every", "compile", "log_every")
+                if k not in ("device", "checkpoint_every", "compile", "log_every", "grad_every")
             },
             "network": cfg.to_dict(),
             "data": data.source,
@@ -582,7 +599,9 @@ class _CNNRun:
         )
         if rank == 0:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-        log = TrainingLog(self.out_dir / "train_log.jsonl", cfg.stages, device, resume, rank == 0)
+        log = self.log = TrainingLog(
+            self.out_dir / "train_log.jsonl", cfg.stages, device, resume, rank == 0
+        )
         log.checked_at = step
         bar = tqdm(
             total=self.total,
@@ -643,13 +662,31 @@ class _CNNRun:
     def step(self, k: int, lr: float | None = None) -> torch.Tensor:
         for group in self.opt.param_groups:
             group["lr"] = learning_rate(k, self.total or 1, self.s) if lr is None else lr
+        inspect = None
+        every = self.s.grad_every
+        if every and lr is None and (k + 1) % every == 0 and self.rank == 0:
+            inspect = lambda: self.record_gradients(k + 1)  # noqa: E731
         try:
-            return train_step(self.runner, self.opt, *self.batches(k), self.autocast)
+            return train_step(
+                self.runner,
+                self.opt,
+                *self.batches(k),
+                self.autocast,
+                final_only=self.s.supervision == "final",
+                inspect=inspect,
+            )
         except torch.OutOfMemoryError:
             batch = self.batches.batch
             raise PoseMachinesError(
                 f"out of GPU memory at batch size {batch}; try --batch-size {max(1, batch // 2)}"
             ) from None
+
+    def record_gradients(self, step: int) -> None:
+        """Summarise each stage's gradients into the log (the time it takes is counted)."""
+        t = time.perf_counter()
+        summary = gradient_summary(self.module.stage_parameters())
+        self.log.append({"step": step, "gradients": summary})
+        self.gradient_seconds += time.perf_counter() - t
 
     def validate(self) -> list:
         return validate_pck(
@@ -706,6 +743,9 @@ class _CNNRun:
             "images": len(data.train),
             "validation_images": len(data.val),
         }
+        if s.grad_every:
+            seconds = time.perf_counter() - self.started
+            details["gradient_summaries_share_of_time"] = round(self.gradient_seconds / seconds, 4)
         if self.budget is not None:
             details["time_budget_s"] = self.budget.seconds
             details["planned_from"] = {
