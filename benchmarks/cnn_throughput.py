@@ -79,12 +79,12 @@ def optimised(module, crops, codec, device, batch, args, train: bool, mode: str 
     module.train(train)
 
     def run(k):
-        x, targets, weights = maker(k % maker.steps_per_epoch)
+        inputs, targets, weights = maker(k % maker.steps_per_epoch)
         if train:
-            train_step(runner, opt, x, targets, weights, precision)
+            train_step(runner, opt, inputs, targets, weights, precision)
         else:
             with torch.no_grad(), precision:
-                runner(x)
+                runner(*inputs)
 
     s, n = timed(run, device, args.steps, args.max_seconds, warmup=3)
     return batch / s, n
@@ -161,8 +161,9 @@ def sweep(cfg, crops, codec, device, batch, args) -> None:
         precision = torch.autocast("cuda", dtype)
 
         def run(k, module=module, maker=maker, opt=opt, precision=precision, fmt=fmt):
-            x, targets, weights = maker(k % maker.steps_per_epoch)
-            train_step(module, opt, x.contiguous(memory_format=fmt), targets, weights, precision)
+            (x,), targets, weights = maker(k % maker.steps_per_epoch)
+            x = x.contiguous(memory_format=fmt)
+            train_step(module, opt, (x,), targets, weights, precision)
 
         s, n = timed(run, device, args.steps, args.max_seconds, warmup=3)
         name = "nhwc" if fmt == torch.channels_last else "nchw"

@@ -32,6 +32,12 @@ from .common import (
 @tta_options
 @on_bad_image_option
 @click.option("--timing-images", type=int, default=20, show_default=True)
+@click.option(
+    "--parts/--no-parts",
+    default=True,
+    show_default=True,
+    help="Show each stack (--stack) beside its lower parts, made from the same model.",
+)
 @friendly_errors
 def compare(
     entries,
@@ -47,6 +53,7 @@ def compare(
     scales,
     on_bad_image,
     timing_images,
+    parts,
 ):
     """Evaluate models and prediction files side by side and write an HTML/Markdown/JSON report.
 
@@ -71,6 +78,7 @@ def compare(
         tta=make_tta(flip, scales),
         on_bad_image=on_bad_image,
         overwrite=overwrite,
+        parts=parts,
     )
     click.echo(f"report written to {report}/report.html")
 

@@ -47,9 +47,23 @@ def cli():
 @click.option(
     "--backend",
     type=click.Choice(BACKENDS),
-    default="forest",
-    show_default=True,
-    help="mean: mean-pose prior; forest: the 2014 Pose Machine; cnn: the 2016 CPM.",
+    default=None,
+    help="mean: mean-pose prior; forest: the 2014 Pose Machine (the default); cnn: the 2016 "
+    "CPM. A pure stack: --backend cnn is --stack cnn:T.",
+)
+@click.option(
+    "--stack",
+    default=None,
+    help="Stages of several kinds, bottom-up, e.g. cnn:1,forest:2 (a CPM stage 1, two forest "
+    "stages on its beliefs) or forest:1,cnn:2. Each part above the first learns from the "
+    "out-of-fold beliefs of the parts below (--folds).",
+)
+@click.option(
+    "--folds",
+    type=int,
+    default=None,
+    help="Folds of the stacking: the forest's own stages (default 2) and a --stack's parts "
+    "(default 3).",
 )
 @data_options(default_split="train")
 @click.option(
@@ -185,6 +199,8 @@ def cli():
 @friendly_errors
 def train(
     backend,
+    stack,
+    folds,
     dataset,
     split,
     data_root,
@@ -245,6 +261,23 @@ def train(
         "--grad-every": grad_every,
         "--stages": stages,
     }
+    if backend is not None and stack is not None:
+        raise PoseMachinesError("give --backend or --stack, not both")
+    if stack is not None:
+        from posemachines.training.stack import parse_stack
+
+        parse_stack(stack)
+        if resume:
+            raise PoseMachinesError("--resume is not supported with --stack; train it again")
+        if packed is not None:
+            raise PoseMachinesError("--stack trains from a dataset, not a --data pack")
+    backend = backend or ("hybrid" if stack else "forest")
+    if folds is not None and backend not in ("forest", "hybrid"):
+        raise PoseMachinesError("--folds applies to forests and stacks")
+    if folds is not None and folds < (1 if backend == "hybrid" else 2):
+        raise PoseMachinesError(
+            f"--folds must be at least 2 (or 1 for a stack without cross-fitting), got {folds}"
+        )
     check_backend_options(backend, given)
     if resume and out is None:
         raise PoseMachinesError("--resume needs --out pointing at the interrupted run")
@@ -253,22 +286,23 @@ def train(
     if synthetic_size is not None and synthetic_size < 1:
         raise PoseMachinesError(f"--synthetic-size must be at least 1, got {synthetic_size}")
     # Settings and the output folder are checked before any data is read.
-    if backend == "forest":
+    if backend in ("forest", "hybrid"):
         from posemachines.training.forest import ForestSettings, train_forest
 
-        settings = ForestSettings.from_options(
+        settings = forest_settings = ForestSettings.from_options(
             stages=stages,
             trees=trees,
             depth=depth,
             min_samples_leaf=min_samples_leaf,
             mirror=mirror,
             hierarchy=hierarchy,
+            folds=folds if backend == "forest" else None,
         )
         settings.validate()
-    elif backend == "cnn":
+    if backend in ("cnn", "hybrid"):
         from posemachines.training.cnn import CNNSettings, train_cnn
 
-        settings = CNNSettings.from_options(
+        settings = cnn_settings = CNNSettings.from_options(
             config=cnn_config,
             stages=stages,
             epochs=epochs,
@@ -294,7 +328,22 @@ def train(
     if packed is None:
         train_data = load_data(dataset, split, data_root, synthetic_size, protocol, seed)
     with output_folder(out, backend, overwrite=overwrite) as out_dir:
-        if backend == "mean":
+        if stack is not None:
+            from posemachines.training.stack import train_stack
+
+            model = train_stack(
+                train_data,
+                stack,
+                forest_settings,
+                cnn_settings,
+                out_dir,
+                folds=folds or 3,
+                seed=seed,
+                n_jobs=jobs,
+                progress=True,
+                on_bad_image=on_bad_image,
+            )
+        elif backend == "mean":
             from posemachines.training.mean import train_mean
 
             model = train_mean(train_data, n_jobs=jobs, on_bad_image=on_bad_image)
@@ -342,13 +391,20 @@ CNN_ONLY |= {"--checkpoint-every", "--supervision", "--grad-every"}
 
 def check_backend_options(backend: str, given: dict) -> None:
     """Refuse options that the chosen backend would ignore."""
-    allowed = {"forest": FOREST_ONLY | {"--stages"}, "cnn": CNN_ONLY | {"--stages"}, "mean": set()}
+    allowed = {
+        "forest": FOREST_ONLY | {"--stages"},
+        "cnn": CNN_ONLY | {"--stages"},
+        "hybrid": (FOREST_ONLY | CNN_ONLY) - {"--data", "--init"},
+        "mean": set(),
+    }
     wrong = [name for name, value in given.items() if value is not None]
     wrong = [name for name in wrong if name not in allowed[backend]]
     if wrong:
         owners = [b for b in ("forest", "cnn") if set(wrong) <= allowed[b]]
         hint = f" (it is for --backend {owners[0]})" if len(owners) == 1 else ""
-        raise PoseMachinesError(f"{', '.join(wrong)} does not apply to --backend {backend}{hint}")
+        target = "--stack (its SPEC counts the stages)" if backend == "hybrid" else backend
+        target = target if backend == "hybrid" else f"--backend {backend}"
+        raise PoseMachinesError(f"{', '.join(wrong)} does not apply to {target}{hint}")
 
 
 # -- evaluate ------------------------------------------------------------------------------------

@@ -27,10 +27,34 @@ class Entry:
     path: Path
     model: PoseModel | None = None
     manifest: dict = field(default_factory=dict)
+    part_of: str | None = None  # the stack this entry is the lower part of
 
     @property
     def kind(self) -> str:
         return "predictions" if self.model is None else self.model.backend
+
+
+def lower_parts(entry: Entry) -> list[Entry]:
+    """Entries for the lower parts of a stack (its first part, its first two, ...), made from
+    the same model without retraining, so that the gain of the parts above shows."""
+    if entry.model is None:
+        return []
+    parts = entry.model.record.details.get("parts") or []
+    out = []
+    for k, part in enumerate(parts[1:], 1):
+        below = parts[:k]
+        stages = entry.model.stages[: part["first_stage"] - 1]
+        kinds = {p["part"].split(":")[0] for p in below}
+        model = PoseModel(
+            kinds.pop() if len(kinds) == 1 else "hybrid",
+            entry.model.skeleton,
+            entry.model.codec,
+            stages,
+            record=entry.model.record,
+        )
+        label = f"{entry.label} [{','.join(p['part'] for p in below)}]"
+        out.append(Entry(label, entry.path, model, entry.manifest, part_of=entry.label))
+    return out
 
 
 def load_entry(path: str | Path, device: str = "cpu", label: str | None = None) -> Entry:
@@ -274,7 +298,7 @@ def compare_entries(
                 [torso_pck_by(p, data.joints, data.labelled, data.skeleton, 0) for p in preds]
             ),
             "pck_by_image": torso_pck_by(preds[-1], data.joints, data.labelled, data.skeleton, 1),
-            "megabytes": round(_dir_megabytes(e.path), 2),
+            "megabytes": None if e.part_of else round(_dir_megabytes(e.path), 2),
         }
         if e.model is not None:
             row.update(_cnn_figures(e, row["pck_by_joint_and_stage"], data.skeleton))
@@ -314,9 +338,10 @@ def compare_entries(
 def _cnn_figures(entry: Entry, pck_by_joint_and_stage, skeleton) -> dict:
     """For CNN entries: each stage's analytic receptive field and PCK of the joint groups near
     and far down the kinematic chain; the gradient summaries its training log holds."""
-    network = next((s.network for s in entry.model.stages if s.kind == "cnn"), None)
-    if network is None:
-        return {}
+    kinds = {s.kind for s in entry.model.stages}
+    if kinds != {"cnn"}:
+        return {}  # receptive fields are a network's; a stack's forest stages have none
+    network = entry.model.stages[0].network
     from .stages.cnn import receptive_fields
 
     groups = skeleton.kinematic_groups()
@@ -371,10 +396,12 @@ def run_compare(
     tta=None,
     on_bad_image="skip",
     overwrite=False,
+    parts=True,
 ) -> Path:
     """Compare ``entries`` (default: the latest run of each backend) and write the report
     folder; returns its path. ``out`` must be new, empty or a previous report unless
-    ``overwrite``; nothing is left behind when the comparison fails."""
+    ``overwrite``; nothing is left behind when the comparison fails. With ``parts``, each
+    stack is shown beside its lower parts."""
     import sys
 
     from .data import load_dataset
@@ -391,6 +418,8 @@ def run_compare(
     for p in paths:
         label = p.name if p.name not in {e.label for e in loaded} else f"{p.parent.name}/{p.name}"
         loaded.append(load_entry(p, device, label))
+        if parts:
+            loaded += lower_parts(loaded[-1])
     if dataset is None:
         names = {e.model.record.dataset_name for e in loaded if e.model}
         names -= {"", "packed"}

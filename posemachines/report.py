@@ -250,7 +250,7 @@ def summary_table(results: dict) -> tuple[list[str], list[list[str]]]:
             + [_fmt(m[k]) for k in SUMMARY_KEYS]
             + [
                 f"{t['ms_per_image']:.1f}" if t else "-",
-                f"{e['megabytes']:.2f}",
+                "-" if e["megabytes"] is None else f"{e['megabytes']:.2f}",
                 _fmt(e.get("train_seconds"), pct=False),
                 str(e.get("train_data") or "-"),
             ]

@@ -9,14 +9,18 @@ import numpy as np
 from .stages import Stage
 
 
-def run_stages(stages: Sequence[Stage], crops: np.ndarray) -> list[np.ndarray]:
+def run_stages(
+    stages: Sequence[Stage], crops: np.ndarray, previous: np.ndarray | None = None
+) -> list[np.ndarray]:
     """Run ``stages`` in order on a batch of crops; returns the beliefs of each stage.
 
-    Stage 1 receives no previous beliefs; stage t receives stage t-1's. Nothing here knows
-    what a stage is made of: forests, networks and priors all meet the same contract.
+    Stage 1 receives ``previous`` (None, or the beliefs of stages run elsewhere, as when the
+    upper part of a stack is trained on the lower part's out-of-fold beliefs); stage t
+    receives stage t-1's. Nothing here knows what a stage is made of: forests, networks and
+    priors all meet the same contract.
     """
     cache: dict = {}
-    beliefs = None
+    beliefs = previous
     out = []
     for stage in stages:
         beliefs = np.asarray(stage.beliefs(crops, beliefs, cache), dtype=np.float32)

@@ -119,7 +119,7 @@ def output_folder(
         folder = check_output_folder(path, overwrite, owned_by)
         if not folder.exists():
             missing = [p for p in (folder, *folder.parents) if not p.exists()]
-            folder.mkdir(parents=True)
+            folder.mkdir(parents=True, exist_ok=True)  # another process may make it too
             made = missing[-1]  # the top folder made here
     try:
         yield folder

@@ -110,6 +110,12 @@ def cases(files, model):
         "pack side": ["data", "pack", "synthetic:train", "--side", "8", "--out", "x.npz"],
         "pack pad": ["data", "pack", "synthetic:train", "--pad", "9", "--out", "x.npz"],
         "compare into a full folder": ["compare", model, *synthetic, "--out", files["full"]],
+        "stack of zero stages": ["train", "--stack", "cnn:0", *synthetic],
+        "stack of an unknown kind": ["train", "--stack", "tree:1", *synthetic],
+        "stack without counts": ["train", "--stack", "forest", *synthetic],
+        "stack and backend": ["train", "--stack", "cnn:1", "--backend", "cnn", *synthetic],
+        "stack with --stages": ["train", "--stack", "cnn:1", "--stages", "2", *synthetic],
+        "folds for a CNN": ["train", "--backend", "cnn", "--folds", "3", *synthetic],
     }
 
 

@@ -330,7 +330,7 @@ def test_device_augmentation_matches_person_crop(synthetic_test):
     maker = BatchMaker(pack, torch.as_tensor(pack.images), codec, aug, perm, 0, 1)
     for seed in range(4):
         mats, flips = crop_matrices(pack, 64, np.array([0]), aug, np.random.default_rng(seed))
-        x, _, _ = maker.make(np.array([0]), mats, flips)
+        (x,), _, _ = maker.make(np.array([0]), mats, flips)
         crop = person_crop(sample, 64, LSP14, aug, np.random.default_rng(seed))
         from posemachines.training.cnn import target_joints
 

@@ -31,7 +31,8 @@ PACK_FORMAT = "posemachines-pack"
 class PackedCrops:
     """Crops in memory: images (N, S, S, 3) uint8, joints (N, P, 2) in crop coordinates,
     labelled/visible (N, P), transforms (N, 2, 3) image->crop; the person box of every crop is
-    centred with side ``S / pad``."""
+    centred with side ``S / pad``. ``index`` (N,) is each crop's sample in the datasets packed,
+    counted across them (unreadable samples have no crop)."""
 
     images: np.ndarray
     joints: np.ndarray
@@ -41,6 +42,11 @@ class PackedCrops:
     pad: float
     skeleton: str
     sources: list
+    index: np.ndarray | None = None
+
+    def __post_init__(self):
+        if self.index is None:
+            self.index = np.arange(len(self.images))
 
     def __len__(self) -> int:
         return len(self.images)
@@ -64,6 +70,7 @@ class PackedCrops:
             self.pad,
             self.skeleton,
             self.sources,
+            self.index[idx],
         )
 
 
@@ -95,12 +102,12 @@ def pack_crops(
     skeletons = {d.skeleton.name for d in datasets}
     if len(skeletons) != 1:
         raise PoseMachinesError(f"cannot pack datasets of different skeletons: {sorted(skeletons)}")
-    parts = []
+    parts, index, offset = [], [], 0
     for d in datasets:
         crops = Parallel(n_jobs=n_jobs, batch_size=32)(
             delayed(_pack_one)(d, i, side, pad) for i in range(len(d))
         )
-        for name, crop in zip(d.names, crops):
+        for i, (name, crop) in enumerate(zip(d.names, crops)):
             if isinstance(crop, str):
                 if on_bad_image == "stop":
                     raise CorruptImageError(crop)
@@ -108,6 +115,8 @@ def pack_crops(
                     skipped.add(name, crop)
             else:
                 parts.append(crop)
+                index.append(offset + i)
+        offset += len(d)
     if not parts:
         raise PoseMachinesError("no readable images to pack")
     images, joints, labelled, visible, transforms = (np.stack(x) for x in zip(*parts))
@@ -120,6 +129,7 @@ def pack_crops(
         pad,
         skeletons.pop(),
         [d.describe() for d in datasets],
+        np.array(index),
     )
 
 

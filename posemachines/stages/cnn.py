@@ -47,6 +47,9 @@ class CPMConfig:
     feature_kernel: int = 5
     shared_features: bool = False  # stage 1 reads x' (no trunk of its own)
     refine_convs: int = 3  # k x k convs per refinement stage, before its two 1x1 convs
+    # Every stage refines beliefs: the first reads those of the stages below it in a stack
+    # (a forest's, say) instead of the image alone. No image-only stage 1 then.
+    foreign_input: bool = False
 
     def __post_init__(self):
         # JSON gives lists back; keep the dataclass hashable and comparable.
@@ -242,12 +245,14 @@ class CPM(nn.Module):
     def __init__(self, cfg: CPMConfig):
         super().__init__()
         self.cfg = cfg
-        self.stage1 = Stage1(cfg)
+        self.stage1 = None if cfg.foreign_input else Stage1(cfg)
         self.features = ImageFeatures(cfg)
-        self.refine = nn.ModuleList(RefineStage(cfg) for _ in range(cfg.stages - 1))
+        refinements = cfg.stages if cfg.foreign_input else cfg.stages - 1
+        self.refine = nn.ModuleList(RefineStage(cfg) for _ in range(refinements))
         self.register_buffer("centre", self._centre_map(cfg), persistent=False)
         self.apply(_he_init)
-        for head in [self.stage1.net[-1], *(r.net[-1] for r in self.refine)]:
+        heads = [r.net[-1] for r in self.refine]
+        for head in heads if self.stage1 is None else [self.stage1.net[-1], *heads]:
             # Beliefs start near zero: He-scaled outputs begin far from every target, and the
             # first few hundred steps would go into shrinking them.
             nn.init.normal_(head.weight, std=1e-3)
@@ -267,23 +272,38 @@ class CPM(nn.Module):
     def stage_parameters(self) -> dict[str, list[nn.Parameter]]:
         """The parameters of each part, in the order of the figure: stage 1 (with its own
         trunk, as in the paper), the shared image features x', then stages 2..T."""
-        groups = {"stage 1": list(self.stage1.parameters())}
+        groups = {} if self.stage1 is None else {"stage 1": list(self.stage1.parameters())}
         groups["x'"] = list(self.features.parameters())
-        for t, stage in enumerate(self.refine, 2):
+        first = 1 if self.stage1 is None else 2
+        for t, stage in enumerate(self.refine, first):
             groups[f"stage {t}"] = list(stage.parameters())
         return groups
 
     def first_stage(self, image: torch.Tensor, features: torch.Tensor | None) -> torch.Tensor:
         return self.stage1(features if self.cfg.shared_features else image)
 
-    def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
-        """image: (N, 3, S, S) in [-0.5, 0.5]. Returns each stage's (N, P+1, S/8, S/8) beliefs."""
+    def forward(self, image: torch.Tensor, below: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """image: (N, 3, S, S) in [-0.5, 0.5]; ``below``: (N, P+1, S/8, S/8) beliefs of the
+        stages under a ``foreign_input`` network. Returns each stage's beliefs (N, P+1, S/8,
+        S/8)."""
         x = self.features(image)
-        beliefs = [self.first_stage(image, x)]
+        beliefs = [below.to(x.dtype) if self.stage1 is None else self.first_stage(image, x)]
         centre = self.centre_map(len(image), x)
         for stage in self.refine:
             beliefs.append(stage(x, beliefs[-1], centre))
+        return beliefs[1:] if self.stage1 is None else beliefs
+
+    def refinement(self, t: int) -> RefineStage:
+        """The refinement module of stage ``t`` (0-based)."""
+        return self.refine[t] if self.stage1 is None else self.refine[t - 1]
+
+
+def resample(beliefs: torch.Tensor, size: int) -> torch.Tensor:
+    """Belief maps (N, C, h, w) on a ``size`` x ``size`` grid over the same crop (bilinear at
+    the cell centres, which tile the crop on every grid)."""
+    if beliefs.shape[-1] == size:
         return beliefs
+    return F.interpolate(beliefs, size=(size, size), mode="bilinear", align_corners=False)
 
 
 def to_input(crops, device, channels_last: bool = False) -> torch.Tensor:
@@ -313,27 +333,35 @@ class CPMNetwork:
         return self.module.state_dict()
 
     @torch.no_grad()
-    def stage_forward(self, t: int, crops, previous, cache: dict) -> np.ndarray:
-        """Stage ``t`` (0-based) of this network, following the stage contract."""
+    def stage_forward(self, t: int, crops, previous, cache: dict, grid: int | None = None):
+        """Stage ``t`` (0-based) of this network, following the stage contract.
+
+        Beliefs of other stages on another grid are resampled to this network's grid on the
+        way in, and the output to ``grid`` (the model's) on the way out.
+        """
         key = ("cnn", id(self))
         state = cache.setdefault(key, {})
         with autocast(self.device):
             if "image" not in state:
                 state["image"] = to_input(crops, self.device, channels_last=True)
-            if "features" not in state and (t > 0 or self.cfg.shared_features):
+            first = t == 0 and not self.cfg.foreign_input
+            if "features" not in state and (not first or self.cfg.shared_features):
                 state["features"] = self.module.features(state["image"])
             x = state.get("features")
-            if t == 0:
+            if first:
                 out = self.module.first_stage(state["image"], x)
             else:
                 # Reuse our own tensor when the previous beliefs are what we returned last.
                 if state.get("last_numpy") is previous:
                     prev = state["last_tensor"]
                 else:
-                    prev = torch.as_tensor(np.asarray(previous), device=self.device)
+                    prev = resample(
+                        torch.as_tensor(np.asarray(previous), device=self.device), x.shape[-1]
+                    )
                 prev = prev.to(x.dtype)
-                out = self.module.refine[t - 1](x, prev, self.module.centre_map(len(x), x))
-        result = out.float().cpu().numpy()
+                refine = self.module.refinement(t)
+                out = refine(x, prev, self.module.centre_map(len(x), x))
+        result = resample(out.float(), grid or out.shape[-1]).cpu().numpy()
         state["last_numpy"], state["last_tensor"] = result, out
         return result
 
@@ -343,22 +371,23 @@ class CPMStage:
 
     kind = "cnn"
 
-    def __init__(self, network: CPMNetwork, index: int):
+    def __init__(self, network: CPMNetwork, index: int, grid: int | None = None):
         self.network = network
         self.index = index
+        self.grid = grid  # the model's belief grid, when the network's own is another
 
     def beliefs(self, crops, previous, cache) -> np.ndarray:
-        return self.network.stage_forward(self.index, crops, previous, cache)
+        return self.network.stage_forward(self.index, crops, previous, cache, self.grid)
 
     def config(self) -> dict:
-        return {"index": self.index}
+        return {"index": self.index, **({"grid": self.grid} if self.grid else {})}
 
     def state(self) -> StageState:
         return StageState(config=self.config(), network=self.network)
 
     @classmethod
     def from_state(cls, state: StageState) -> CPMStage:
-        return cls(state.network, state.config["index"])
+        return cls(state.network, state.config["index"], state.config.get("grid"))
 
     @staticmethod
     def network_from_state(config: dict, tensors: dict, device: str = "cpu") -> CPMNetwork:
@@ -403,15 +432,17 @@ def receptive_fields(cfg: CPMConfig) -> list[int]:
     """The analytic receptive field of every stage's output, in input pixels.
 
     Stage 1 sees what its layers (its own trunk, or the shared x') reach; stage t >= 2 sees
-    the union of x' and stage t-1's beliefs, widened by its own convolutions.
+    the union of x' and stage t-1's beliefs, widened by its own convolutions. A network on
+    foreign beliefs counts from x' alone (the reach of the stages below is theirs).
     """
     module = CPM(replace(cfg, stages=max(cfg.stages, 1)))
     features_rf, jump = _grow(module.features, 1, 1)
-    if cfg.shared_features:
-        rf, _ = _grow(module.stage1.net, features_rf, jump)
+    if module.stage1 is None:
+        rf, fields = features_rf, []
     else:
-        rf, _ = _grow(module.stage1.net, 1, 1)
-    fields = [rf]
+        start = (features_rf, jump) if cfg.shared_features else (1, 1)
+        rf, _ = _grow(module.stage1.net, *start)
+        fields = [rf]
     for stage in module.refine:
         rf, _ = _grow(stage.net, max(rf, features_rf), jump)
         fields.append(rf)
@@ -423,8 +454,10 @@ def flops_per_image(cfg: CPMConfig) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
     module = CPM(cfg).eval()
+    side = cfg.input_size // cfg.stride
+    below = torch.zeros(1, cfg.num_joints + 1, side, side) if cfg.foreign_input else None
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        module(torch.zeros(1, 3, cfg.input_size, cfg.input_size))
+        module(torch.zeros(1, 3, cfg.input_size, cfg.input_size), below)
     return int(counter.get_total_flops())
 
 
@@ -439,9 +472,13 @@ def effective_receptive_fields(module: CPM, n: int = 8, seed: int = 0) -> np.nda
     x.requires_grad_(True)
     module = module.eval()
     maps = []
+    below = None
+    if cfg.foreign_input:
+        side = size // cfg.stride
+        below = torch.zeros(n, p + 1, side, side)
     for t in range(cfg.stages):
         x.grad = None
-        beliefs = module(x)[t]
+        beliefs = module(x, below)[t]
         c = beliefs.shape[-1] // 2
         beliefs[:, :p, c, c].sum().backward()
         maps.append(x.grad.abs().sum(1).mean(0).numpy())

@@ -78,6 +78,7 @@ class CNNSettings:
     flip: float = 0.5
     compile: bool = False
     log_every: int = 25
+    overrides: dict | None = None  # CPMConfig fields that differ from the config's
     supervision: str = "all"  # "all": a loss at every stage (the paper); "final": last only
     grad_every: int | None = None  # steps between gradient summaries in the log (None: off)
 
@@ -121,10 +122,17 @@ class CNNSettings:
             raise PoseMachinesError("--val-fraction must be in [0, 1)")
         if self.optimizer not in ("adamw", "sgd"):
             raise PoseMachinesError(f"unknown optimizer {self.optimizer!r}")
+        try:
+            self.network_config()
+        except TypeError as exc:
+            raise PoseMachinesError(
+                f"unknown network setting in {self.overrides} ({exc})"
+            ) from None
 
     def network_config(self):
         cfg = CONFIGS[self.config]
-        return cfg if self.stages is None else replace(cfg, stages=self.stages)
+        cfg = cfg if self.stages is None else replace(cfg, stages=self.stages)
+        return replace(cfg, **(self.overrides or {}))
 
     @property
     def peak_lr(self) -> float:
@@ -208,7 +216,8 @@ def target_joints(crops: PackedCrops, idx, matrices, flips, perm):
 
 @dataclass
 class BatchMaker:
-    """Turns step numbers into device batches: inputs (B, 3, S, S), targets and weights."""
+    """Turns step numbers into device batches: the network's inputs (the crops (B, 3, S, S),
+    and the beliefs of the stages below for a network on foreign beliefs), targets, weights."""
 
     crops: PackedCrops
     images: torch.Tensor  # the crops' pixels, already on the device
@@ -219,6 +228,7 @@ class BatchMaker:
     batch: int
     rank: int = 0
     world: int = 1
+    below: torch.Tensor | None = None  # (N, P+1, g, g) beliefs on each crop's person box
 
     @property
     def steps_per_epoch(self) -> int:
@@ -244,7 +254,30 @@ class BatchMaker:
         pixels = self.images[to_device(idx, device)]
         x = warp_batch(pixels, to_device(theta, device), self.codec.input_size)
         targets, weights = self.codec.encode(to_device(joints, device), to_device(labelled, device))
-        return x, targets, weights
+        if self.below is None:
+            return (x,), targets, weights
+        return (x, self.warped_below(idx, theta, flips)), targets, weights
+
+    def warped_below(self, idx, theta: np.ndarray, flips) -> torch.Tensor:
+        """The beliefs below, through the crops' augmentation, on this network's grid.
+
+        They were computed on the person box, the pack crop's centre 1/pad: in normalised
+        coordinates the box is the pack crop scaled by pad, so the images' sampling matrices
+        scaled by pad sample them. Outside the box nothing is known: background there.
+        """
+        device = self.below.device
+        maps = self.below[to_device(idx, device)].float()
+        theta = to_device((theta * self.crops.pad).astype(np.float32), device)
+        side = self.codec.map_size
+        grid = F.affine_grid(theta, (len(idx), maps.shape[1], side, side), align_corners=False)
+        warped = F.grid_sample(maps, grid, mode="bilinear", align_corners=False)
+        inside = F.grid_sample(
+            torch.ones_like(maps[:, :1]), grid, mode="bilinear", align_corners=False
+        )
+        warped[:, -1:] += 1 - inside  # background where the box does not reach
+        channels = list(self.flip_permutation) + [maps.shape[1] - 1]
+        flipped = to_device(np.asarray(flips), device)
+        return torch.where(flipped[:, None, None, None], warped[:, channels], warped)
 
 
 def stage_losses(beliefs, targets, weights) -> torch.Tensor:
@@ -254,15 +287,16 @@ def stage_losses(beliefs, targets, weights) -> torch.Tensor:
 
 
 def train_step(
-    runner, optimizer, x, targets, weights, autocast, final_only=False, inspect=None
+    runner, optimizer, inputs, targets, weights, autocast, final_only=False, inspect=None
 ) -> torch.Tensor:
-    """One optimiser step; returns the (T,) stage losses, still on the device.
+    """One optimiser step on the network's ``inputs`` (a tuple); returns the (T,) stage
+    losses, still on the device.
 
     The loss is the sum over stages (intermediate supervision), or the last stage's alone with
     ``final_only``; ``inspect()`` runs between the backward pass and the update (gradients).
     """
     with autocast:
-        beliefs = runner(x)
+        beliefs = runner(*inputs)
     losses = stage_losses(beliefs, targets, weights)
     optimizer.zero_grad(set_to_none=True)
     (losses[-1] if final_only else losses.sum()).backward()
@@ -328,21 +362,26 @@ def load_checkpoint(checkpoint: Checkpoint):
 # -- validation and the time budget --------------------------------------------------------------
 
 
-def validate_pck(module, crops: PackedCrops, codec, skeleton, autocast, batch: int = 64) -> list:
-    """PCK@0.2 of every stage on un-augmented validation crops (crop coordinates)."""
+def validate_pck(
+    module, crops: PackedCrops, codec, skeleton, autocast, batch: int = 64, below=None
+) -> list:
+    """PCK@0.2 of every stage on un-augmented validation crops (crop coordinates); ``below``
+    are the beliefs under a network on foreign beliefs."""
     if len(crops) == 0:
         return []
     device = next(module.parameters()).device
     images = torch.as_tensor(crops.images, device=device)
-    maker = BatchMaker(crops, images, codec, None, list(range(skeleton.num_joints)), 0, batch)
+    below = None if below is None else torch.as_tensor(below, device=device)
+    perm = list(range(skeleton.num_joints))
+    maker = BatchMaker(crops, images, codec, None, perm, 0, batch, below=below)
     batches, joints = [], []
     module.eval()
     with torch.no_grad(), autocast:
         for start in range(0, len(crops), batch):
             idx = np.arange(start, min(start + batch, len(crops)))
             mats, flips = crop_matrices(crops, codec.input_size, idx, None, None)
-            x, _, _ = maker.make(idx, mats, flips)
-            batches.append([b.float().cpu().numpy() for b in module(x)])
+            inputs, _, _ = maker.make(idx, mats, flips)
+            batches.append([b.float().cpu().numpy() for b in module(*inputs)])
             joints.append(apply_affine(mats, crops.joints[idx]))
     module.train()
     stages = [np.concatenate(stage) for stage in zip(*batches)]
@@ -412,10 +451,15 @@ class TrainingData:
     skeleton: object
     source: str  # what the crops came from, for the identity and the record
     skipped: SkippedImages
+    below_train: np.ndarray | None = None  # beliefs under a network on foreign beliefs
+    below_val: np.ndarray | None = None
 
 
-def training_data(dataset, packed, cfg, settings: CNNSettings, on_bad_image: str) -> TrainingData:
-    """Crops from a pack file, or ``dataset`` packed on the fly; a seeded validation split."""
+def training_data(
+    dataset, packed, cfg, settings: CNNSettings, on_bad_image: str, below=None
+) -> TrainingData:
+    """Crops from a pack file, or ``dataset`` packed on the fly; a seeded validation split.
+    ``below`` (one belief array per sample of ``dataset``) follows the crops."""
     skipped = SkippedImages()
     if packed is not None:
         crops = load_pack(packed)
@@ -428,7 +472,11 @@ def training_data(dataset, packed, cfg, settings: CNNSettings, on_bad_image: str
     order = np.random.default_rng([settings.seed, 7]).permutation(len(crops))
     n_val = int(round(settings.val_fraction * len(crops))) if len(crops) > 20 else 0
     val, train = crops.subset(np.sort(order[:n_val])), crops.subset(np.sort(order[n_val:]))
-    return TrainingData(train, val, skeleton, source, skipped)
+    data = TrainingData(train, val, skeleton, source, skipped)
+    if below is not None:
+        below = np.asarray(below, dtype=np.float32)
+        data.below_train, data.below_val = below[train.index], below[val.index]
+    return data
 
 
 class TrainingLog:
@@ -506,11 +554,16 @@ def train_cnn(
     progress: bool = False,
     max_steps: int | None = None,
     on_bad_image: str = "skip",
+    below: np.ndarray | None = None,
+    grid: int | None = None,
 ) -> PoseModel | None:
     """Train a CPM; returns the model on rank 0 (None on other ranks).
 
     ``max_steps`` stops early after that many steps in this call (for tests of resume). The
-    seed and torch's global flags are set for the run and restored afterwards.
+    seed and torch's global flags are set for the run and restored afterwards. A network on
+    foreign beliefs (``overrides={"foreign_input": True}``) learns to refine ``below``, the
+    beliefs (N, P+1, g, g) that the stages under it gave on each sample's person box; ``grid``
+    is the belief grid of the model it will be part of, when not its own.
     """
     settings.validate()
     started = time.perf_counter()
@@ -519,6 +572,7 @@ def train_cnn(
     try:
         with training_environment(device, settings.seed):
             run = _CNNRun(settings, Path(out_dir), device, world, rank, started)
+            run.below, run.grid = below, grid
             model = run.train(dataset, packed, resume, progress, max_steps, on_bad_image)
     finally:
         _end_distributed(world)
@@ -536,6 +590,7 @@ class _CNNRun:
             self.budget = Budget(60.0 * settings.time_budget, started)
         self.autocast = autocast(device)
         self.plan: dict = {}
+        self.below, self.grid = None, None
         self.gradient_seconds = 0.0
 
     def train(self, dataset, packed, resume, progress, max_steps, on_bad_image):
@@ -543,7 +598,11 @@ class _CNNRun:
 
         s, device, world, rank = self.s, self.device, self.world, self.rank
         cfg = s.network_config()
-        data = training_data(dataset, packed, cfg, s, on_bad_image)
+        if cfg.foreign_input != (self.below is not None):
+            raise PoseMachinesError(
+                "a network on foreign beliefs trains with the beliefs below it, and only it"
+            )
+        data = training_data(dataset, packed, cfg, s, on_bad_image, self.below)
         if data.skeleton.num_joints != cfg.num_joints:
             cfg = replace(cfg, num_joints=data.skeleton.num_joints)
         self.cfg, self.codec, self.data = cfg, cfg.codec(), data
@@ -588,6 +647,9 @@ class _CNNRun:
             batch,
             rank,
             world,
+            below=None
+            if data.below_train is None
+            else torch.as_tensor(data.below_train, device=device),
         )
         per_epoch = self.batches.steps_per_epoch
         self.total = total if total is not None else self.planned_steps(per_epoch)
@@ -689,8 +751,9 @@ class _CNNRun:
         self.gradient_seconds += time.perf_counter() - t
 
     def validate(self) -> list:
+        data = self.data
         return validate_pck(
-            self.module, self.data.val, self.codec, self.data.skeleton, self.autocast
+            self.module, data.val, self.codec, data.skeleton, self.autocast, below=data.below_val
         )
 
     def planned_steps(self, per_epoch: int) -> int:
@@ -735,7 +798,8 @@ class _CNNRun:
     def model(self, dataset, packed, steps: int, per_epoch: int) -> PoseModel:
         cfg, data, s = self.cfg, self.data, self.s
         network = CPMNetwork(cfg, self.module.to("cpu"), "cpu")
-        stages = [CPMStage(network, t) for t in range(cfg.stages)]
+        grid = self.grid if self.grid not in (None, self.codec.map_size) else None
+        stages = [CPMStage(network, t, grid) for t in range(cfg.stages)]
         model = PoseModel("cnn", data.skeleton, self.codec, stages)
         details = {
             "steps": steps,

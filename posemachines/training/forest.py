@@ -244,13 +244,15 @@ MIRROR = Augmentation(scale=(1.0, 1.0), rotation=0.0, flip=1.0, shift=0.0)
 
 
 def training_crops(dataset, size: int, mirror: bool, n_jobs: int, on_bad_image: str, skipped=None):
-    """Crops, joints, flags and source image index of every training image, plus mirror images
-    if asked (a mirror image keeps its source's index, so both fall in the same fold)."""
+    """Crops, joints, flags, source image index and whether mirrored, of every training image
+    and (if asked) its mirror image (which keeps its source's index, so both fall in the same
+    fold)."""
     options = dict(n_jobs=n_jobs, on_bad_image=on_bad_image, skipped=skipped)
     parts = [crop_dataset(dataset, size, **options)]
     if mirror:
         parts.append(crop_dataset(dataset, size, MIRROR, **options))
-    return tuple(np.concatenate([p[k] for p in parts]) for k in range(4))
+    mirrored = np.concatenate([np.full(len(p[0]), k == 1) for k, p in enumerate(parts)])
+    return (*(np.concatenate([p[k] for p in parts]) for k in range(4)), mirrored)
 
 
 def _checkpoint(out_dir, identity: dict) -> Checkpoint:
@@ -422,6 +424,20 @@ def _init_stages(init_model, init_stages: int, skeleton):
     return init.stages[:init_stages], init.codec
 
 
+def _by_sample(beliefs, source, mirrored, n: int) -> dict:
+    """Crop beliefs as {"plain": (n, C, h, w), "mirror": ...} by dataset sample (a sample
+    with no crop, its image unreadable, gets background everywhere)."""
+    out = {}
+    for name, which in (("plain", ~mirrored), ("mirror", mirrored)):
+        if not which.any():
+            continue
+        maps = np.zeros((n, *beliefs.shape[1:]), dtype=np.float32)
+        maps[:, -1] = 1.0
+        maps[source[which]] = beliefs[which]
+        out[name] = maps
+    return out
+
+
 def _final_smoothing(settings, config, scored, log) -> dict:
     """The last stage's config with its extra smoothing: given, or the best on held-out beliefs."""
     extra = settings.final_smooth
@@ -443,8 +459,17 @@ def train_forest(
     init_stages: int = 1,
     on_bad_image: str = "skip",
     progress: bool = False,
+    below: dict | None = None,
+    folds_by_sample: np.ndarray | None = None,
+    oof_out: dict | None = None,
 ) -> PoseModel:
-    """Train a forest Pose Machine (or forest stages on top of ``init_model``'s stages)."""
+    """Train a forest Pose Machine (or forest stages on top of ``init_model``'s stages).
+
+    In a stack (``training.stack``) the stages below are not run here: ``below`` holds the
+    beliefs they gave out of fold for every sample's person box (``"plain"``) and its mirror
+    image (``"mirror"``), ``folds_by_sample`` the stack's folds, and ``oof_out``, when given,
+    receives the last stage's out-of-fold beliefs in the same form, for the part above.
+    """
     from tqdm.auto import tqdm
 
     log = tqdm.write if progress else (lambda *_: None)
@@ -467,10 +492,12 @@ def train_forest(
 
     start_time = time.time()
     skipped = SkippedImages()
-    crops, joints, labelled, source = training_crops(
+    crops, joints, labelled, source, mirrored = training_crops(
         dataset, codec.input_size, settings.mirror, n_jobs, on_bad_image, skipped
     )
     seeds = Seeds.draw(seed, len(dataset), source, settings)
+    if folds_by_sample is not None:
+        seeds.fold_of = np.asarray(folds_by_sample)[source]
     part_groups = skeleton.composite_parts()
     part_targets = part_positions(joints, labelled, part_groups)
 
@@ -486,6 +513,12 @@ def train_forest(
         log(f"resuming after stage {first} of {settings.stages}")
     elif checkpoint.folder.exists():
         shutil.rmtree(checkpoint.folder)  # this run's folder (checked by the caller)
+    if below is not None and previous is None:
+        previous = np.where(
+            mirrored[:, None, None, None],
+            below.get("mirror", below["plain"])[source],
+            below["plain"][source],
+        ).astype(np.float32)
     if base_stages and previous is None:
         from ..runner import run_stages
 
@@ -515,8 +548,11 @@ def train_forest(
                 n_jobs,
                 progress,
             )
-        # The last stage's held-out beliefs only choose its smoothing: one fold is enough.
-        held_out_folds = settings.folds if not last else int(settings.final_smooth is None)
+        # The last stage's held-out beliefs only choose its smoothing (one fold is enough),
+        # unless a part of a stack above learns from them.
+        held_out_folds = settings.folds
+        if last and oof_out is None:
+            held_out_folds = int(settings.final_smooth is None)
         forest, oof = fit_level(
             f"stage {t + 1}",
             level((joints, labelled), p + 1, part_beliefs),
@@ -534,6 +570,11 @@ def train_forest(
             log(f"stage {t + 1}: out-of-fold PCK@0.2 {100 * oof_pck[-1]:.1f}")
         if last:
             stage_config = _final_smoothing(settings, config, scored, log)
+            if oof_out is not None:  # as the stage will give them: with its extra smoothing
+                extra = np.sqrt(max(stage_config["smooth"] ** 2 - config["smooth"] ** 2, 0.0))
+                if extra > 0:
+                    oof = ndimage.gaussian_filter(oof, sigma=(0, 0, extra, extra), mode="nearest")
+                oof_out.update(_by_sample(oof, source, mirrored, len(dataset)))
             oof = None  # nothing after the last stage consumes its beliefs
         estimators = {"joints": forest}
         if part_forest is not None:
