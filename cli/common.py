@@ -30,13 +30,22 @@ def data_options(default_split: str):
             click.option(
                 "--dataset",
                 default=None,
-                help="lsp, lspet or synthetic. Default: see the command's help.",
+                help="lsp, lspet, mpii, coco, flic, synthetic, a data-root folder holding a "
+                "COCO-format keypoints.json, or coco-format:FILE.json (with --images). "
+                "Default: see the command's help.",
             ),
             click.option(
                 "--split",
                 default=default_split,
                 show_default=True,
-                help="Split: train/test (lsp), train (lspet), train/test/val (synthetic).",
+                help="Split: train/test (lsp, flic), train (lspet), train/val (mpii, coco), "
+                "train/test/val (synthetic).",
+            ),
+            click.option(
+                "--images",
+                type=click.Path(file_okay=False),
+                default=None,
+                help="The images of a --dataset coco-format:FILE.json.",
             ),
             click.option(
                 "--data-root",
@@ -53,11 +62,12 @@ def data_options(default_split: str):
             ),
             click.option(
                 "--protocol",
-                type=click.Choice(["image", "gt"]),
+                type=click.Choice(["image", "gt", "given"]),
                 default=None,
                 help="Where the person box comes from: 'image' (image centre and "
-                "size, honest) or 'gt' (ground-truth joints, flattering). "
-                "Default: the dataset's own (image for lsp and synthetic).",
+                "size, honest), 'gt' (ground-truth joints, flattering) or 'given' (the "
+                "dataset's own boxes: MPII centre/scale, COCO bbox). Default: the dataset's "
+                "own (image for lsp and synthetic, given for mpii and coco, gt for flic).",
             ),
             on_bad_image_option,
         ]
@@ -120,11 +130,11 @@ def device_option(func):
     )(func)
 
 
-def load_data(dataset, split, data_root, synthetic_size, protocol, seed=0):
+def load_data(dataset, split, data_root, synthetic_size, protocol, seed=0, images=None):
     from posemachines.data import load_dataset
 
     options = {"size": synthetic_size, "seed": seed} if dataset == "synthetic" else {}
-    return load_dataset(dataset, split, data_root, protocol=protocol, **options)
+    return load_dataset(dataset, split, data_root, protocol=protocol, images=images, **options)
 
 
 def echo_err(message: str) -> None:

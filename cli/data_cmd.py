@@ -22,26 +22,41 @@ def data(ctx, data_root):
     """List the datasets, where each was found, and their sizes."""
     if ctx.invoked_subcommand is not None:
         return
-    from posemachines.data import DATASETS, dataset_available, find_data_root, load_dataset
+    from posemachines.data import (
+        DATASETS,
+        MARKERS,
+        dataset_available,
+        dataset_splits,
+        find_data_root,
+        load_dataset,
+    )
 
     root, how = find_data_root(data_root)
     click.echo(f"data root: {root} (from {how})")
-    for name in DATASETS:
-        if not dataset_available(name, data_root):
-            click.echo(f"  {name:10s} not found (expected {root / name}/joints.mat)")
-            continue
+    custom = sorted(
+        p.name
+        for p in (root.iterdir() if root.is_dir() else [])
+        if p.name not in DATASETS and p.is_dir() and dataset_available(p.name, root)
+    )
+    for name in [*DATASETS, *custom]:
         if name == "synthetic":
             click.echo(
                 f"  {name:10s} built in: train 400, test 100, val 100 by default (--synthetic-size)"
             )
             continue
-        splits = ("train", "test") if name == "lsp" else ("train",)
-        try:
-            sizes = ", ".join(f"{s} {len(load_dataset(name, s, data_root))}" for s in splits)
-        except PoseMachinesError as exc:  # say what is wrong and go on to the next one
-            click.echo(f"  {name:10s} {root / name}  unreadable: {exc}")
+        if not dataset_available(name, data_root):
+            click.echo(f"  {name:10s} not found (expected {root / name}/{MARKERS[name]})")
             continue
-        click.echo(f"  {name:10s} {root / name}  {sizes}")
+        sizes, problems = [], []
+        for split in dataset_splits(name, root):
+            try:
+                sizes.append(f"{split} {len(load_dataset(name, split, data_root))}")
+            except PoseMachinesError as exc:  # say what is wrong and go on
+                problems.append(str(exc))
+        if not sizes:
+            click.echo(f"  {name:10s} {root / name}  unreadable: {problems[0]}")
+            continue
+        click.echo(f"  {name:10s} {root / name}  {', '.join(sizes)}")
 
 
 @data.command()
@@ -118,24 +133,45 @@ def pack(
 
 @data.command()
 @click.argument("name")
-@click.option("--url", default=None, help="Archive URL (default: the dataset's known source).")
-@click.option("--sha256", default=None, help="Expected SHA-256 of the archive.")
+@click.option(
+    "--split",
+    default=None,
+    help="Only the archives this split needs (e.g. coco --split val skips the 18 GB train set).",
+)
+@click.option(
+    "--url",
+    "urls",
+    multiple=True,
+    help="Another address (a mirror), once per archive in the README's order "
+    "(mpii: annotations, images; coco: annotations, val2017, train2017).",
+)
+@click.option(
+    "--sha256", multiple=True, help="Expected SHA-256 of each archive, in the same order."
+)
 @click.option(
     "--cache-dir",
     type=click.Path(file_okay=False),
     default=None,
     help="Cache directory (default: $XDG_CACHE_HOME/posemachines).",
 )
+@click.option("--overwrite", is_flag=True, help="Download and replace parts already unpacked.")
 @friendly_errors
-def download(name, url, sha256, cache_dir):
-    """Download dataset NAME (lsp, lspet) into the cache directory, resumably.
+def download(name, split, urls, sha256, cache_dir, overwrite):
+    """Download dataset NAME (lsp, lspet, mpii, coco, flic) into the cache directory.
 
-    The cache directory is the last place the data-root lookup searches, so `pm train
-    --dataset lsp` finds it there with no further option.
+    Downloads resume where they stopped; each archive's SHA-256 is printed (or checked against
+    --sha256). The cache directory is the last place the data-root lookup searches, so `pm
+    train --dataset NAME` finds it there with no further option.
     """
     from posemachines.data.download import fetch_dataset
 
-    folder, digest = fetch_dataset(name, url, sha256, cache_dir)
+    folder = fetch_dataset(
+        name,
+        split=split,
+        urls=urls,
+        sha256=sha256,
+        cache_dir=cache_dir,
+        overwrite=overwrite,
+        say=echo_err,
+    )
     click.echo(f"{name} ready in {folder}")
-    if sha256 is None:
-        echo_err(f"archive sha256 {digest} (pass --sha256 next time to verify)")

@@ -203,6 +203,7 @@ def train(
     folds,
     dataset,
     split,
+    images,
     data_root,
     synthetic_size,
     protocol,
@@ -326,7 +327,9 @@ def train(
         echo_err(f"training on {dataset} ({why})")
     train_data = None
     if packed is None:
-        train_data = load_data(dataset, split, data_root, synthetic_size, protocol, seed)
+        train_data = load_data(
+            dataset, split, data_root, synthetic_size, protocol, seed, images=images
+        )
     with output_folder(out, backend, overwrite=overwrite) as out_dir:
         if stack is not None:
             from posemachines.training.stack import train_stack
@@ -434,6 +437,7 @@ def evaluate(
     model,
     dataset,
     split,
+    images,
     data_root,
     synthetic_size,
     protocol,
@@ -461,7 +465,7 @@ def evaluate(
     name = dataset or (entry.model and entry.model.record.dataset_name) or "synthetic"
     if name == "packed":
         raise PoseMachinesError("this model was trained from a packed cache: pass --dataset")
-    data = load_data(name, split, data_root, synthetic_size, protocol)
+    data = load_data(name, split, data_root, synthetic_size, protocol, images=images)
     if entry.model is not None:
         entry.model.check_dataset(data)
     result, preds = score_entry(

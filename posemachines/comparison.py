@@ -85,12 +85,13 @@ def score_entry(
     """
     from .predictions import read_predictions
 
-    skipped = []
+    skipped, scores = [], None
     if entry.model is not None:
         predictions = entry.model.predict(
             dataset, batch_size=batch_size, on_bad_image=on_bad_image, progress=progress, tta=tta
         )
         preds, skipped = predictions.keypoints, predictions.skipped.names
+        scores = predictions.confidence.mean(-1)  # (T, N): ranks the people for OKS AP
         protocol = dataset.protocol
     else:
         preds = read_predictions(entry.path, dataset.skeleton, len(dataset), one_based)
@@ -103,6 +104,8 @@ def score_entry(
         dataset=dataset.name,
         split=dataset.split,
         protocol=protocol,
+        scoring=dataset.scoring,
+        scores=scores,
     )
     if entry.model is not None:
         result.test_time_augmentation = tta.to_dict()

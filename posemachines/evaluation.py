@@ -21,6 +21,17 @@ from .skeletons import Skeleton
 
 PCK_THRESHOLDS = np.linspace(0.0, 0.2, 21)  # the range of the CPM paper's LSP curves
 METRIC_KEYS = ("pck@0.2", "pck@0.1", "pckh@0.5", "pcp", "auc", "pck_bbox@0.2")
+OKS_THRESHOLDS = np.linspace(0.5, 0.95, 10)  # COCO's
+# COCO's per-keypoint OKS sigmas, in the order of COCO-17 (cocoapi's COCOeval).
+COCO_SIGMAS = (
+    np.array([26, 25, 25, 35, 35, 79, 79, 72, 72, 62, 62, 107, 107, 87, 87, 89, 89]) / 1000.0
+)
+# What a dataset may hand the scorer (``PoseDataset.scoring``):
+#   head_size : (N,) the official PCKh normaliser (MPII: 0.6 x the head box diagonal);
+#               without it PCKh uses the head segment, and says so.
+#   area      : (N,) each person's area (COCO segment area): with it, OKS AP is scored.
+#   oks_sigmas: (P,) per-joint OKS sigmas (default: COCO's for COCO-17, else 0.05 each).
+#   pck_subset: (label, joint names): a PCK@0.2 over those joints alone (FLIC: elbows, wrists).
 
 
 def _segment_length(gt: np.ndarray, labelled: np.ndarray, pair: tuple[int, int]) -> np.ndarray:
@@ -102,13 +113,72 @@ def pcp_correct(pred, gt, labelled, skeleton: Skeleton) -> np.ndarray:
     return np.stack(out, 1)
 
 
-def _metric_table(pred, gt, labelled, skeleton: Skeleton) -> tuple[dict, dict]:
+def object_keypoint_similarity(pred, gt, labelled, area, sigmas) -> np.ndarray:
+    """(N,) COCO's OKS of each person: mean over labelled joints of exp(-d^2 / (2 s^2 k^2)),
+    s^2 the person's area, k = 2 sigma; a missing prediction is 0; NaN with no joint."""
+    d2 = np.sum((np.asarray(pred, float) - gt) ** 2, -1)
+    k2 = (2 * np.asarray(sigmas, float)) ** 2
+    with np.errstate(invalid="ignore", over="ignore"):
+        e = np.exp(-d2 / (2 * k2[None] * (np.asarray(area, float)[:, None] + np.spacing(1))))
+    e = np.where(np.isnan(e), 0.0, e)
+    count = labelled.sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, (e * labelled).sum(1) / np.maximum(count, 1), np.nan)
+
+
+def average_precision(oks: np.ndarray, scores: np.ndarray, threshold: float) -> float:
+    """COCO's AP at one OKS threshold for one prediction per ground-truth person (its own
+    box): predictions ranked by score, precision interpolated at 101 recall points."""
+    keep = np.isfinite(oks)
+    oks, scores = oks[keep], np.asarray(scores, float)[keep]
+    if not len(oks):
+        return float("nan")
+    order = np.argsort(-scores, kind="mergesort")
+    tp = (oks[order] >= threshold).astype(float)
+    recall = np.cumsum(tp) / len(oks)
+    precision = np.cumsum(tp) / np.arange(1, len(tp) + 1)
+    precision = np.maximum.accumulate(precision[::-1])[::-1]  # the envelope from the right
+    at = np.searchsorted(recall, np.linspace(0, 1, 101), side="left")
+    return float(np.mean(np.where(at < len(recall), precision[np.minimum(at, len(tp) - 1)], 0)))
+
+
+def oks_ap(pred, gt, labelled, skeleton: Skeleton, scoring: dict, scores) -> dict:
+    """AP, AP50 and AP75 over the people, as COCO's keypoint evaluation scores them."""
+    sigmas = scoring.get("oks_sigmas")
+    if sigmas is None:
+        sigmas = COCO_SIGMAS if skeleton.name == "coco17" else np.full(skeleton.num_joints, 0.05)
+    oks = object_keypoint_similarity(pred, gt, labelled, scoring["area"], sigmas)
+    scores = np.ones(len(oks)) if scores is None else np.asarray(scores, float)
+    aps = [average_precision(oks, scores, t) for t in OKS_THRESHOLDS]
+    return {"oks_ap": float(np.mean(aps)), "oks_ap50": aps[0], "oks_ap75": aps[5]}
+
+
+def _dataset_metrics(pred, gt, labelled, skeleton, scoring, scores, head, torso) -> tuple:
+    """The metrics a dataset's own protocol adds (overall, per joint)."""
+    overall, per_joint = {}, {}
+    if skeleton.name == "mpii16":  # the official "Mean": every joint but pelvis and thorax
+        keep = [j for j, n in enumerate(skeleton.joints) if n not in ("pelvis", "thorax")]
+        overall["pckh@0.5_mean"] = _mean(correct_within(pred, gt, labelled, head, 0.5)[:, keep])
+    if "area" in scoring:
+        overall.update(oks_ap(pred, gt, labelled, skeleton, scoring, scores))
+    if "pck_subset" in scoring:
+        label, names = scoring["pck_subset"]
+        idx = [skeleton.index(n) for n in names]
+        ok = correct_within(pred, gt, labelled, torso, 0.2)[:, idx]
+        overall[f"pck@0.2_{label}"] = _mean(ok)
+    return overall, per_joint
+
+
+def _metric_table(pred, gt, labelled, skeleton: Skeleton, scoring=None, scores=None):
     """Overall and per-joint metrics for one set of predictions."""
+    scoring = scoring or {}
     torso = torso_size(gt, labelled, skeleton)
-    head = head_size(gt, labelled, skeleton)
+    head = scoring.get("head_size")
+    head = head_size(gt, labelled, skeleton) if head is None else np.asarray(head, float)
     c02 = correct_within(pred, gt, labelled, torso, 0.2)
     c01 = correct_within(pred, gt, labelled, torso, 0.1)
     ch = correct_within(pred, gt, labelled, head, 0.5)
+    ch1 = correct_within(pred, gt, labelled, head, 0.1)
     curve = np.stack([correct_within(pred, gt, labelled, torso, a) for a in PCK_THRESHOLDS])
     limbs = pcp_correct(pred, gt, labelled, skeleton)
     cbox = correct_within(pred, gt, labelled, bbox_size(gt, labelled), 0.2)
@@ -116,10 +186,12 @@ def _metric_table(pred, gt, labelled, skeleton: Skeleton) -> tuple[dict, dict]:
         "pck@0.2": _mean(c02),
         "pck@0.1": _mean(c01),
         "pckh@0.5": _mean(ch),
+        "pckh@0.1": _mean(ch1),
         "pcp": _mean(limbs),
         "auc": _mean(_mean(curve.reshape(len(PCK_THRESHOLDS), -1), axis=1)),
         "pck_bbox@0.2": _mean(cbox),
     }
+    overall.update(_dataset_metrics(pred, gt, labelled, skeleton, scoring, scores, head, torso)[0])
     # A joint's PCP is that of the limbs it ends (a per-joint view of the limb metric).
     per_joint = {}
     limb_idx = skeleton.limb_indices()
@@ -132,6 +204,7 @@ def _metric_table(pred, gt, labelled, skeleton: Skeleton) -> tuple[dict, dict]:
             "pck@0.2": j02[j],
             "pck@0.1": j01[j],
             "pckh@0.5": jh[j],
+            "pckh@0.1": _mean(ch1, 0)[j],
             "pcp": _mean(limbs[:, touching]) if touching else np.nan,
             "auc": jcurve[j],
             "pck_bbox@0.2": jbox[j],
@@ -164,6 +237,7 @@ class EvaluationResult:
     thresholds: list = field(default_factory=list)
     test_time_augmentation: dict = field(default_factory=lambda: {"flip": False, "scales": [1.0]})
     skipped_images: list = field(default_factory=list)  # unreadable, scored as missing
+    notes: list = field(default_factory=list)  # how the dataset's own metrics were scored
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -177,19 +251,29 @@ def evaluate(
     dataset: str = "",
     split: str = "",
     protocol: str = "",
+    scoring: dict | None = None,
+    scores: np.ndarray | None = None,
 ) -> EvaluationResult:
     """Score predictions of every stage; the final stage gives ``metrics`` and ``per_joint``.
 
     stage_predictions : (T, N, P, 2) or (N, P, 2) image coordinates (a single "stage").
+    scoring : what the dataset hands its official scorers (see the top of this module).
+    scores : (N,) or (T, N) confidence of each prediction, which ranks them for OKS AP.
     """
+    scoring = scoring or {}
     preds = np.asarray(stage_predictions, dtype=float)
     if preds.ndim == 3:
         preds = preds[None]
     gt = np.asarray(gt, dtype=float)
     if preds.shape[1:] != gt.shape:
         raise ValueError(f"predictions {preds.shape[1:]} do not match ground truth {gt.shape}")
-    per_stage = [_metric_table(p, gt, labelled, skeleton)[0] for p in preds]
-    metrics, per_joint = _metric_table(preds[-1], gt, labelled, skeleton)
+    if scores is not None and np.ndim(scores) == 1:
+        scores = np.broadcast_to(scores, (len(preds), len(scores)))
+    score = (lambda t: None) if scores is None else (lambda t: scores[t])  # noqa: E731
+    per_stage = [
+        _metric_table(p, gt, labelled, skeleton, scoring, score(t))[0] for t, p in enumerate(preds)
+    ]
+    metrics, per_joint = _metric_table(preds[-1], gt, labelled, skeleton, scoring, score(-1))
     curve = pck_curve(preds[-1], gt, labelled, skeleton)
     return EvaluationResult(
         dataset=dataset,
@@ -202,4 +286,23 @@ def evaluate(
         per_stage=per_stage,
         pck_curve=[None if math.isnan(v) else v for v in curve],
         thresholds=[float(t) for t in PCK_THRESHOLDS],
+        notes=scoring_notes(skeleton, scoring),
     )
+
+
+def scoring_notes(skeleton: Skeleton, scoring: dict) -> list[str]:
+    """How the metrics that depend on the dataset were scored, for every result and report."""
+    notes = []
+    if "head_size" in scoring:
+        notes.append("PCKh normaliser: the head box (0.6 x its diagonal), the official one")
+    elif skeleton.head is not None:
+        notes.append(f"PCKh normaliser: the head segment ({' to '.join(skeleton.head)})")
+    if "area" in scoring:
+        notes.append(
+            "OKS AP over the people with their ground-truth boxes (single-person, top-down: "
+            "one prediction per person, ranked by its mean confidence)"
+        )
+    if "pck_subset" in scoring:
+        label, names = scoring["pck_subset"]
+        notes.append(f"pck@0.2_{label}: PCK@0.2 (torso) over {', '.join(names)}")
+    return notes

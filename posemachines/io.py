@@ -169,6 +169,7 @@ def save_model(model: PoseModel, folder: str | Path, overwrite: bool = True) -> 
         "format_version": FORMAT_VERSION,
         "backend": model.backend,
         "skeleton": model.skeleton.name,
+        "skeleton_definition": model.skeleton.to_dict(),
         "joints": list(model.skeleton.joints),
         "codec": model.codec.to_dict(),
         "num_stages": model.num_stages,
@@ -257,7 +258,7 @@ def load_model(folder: str | Path, device: str = "cpu") -> PoseModel:
     manifest = read_manifest(folder)
     _check_structure(folder, manifest)
     try:
-        skeleton = get_skeleton(manifest["skeleton"])
+        skeleton = get_skeleton(manifest["skeleton"], manifest.get("skeleton_definition"))
         codec = _codec(manifest)
         networks = {}
         for entry in manifest["stages"]:
@@ -325,6 +326,7 @@ def _type_name(kind) -> str:
 # Fields the loader rebuilds from; everything else in a manifest is carried as ``info``.
 _STRUCTURAL = {
     "saved_at",
+    "skeleton_definition",
     "format",
     "format_version",
     "backend",

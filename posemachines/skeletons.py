@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,6 +40,30 @@ class Skeleton:
     @property
     def num_joints(self) -> int:
         return len(self.joints)
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "joints": list(self.joints),
+            "limbs": [list(p) for p in self.limbs],
+            "flip_pairs": [list(p) for p in self.flip_pairs],
+            "torso": list(self.torso),
+            "head": None if self.head is None else list(self.head),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Skeleton:
+        try:
+            return cls(
+                str(d["name"]),
+                tuple(d["joints"]),
+                tuple(tuple(p) for p in d["limbs"]),
+                tuple(tuple(p) for p in d["flip_pairs"]),
+                tuple(d["torso"]),
+                None if d.get("head") is None else tuple(d["head"]),
+            )
+        except (KeyError, TypeError) as exc:
+            raise PoseMachinesError(f"malformed skeleton definition ({exc})") from None
 
     def index(self, joint: str) -> int:
         return self.joints.index(joint)
@@ -212,7 +237,43 @@ COCO17 = Skeleton(
     head=None,
 )
 
-SKELETONS = {s.name: s for s in (LSP14, MPII16, COCO17)}
+# FLIC's upper body as the CPM release and most FLIC methods score it; the head is the mean of
+# the eyes and the nose.
+FLIC9 = Skeleton(
+    name="flic9",
+    joints=(
+        "l_shoulder",
+        "l_elbow",
+        "l_wrist",
+        "r_shoulder",
+        "r_elbow",
+        "r_wrist",
+        "l_hip",
+        "r_hip",
+        "head",
+    ),
+    limbs=(
+        ("l_shoulder", "l_elbow"),
+        ("l_elbow", "l_wrist"),
+        ("r_shoulder", "r_elbow"),
+        ("r_elbow", "r_wrist"),
+        ("l_shoulder", "l_hip"),
+        ("r_shoulder", "r_hip"),
+        ("l_shoulder", "r_shoulder"),
+        ("head", "l_shoulder"),
+        ("head", "r_shoulder"),
+    ),
+    flip_pairs=(
+        ("l_shoulder", "r_shoulder"),
+        ("l_elbow", "r_elbow"),
+        ("l_wrist", "r_wrist"),
+        ("l_hip", "r_hip"),
+    ),
+    torso=("l_shoulder", "r_hip"),
+    head=None,
+)
+
+SKELETONS = {s.name: s for s in (LSP14, MPII16, COCO17, FLIC9)}
 
 
 def part_positions(joints: np.ndarray, labelled: np.ndarray, parts) -> tuple:
@@ -241,10 +302,63 @@ def part_positions(joints: np.ndarray, labelled: np.ndarray, parts) -> tuple:
     return positions, known
 
 
-def get_skeleton(name: str) -> Skeleton:
-    try:
+def get_skeleton(name: str, definition: dict | None = None) -> Skeleton:
+    """A known joint set by name, or one rebuilt from its ``definition`` (``to_dict``): a
+    custom set read from a COCO-format file."""
+    if name in SKELETONS:
         return SKELETONS[name]
-    except KeyError:
-        raise PoseMachinesError(
-            f"unknown skeleton {name!r}; known: {', '.join(sorted(SKELETONS))}"
-        ) from None
+    if definition is not None:
+        return Skeleton.from_dict(definition)
+    raise PoseMachinesError(f"unknown skeleton {name!r}; known: {', '.join(sorted(SKELETONS))}")
+
+
+def _counterpart(name: str, names) -> str | None:
+    """The other side's joint of ``name`` (left_knee <-> right_knee, l_eye <-> r_eye)."""
+    for a, b in (("left", "right"), ("right", "left")):
+        if a in name:
+            other = name.replace(a, b)
+            if other in names:
+                return other
+    for a, b in (("l_", "r_"), ("r_", "l_"), ("L", "R"), ("R", "L")):
+        if name.startswith(a) and b + name[len(a) :] in names:
+            return b + name[len(a) :]
+    return None
+
+
+def skeleton_from_keypoints(
+    name: str, joints, pairs=(), joints_xy: np.ndarray | None = None, labelled=None
+) -> Skeleton:
+    """A joint set for keypoints of any kind (a hand, an animal): flip pairs from left/right
+    names, limbs from ``pairs`` (index pairs), the torso pair from shoulder and hip names or
+    else the two joints farthest apart on average in ``joints_xy`` (N, P, 2)."""
+    joints = tuple(str(j) for j in joints)
+    if len(set(joints)) != len(joints) or not joints:
+        raise PoseMachinesError(f"skeleton {name!r}: keypoint names must be unique and given")
+    flips = []
+    for j in joints:
+        other = _counterpart(j, joints)
+        if other and (other, j) not in flips and other != j:
+            flips.append((j, other))
+    limbs = tuple((joints[a], joints[b]) for a, b in pairs)
+    torso = None
+    for left, right in (("left_shoulder", "right_hip"), ("l_shoulder", "r_hip")):
+        if left in joints and right in joints:
+            torso = (left, right)
+    if torso is None:
+        if len(joints) < 2:
+            raise PoseMachinesError(f"skeleton {name!r}: needs at least two keypoints")
+        torso = _widest_pair(joints, joints_xy, labelled)
+    return Skeleton(name, joints, limbs, tuple(flips), torso, None)
+
+
+def _widest_pair(joints, xy, labelled) -> tuple[str, str]:
+    """The two joints farthest apart on average (the normaliser PCK needs), or the first two."""
+    if xy is None or not len(xy):
+        return joints[0], joints[1]
+    xy = np.where(labelled[..., None], xy, np.nan)
+    d = np.linalg.norm(xy[:, :, None] - xy[:, None], axis=-1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # pairs never labelled together
+        mean = np.nan_to_num(np.nanmean(d, 0), nan=-1)
+    a, b = np.unravel_index(np.argmax(mean), mean.shape)
+    return (joints[a], joints[b]) if a != b else (joints[0], joints[1])

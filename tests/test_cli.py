@@ -108,7 +108,7 @@ def test_evaluate_external_prediction_files(tmp_path, synthetic_test):
             ["train", "--backend", "mean", "--dataset", "lsp", "--data-root", "/nonexistent"],
             "does not exist",
         ),
-        (["train", "--backend", "mean", "--dataset", "imagenet"], "unknown dataset"),
+        (["train", "--backend", "mean", "--dataset", "imagenet"], "dataset 'imagenet' not found"),
         (
             ["train", "--backend", "forest", "--stages", "0", "--dataset", "synthetic"],
             "--stages must be at least 1",
@@ -148,7 +148,7 @@ def test_data_lists_datasets(tmp_path):
     (tmp_path / "lspet" / "joints.mat").write_bytes(b"not a MATLAB file")
     out = run("data", "--data-root", tmp_path).stdout
     lines = {line.split()[0]: line for line in out.splitlines()[1:]}
-    assert set(lines) == {"lsp", "lspet", "synthetic"}
+    assert set(lines) == {"lsp", "lspet", "mpii", "coco", "flic", "synthetic"}
     assert "not found" in lines["lsp"] and "unreadable" in lines["lspet"]
     assert "built in" in lines["synthetic"]
 

@@ -26,7 +26,7 @@ def test_normalisers():
     assert LSP14.torso_indices() == (9, 2)  # left shoulder, right hip
     assert LSP14.head_indices() == (12, 13)
     assert COCO17.head_indices() is None
-    assert set(SKELETONS) == {"lsp14", "mpii16", "coco17"}
+    assert set(SKELETONS) == {"lsp14", "mpii16", "coco17", "flic9"}
 
 
 def test_unknown_skeleton():

@@ -18,7 +18,7 @@ from ..errors import PoseMachinesError
 from ..skeletons import Skeleton
 
 DATA_ROOT_ENV = "POSEMACHINES_DATA"
-PROTOCOLS = ("image", "gt")
+PROTOCOLS = ("image", "gt", "given")
 # With the "gt" protocol the person box is this many times the longer side of the joints' box;
 # on LSP the image-only box is a median 1.34 times the joints' box, so crops of LSPET prepared
 # with "gt" look like LSP test crops prepared with "image".
@@ -48,16 +48,26 @@ class CorruptImageError(PoseMachinesError):
 
 
 def person_box(
-    image_shape: Sequence[int], joints: np.ndarray, labelled: np.ndarray, protocol: str
+    image_shape: Sequence[int],
+    joints: np.ndarray,
+    labelled: np.ndarray,
+    protocol: str,
+    given: np.ndarray | None = None,
 ) -> tuple[np.ndarray, float]:
     """Centre and box side of the person under a named protocol.
 
     ``"image"`` uses the image alone: its centre and its longer side (the honest test-time
     protocol for LSP, where the person fills the image). ``"gt"`` uses the ground-truth joints:
     the centre of their bounding box and ``GT_BOX_MARGIN`` times its longer side; it flatters
-    test results and is labelled as such wherever it is used.
+    test results and is labelled as such wherever it is used. ``"given"`` uses the box the
+    dataset gives with each person, ``given`` = (centre x, centre y, side): MPII's centre and
+    scale, COCO's bounding box, as every method on those datasets does.
     """
     h, w = image_shape[:2]
+    if protocol == "given":
+        if given is None:
+            raise PoseMachinesError("the 'given' protocol needs a person box from the dataset")
+        return np.asarray(given[:2], dtype=np.float64), float(given[2])
     if protocol == "image":
         return np.array([(w - 1) / 2.0, (h - 1) / 2.0]), float(max(h, w))
     if protocol == "gt":
@@ -82,6 +92,34 @@ def read_image(path: str | Path) -> np.ndarray:
         raise CorruptImageError(f"{path}: cannot decode image ({exc})") from None
 
 
+def read_json(path: str | Path, kind: type, what: str):
+    """A JSON annotation file whose top level is a ``kind``, or a one-line error."""
+    import json
+
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise PoseMachinesError(f"{path}: not readable JSON ({exc})") from None
+    if not isinstance(doc, kind):
+        raise PoseMachinesError(f"{path}: expected {what}")
+    return doc
+
+
+def read_matlab(path: str | Path, variable: str, structs: bool = False):
+    """The variable ``variable`` of a MATLAB file, or a one-line error; ``structs`` gives MATLAB
+    structs as objects with attributes (and squeezes singleton dimensions)."""
+    import scipy.io
+
+    options = {"struct_as_record": False, "squeeze_me": True} if structs else {}
+    try:
+        mat = scipy.io.loadmat(path, **options)
+    except Exception as exc:  # scipy raises several types for a broken file
+        raise PoseMachinesError(f"{path}: not a readable MATLAB file ({exc})") from None
+    if variable not in mat:
+        raise PoseMachinesError(f"{path}: no {variable!r} in the file")
+    return mat[variable]
+
+
 class PoseDataset:
     """Annotations of N people held in memory; images are read (or generated) on access.
 
@@ -101,9 +139,15 @@ class PoseDataset:
         split: str,
         protocol: str,
         source: str = "",
+        boxes: np.ndarray | None = None,
+        scoring: dict | None = None,
     ):
         if protocol not in PROTOCOLS:
             raise PoseMachinesError(f"unknown protocol {protocol!r}; use one of {PROTOCOLS}")
+        if protocol == "given" and boxes is None:
+            raise PoseMachinesError(
+                f"{source or self.name}: gives no person boxes; use image or gt"
+            )
         self.skeleton = skeleton
         self.joints = np.asarray(joints, dtype=np.float64)
         self.visible = np.asarray(visible, dtype=bool)
@@ -114,6 +158,11 @@ class PoseDataset:
         self.source = source
         # Position of each sample in its source (images on disk, generator indices).
         self.ids = np.arange(len(self.joints))
+        # The person box given with each sample (centre x, centre y, side), for "given".
+        self.boxes = None if boxes is None else np.asarray(boxes, dtype=np.float64)
+        # Per-sample figures an official scorer needs (MPII head sizes, COCO areas), arrays
+        # of length N, and the dataset's own settings (OKS sigmas, the joints FLIC scores).
+        self.scoring = dict(scoring or {})
 
     def __len__(self) -> int:
         return len(self.joints)
@@ -123,7 +172,8 @@ class PoseDataset:
 
     def __getitem__(self, i: int) -> Sample:
         image = self._image(i)
-        centre, side = person_box(image.shape, self.joints[i], self.labelled[i], self.protocol)
+        box = None if self.boxes is None else self.boxes[i]
+        centre, side = person_box(image.shape, self.joints[i], self.labelled[i], self.protocol, box)
         return Sample(
             image=image,
             joints=self.joints[i].copy(),
@@ -147,10 +197,30 @@ class PoseDataset:
         )
         sub.names = [self.names[i] for i in idx]
         sub.ids = self.ids[idx]
+        if self.boxes is not None:
+            sub.boxes = self.boxes[idx]
+        sub.scoring = {
+            k: v[idx] if isinstance(v, np.ndarray) and len(v) == len(self.joints) else v
+            for k, v in self.scoring.items()
+        }
         return sub
 
     def describe(self) -> str:
         return f"{self.name}:{self.split} ({len(self)} samples, {self.protocol} protocol)"
+
+
+class ImageFolderDataset(PoseDataset):
+    """Annotations in memory, one image file per sample in ``image_dir`` (``files``, named
+    after the images unless ``names`` say otherwise: a person of an image with several)."""
+
+    def __init__(self, name: str, image_dir: Path, files: list[str], names=None, **kwargs):
+        super().__init__(names=list(files) if names is None else names, **kwargs)
+        self.name = name
+        self.image_dir = Path(image_dir)
+        self.files = list(files)
+
+    def _image(self, i: int) -> np.ndarray:
+        return read_image(self.image_dir / self.files[self.ids[i]])
 
 
 class ImageList(PoseDataset):
@@ -248,7 +318,49 @@ def find_data_root(data_root: str | Path | None = None) -> tuple[Path, str]:
     return default_cache_dir() / "data", "cache directory"
 
 
-DATASETS = ("lsp", "lspet", "synthetic")
+DATASETS = ("lsp", "lspet", "mpii", "coco", "flic", "synthetic")
+# Each dataset's splits, and the file under its folder that says it is there.
+SPLITS = {
+    "lsp": ("train", "test"),
+    "lspet": ("train",),
+    "mpii": ("train", "val"),
+    "coco": ("train", "val"),
+    "flic": ("train", "test"),
+    "synthetic": ("train", "test", "val"),
+}
+MARKERS = {
+    "lsp": "joints.mat",
+    "lspet": "joints.mat",
+    "mpii": "annotations",
+    "coco": "annotations",
+    "flic": "examples.mat",
+}
+COCO_FORMAT = "coco-format:"  # --dataset coco-format:PATH.json, with --images DIR
+
+
+def _loader(name: str):
+    """The loader of a named dataset folder, and whether the folder holds it."""
+    from .coco import coco_available, keypoint_folder_splits, load_coco, load_keypoint_folder
+    from .flic import flic_available, load_flic
+    from .lsp import load_lsp, load_lspet
+    from .mpii import load_mpii, mpii_available
+
+    return {
+        "lsp": (load_lsp, lambda f: (f / "joints.mat").is_file()),
+        "lspet": (load_lspet, lambda f: (f / "joints.mat").is_file()),
+        "mpii": (load_mpii, mpii_available),
+        "coco": (load_coco, coco_available),
+        "flic": (load_flic, flic_available),
+    }.get(name, (load_keypoint_folder, lambda f: bool(keypoint_folder_splits(f))))
+
+
+def dataset_splits(name: str, data_root: str | Path | None = None) -> tuple[str, ...]:
+    """The splits of a dataset: a known one's, or those a folder of one's own keypoints has."""
+    if name in SPLITS:
+        return SPLITS[name]
+    from .coco import keypoint_folder_splits
+
+    return keypoint_folder_splits(find_data_root(data_root)[0] / name)
 
 
 def load_dataset(
@@ -256,26 +368,38 @@ def load_dataset(
     split: str = "train",
     data_root: str | Path | None = None,
     protocol: str | None = None,
+    images: str | Path | None = None,
     **options,
 ) -> PoseDataset:
-    """Load a dataset split by name. ``options`` go to the synthetic generator (size, seed)."""
+    """Load a dataset split by name: a known one (``DATASETS``), a folder of the data root
+    holding a COCO-format ``keypoints.json``, or ``coco-format:PATH.json`` with its ``images``
+    folder. ``options`` go to the synthetic generator (size, seed)."""
     if name == "synthetic":
         from .synthetic import SyntheticDataset
 
         return SyntheticDataset(split=split, protocol=protocol or "image", **options)
-    if name in ("lsp", "lspet"):
-        from .lsp import load_lsp, load_lspet
+    if name.startswith(COCO_FORMAT):
+        from .coco import load_coco_format
 
-        root, how = find_data_root(data_root)
-        folder = root / name
-        if not (folder / "joints.mat").is_file():
+        path = Path(name[len(COCO_FORMAT) :]).expanduser()
+        if not path.is_file():
+            raise PoseMachinesError(f"{path}: no such COCO-format file")
+        if images is None:
             raise PoseMachinesError(
-                f"dataset {name!r} not found: {folder}/joints.mat is missing (data root from "
-                f"{how}); pass --data-root DIR or set ${DATA_ROOT_ENV}"
+                f"--dataset {name} needs --images DIR, the folder of its images"
             )
-        loader = load_lsp if name == "lsp" else load_lspet
-        return loader(folder, split=split, protocol=protocol)
-    raise PoseMachinesError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+        return load_coco_format(path, Path(images), split, protocol)
+    root, how = find_data_root(data_root)
+    folder = root / name
+    load, present = _loader(name)
+    if not present(folder):
+        known = ", ".join(DATASETS)
+        raise PoseMachinesError(
+            f"dataset {name!r} not found under {root} (data root from {how}): expected "
+            f"{folder}/{MARKERS.get(name, 'keypoints.json')}; known: {known}, or a folder "
+            f"with keypoints.json; pass --data-root DIR or set ${DATA_ROOT_ENV}"
+        )
+    return load(folder, split=split, protocol=protocol)
 
 
 def dataset_available(name: str, data_root: str | Path | None = None) -> bool:
@@ -285,7 +409,7 @@ def dataset_available(name: str, data_root: str | Path | None = None) -> bool:
         root, _ = find_data_root(data_root)
     except PoseMachinesError:
         return False
-    return (root / name / "joints.mat").is_file()
+    return _loader(name)[1](root / name)
 
 
 def default_training_dataset(data_root: str | Path | None = None) -> tuple[str, str]:

@@ -1,9 +1,12 @@
 """Downloading dataset archives: resumable, checksummed, into the cache directory.
 
-A download goes to ``NAME.part`` first; an interrupted one resumes from where it stopped with an
-HTTP Range request (or starts again if the server ignores ranges). The archive is renamed into
-place only after its SHA-256 matches, then unpacked (refusing members that would land outside
-the target folder) into ``CACHE/data/NAME/``, where the data-root lookup finds it.
+A dataset is one or more published archives (MPII: annotations and images; COCO: annotations
+and one image archive per split). Each download goes to ``FILE.part`` first; an interrupted one
+resumes from where it stopped with an HTTP Range request (or starts again if the server ignores
+ranges). The archive is renamed into place only after its SHA-256 matches, then unpacked
+(refusing members that would land outside the target folder) into its part of
+``CACHE/data/NAME/``, where the data-root lookup finds it. A part already unpacked is kept and
+not downloaded again unless the user asks to replace it.
 """
 
 from __future__ import annotations
@@ -12,19 +15,58 @@ import os
 import shutil
 import tarfile
 import urllib.error
+import urllib.parse
 import urllib.request
 import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import PoseMachinesError
 from ..files import sha256 as file_sha256
-from . import default_cache_dir
+from . import _loader, default_cache_dir
 
-# Where the datasets were published. No checksum was recorded for them here: a download
-# without ``sha256`` prints the checksum it got so that the user can pin it.
+
+@dataclass(frozen=True)
+class Archive:
+    """One published archive of a dataset: where it is, which sub-folder of the dataset's
+    folder its contents go to ("" for the folder itself), the split it alone serves (None:
+    every split) and its SHA-256 where one was recorded."""
+
+    url: str
+    into: str = ""
+    split: str | None = None
+    sha256: str | None = None
+
+    @property
+    def file_name(self) -> str:
+        return Path(urllib.parse.urlparse(self.url).path).name
+
+
+# The official addresses. None of the publishers lists a checksum and none could be verified
+# from here, so none is pinned: each download prints the SHA-256 it got, to pin with --sha256.
 SOURCES = {
-    "lsp": "http://sam.johnson.io/research/lsp_dataset.zip",
-    "lspet": "http://sam.johnson.io/research/lspet_dataset.zip",
+    "lsp": (Archive("http://sam.johnson.io/research/lsp_dataset.zip"),),
+    "lspet": (Archive("http://sam.johnson.io/research/lspet_dataset.zip"),),
+    "mpii": (
+        Archive(
+            "https://datasets.d2.mpi-inf.mpg.de/andriluka14cvpr/mpii_human_pose_v1_u12_2.zip",
+            "annotations",
+        ),
+        Archive(
+            "https://datasets.d2.mpi-inf.mpg.de/andriluka14cvpr/mpii_human_pose_v1.tar.gz",
+            "images",
+        ),
+    ),
+    "coco": (
+        Archive(
+            "http://images.cocodataset.org/annotations/annotations_trainval2017.zip",
+            "annotations",
+        ),
+        Archive("http://images.cocodataset.org/zips/val2017.zip", "val2017", split="val"),
+        Archive("http://images.cocodataset.org/zips/train2017.zip", "train2017", split="train"),
+    ),
+    "flic": (Archive("http://vision.grasp.upenn.edu/video/FLIC.zip"),),
 }
 
 
@@ -86,46 +128,99 @@ def _safe_members(names, target: Path):
 
 
 def unpack(archive: str | Path, target: str | Path) -> Path:
-    """Unpack a .zip or .tar(.gz) archive into ``target`` through a temporary folder."""
+    """Unpack a .zip or .tar(.gz) archive into the new folder ``target``, through a temporary
+    folder beside it; an archive holding one top-level folder is unpacked from inside it."""
     archive, target = Path(archive), Path(target)
-    tmp = target.with_name(target.name + ".unpacking")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    if zipfile.is_zipfile(archive):
-        with zipfile.ZipFile(archive) as z:
-            _safe_members(z.namelist(), tmp)
-            z.extractall(tmp)
-    elif tarfile.is_tarfile(archive):
-        with tarfile.open(archive) as t:
-            _safe_members(t.getnames(), tmp)
-            t.extractall(tmp, filter="data")
-    else:
-        raise PoseMachinesError(f"{archive}: not a zip or tar archive")
-    # An archive holding one top-level folder is unpacked from inside that folder.
-    entries = list(tmp.iterdir())
-    inner = entries[0] if len(entries) == 1 and entries[0].is_dir() else tmp
     if target.exists():
-        shutil.rmtree(target)
-    os.replace(inner, target)
-    shutil.rmtree(tmp, ignore_errors=True)
+        raise PoseMachinesError(f"{target} exists; it is kept (pass --overwrite to replace it)")
+    tmp = target.with_name(target.name + ".unpacking")
+    shutil.rmtree(tmp, ignore_errors=True)  # our own leftover from an interrupted unpack
+    tmp.mkdir(parents=True)
+    try:
+        if zipfile.is_zipfile(archive):
+            with zipfile.ZipFile(archive) as z:
+                _safe_members(z.namelist(), tmp)
+                z.extractall(tmp)
+        elif tarfile.is_tarfile(archive):
+            with tarfile.open(archive) as t:
+                _safe_members(t.getnames(), tmp)
+                t.extractall(tmp, filter="data")
+        else:
+            raise PoseMachinesError(f"{archive}: not a zip or tar archive")
+        entries = list(tmp.iterdir())
+        inner = entries[0] if len(entries) == 1 and entries[0].is_dir() else tmp
+        os.replace(inner, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 
 def fetch_dataset(
     name: str,
-    url: str | None = None,
-    sha256: str | None = None,
+    *,
+    split: str | None = None,
+    urls: Sequence[str] = (),
+    sha256: Sequence[str] = (),
     cache_dir: str | Path | None = None,
+    overwrite: bool = False,
     progress: bool = True,
-) -> tuple[Path, str]:
-    """Download and unpack dataset ``name`` into ``CACHE/data/NAME``; returns (folder, sha256)."""
-    if url is None:
-        if name not in SOURCES:
-            raise PoseMachinesError(f"no known source for {name!r}; pass --url")
-        url = SOURCES[name]
+    say=print,
+) -> Path:
+    """Download and unpack dataset ``name`` into ``CACHE/data/NAME``, where the data-root lookup
+    finds it; returns that folder.
+
+    Parameters
+    ----------
+    name : str
+        A dataset of ``SOURCES``, or any name when ``urls`` are given.
+    split : str, optional
+        Only the archives this split needs (e.g. COCO's 1 GB ``val`` without its 18 GB
+        ``train``); default all.
+    urls, sha256 : sequence of str
+        Other addresses (a mirror), and expected checksums, one per archive in the order
+        ``SOURCES`` lists them.
+    overwrite : bool
+        Replace parts already unpacked; without it they are kept and not downloaded again.
+    say : callable
+        Where the checksums and progress lines go.
+    """
+    archives = [a for a in SOURCES.get(name, ()) if split is None or a.split in (None, split)]
+    if urls:
+        if archives and len(urls) != len(archives):
+            names = ", ".join(a.file_name for a in archives)
+            raise PoseMachinesError(
+                f"{name} has {len(archives)} archive(s) ({names}); pass --url once for each, "
+                "in that order"
+            )
+        if not archives and len(urls) != 1:
+            raise PoseMachinesError(f"{name!r} is not a known dataset; pass one --url")
+        archives = [
+            Archive(u, a.into, a.split) for u, a in zip(urls, archives or [Archive(urls[0])])
+        ]
+    if not archives:
+        known = ", ".join(SOURCES)
+        raise PoseMachinesError(f"no known source for {name!r} (known: {known}); pass --url")
+    if sha256 and len(sha256) != len(archives):
+        raise PoseMachinesError(f"pass --sha256 once for each of the {len(archives)} archive(s)")
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
-    archive = download(url, cache / "downloads" / Path(url).name, sha256, progress=progress)
-    folder = unpack(archive, cache / "data" / name)
-    if not (folder / "joints.mat").is_file():
-        raise PoseMachinesError(f"{archive}: unpacked, but holds no joints.mat at its top level")
-    return folder, file_sha256(archive)
+    folder = cache / "data" / name
+    for k, archive in enumerate(archives):
+        target = folder / archive.into if archive.into else folder
+        if target.exists() and any(target.iterdir()) and not overwrite:
+            say(f"{target} already there, kept (--overwrite downloads it again)")
+            continue
+        expected = sha256[k] if sha256 else archive.sha256
+        path = download(
+            archive.url, cache / "downloads" / archive.file_name, expected, progress=progress
+        )
+        if expected:
+            say(f"{archive.file_name}: sha256 {expected} verified")
+        else:
+            say(f"{archive.file_name}: sha256 {file_sha256(path)} (pin it with --sha256)")
+        if target.exists():  # empty, or the user asked to replace it
+            shutil.rmtree(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        unpack(path, target)
+    if name in SOURCES and not _loader(name)[1](folder):
+        raise PoseMachinesError(f"{folder}: unpacked, but does not hold the {name} layout")
+    return folder

@@ -8,33 +8,13 @@ import numpy as np
 
 from ..errors import PoseMachinesError
 from ..skeletons import LSP14
-from . import PoseDataset, read_image
+from . import ImageFolderDataset, PoseDataset, read_matlab
 
 LSP_SPLITS = {"train": (0, 1000), "test": (1000, 2000), "all": (0, 2000)}
 
 
-class ImageFolderDataset(PoseDataset):
-    """Annotations plus one image file per sample in ``folder/images``."""
-
-    def __init__(self, name: str, folder: Path, image_names: list[str], **kwargs):
-        super().__init__(names=image_names, **kwargs)
-        self.name = name
-        self.folder = Path(folder)
-
-    def _image(self, i: int) -> np.ndarray:
-        return read_image(self.folder / "images" / self.names[i])
-
-
 def _read_joints_mat(path: Path, expected_shape: tuple) -> np.ndarray:
-    import scipy.io
-
-    try:
-        mat = scipy.io.loadmat(path)
-    except Exception as exc:  # scipy raises several types for a broken file
-        raise PoseMachinesError(f"{path}: not a readable MATLAB file ({exc})") from None
-    if "joints" not in mat:
-        raise PoseMachinesError(f"{path}: no variable 'joints' in the file")
-    joints = np.asarray(mat["joints"], dtype=np.float64)
+    joints = np.asarray(read_matlab(path, "joints"), dtype=np.float64)
     if joints.ndim != 3 or any(
         e is not None and e != s for e, s in zip(expected_shape, joints.shape)
     ):
@@ -75,7 +55,7 @@ def load_lsp(folder: Path, split: str = "train", protocol: str | None = None) ->
     _check_finite(path, xy, labelled, names)
     return ImageFolderDataset(
         "lsp",
-        folder,
+        Path(folder) / "images",
         names,
         skeleton=LSP14,
         joints=xy,
@@ -105,7 +85,7 @@ def load_lspet(folder: Path, split: str = "train", protocol: str | None = None) 
     _check_finite(path, xy, labelled, names)
     return ImageFolderDataset(
         "lspet",
-        folder,
+        Path(folder) / "images",
         names,
         skeleton=LSP14,
         joints=np.nan_to_num(xy),

@@ -43,6 +43,7 @@ class PackedCrops:
     skeleton: str
     sources: list
     index: np.ndarray | None = None
+    skeleton_definition: dict | None = None  # for a joint set not built in
 
     def __post_init__(self):
         if self.index is None:
@@ -71,6 +72,7 @@ class PackedCrops:
             self.skeleton,
             self.sources,
             self.index[idx],
+            self.skeleton_definition,
         )
 
 
@@ -130,6 +132,7 @@ def pack_crops(
         skeletons.pop(),
         [d.describe() for d in datasets],
         np.array(index),
+        datasets[0].skeleton.to_dict(),
     )
 
 
@@ -162,6 +165,7 @@ def save_pack(
         "side": crops.side,
         "pad": crops.pad,
         "skeleton": crops.skeleton,
+        "skeleton_definition": crops.skeleton_definition,
         "sources": crops.sources,
         "quality": quality,
         "image_format": image_format,
@@ -218,6 +222,7 @@ def load_pack(path: str | Path) -> PackedCrops:
         float(header["pad"]),
         header["skeleton"],
         header["sources"],
+        skeleton_definition=header.get("skeleton_definition"),
     )
 
 

@@ -463,7 +463,7 @@ def training_data(
     skipped = SkippedImages()
     if packed is not None:
         crops = load_pack(packed)
-        skeleton = get_skeleton(crops.skeleton)
+        skeleton = get_skeleton(crops.skeleton, crops.skeleton_definition)
         source = f"packed:{packed} ({', '.join(crops.sources)})"
     else:
         side = int(round(cfg.input_size * 1.5))
