@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
+from pathlib import Path
 
 import click
 import numpy as np
@@ -82,6 +84,15 @@ def cli():
     default=-1,
     show_default=True,
     help="CPU workers for feature extraction and forest fitting (-1 = all cores).",
+)
+@click.option(
+    "--dask",
+    "dask",
+    metavar="ADDRESS",
+    envvar="POSEMACHINES_DASK",
+    default=None,
+    help="[forest] Send feature extraction and tree fitting to this dask.distributed scheduler "
+    "(e.g. tcp://HOST:8786; else $POSEMACHINES_DASK); the model is the same as a local one.",
 )
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out.")
 @click.option(
@@ -212,6 +223,7 @@ def train(
     seed,
     stages,
     jobs,
+    dask,
     resume,
     overwrite,
     trees,
@@ -242,6 +254,7 @@ def train(
     """
     from posemachines.data import default_training_dataset
     from posemachines.io import save_model
+    from posemachines.parallel import dask_backend
     from posemachines.runs import check_output_folder, output_folder
 
     given = {
@@ -284,6 +297,9 @@ def train(
         raise PoseMachinesError("--resume needs --out pointing at the interrupted run")
     if jobs == 0 or jobs < -1:
         raise PoseMachinesError(f"--jobs must be -1 (all cores) or at least 1, got {jobs}")
+    if dask and backend == "cnn":
+        echo_err(f"not using the dask scheduler {dask}: a CNN trains on --device")
+        dask = None
     if synthetic_size is not None and synthetic_size < 1:
         raise PoseMachinesError(f"--synthetic-size must be at least 1, got {synthetic_size}")
     # Settings and the output folder are checked before any data is read.
@@ -330,7 +346,7 @@ def train(
         train_data = load_data(
             dataset, split, data_root, synthetic_size, protocol, seed, images=images
         )
-    with output_folder(out, backend, overwrite=overwrite) as out_dir:
+    with dask_backend(dask or None), output_folder(out, backend, overwrite=overwrite) as out_dir:
         if stack is not None:
             from posemachines.training.stack import train_stack
 
@@ -377,6 +393,8 @@ def train(
                 return
         model.record.command = " ".join(["pm"] + sys.argv[1:])
         save_model(model, out_dir)
+        if backend == "forest":  # a finished forest's checkpoint only repeats the model
+            shutil.rmtree(Path(out_dir) / "checkpoint", ignore_errors=True)
     skipped = model.record.skipped_images
     if skipped:
         report_skipped(

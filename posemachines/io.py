@@ -2,14 +2,16 @@
 
 A model directory holds ``manifest.json`` and one weight file per stage (or per network shared
 by several stages). What a stage is made of comes from the stage itself (``stage.state()``,
-``cls.from_state()``; see ``stages``): named arrays go to safetensors, forests to skops (with an
-explicit allow-list of scikit-learn types), a shared network to safetensors. Each file's SHA-256
-is recorded in the manifest and checked on load, so a tampered or swapped file is refused.
-Every file is written atomically (``files``), the manifest last.
+``cls.from_state()``; see ``stages``): named arrays go to safetensors, forests to safetensors as
+tree arrays (``stages.tree_arrays``: what prediction reads, about a seventeenth of scikit-learn's
+size), a shared network to safetensors. Each file's SHA-256 is recorded in the manifest and
+checked on load, so a tampered or swapped file is refused. Every file is written atomically
+(``files``), the manifest last.
 
-Format 2 stores the belief-map codec as one object (``codec``) and the training record
-(``training``); format 1 directories (codec fields at the top level, settings under the
-backend's name) still load.
+Format 3 stores forests as tree arrays (``stageN.forest.safetensors``); format 2 stored them
+through skops (``stageN.skops``, loaded with an explicit allow-list of scikit-learn types) and
+the belief-map codec as one object (``codec``) with the training record (``training``); format
+1 directories (codec fields at the top level, settings under the backend's name) still load.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from .targets import BeliefCodec
 
 MANIFEST = "manifest.json"
 FORMAT = "posemachines-model"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
 # scikit-learn types a forest stage may contain; anything else in a .skops file is refused.
 TRUSTED_SKOPS_TYPES = {
@@ -44,8 +46,12 @@ TRUSTED_SKOPS_TYPES = {
     "numpy.int64",
 }
 
-# Manifest keys of a stage's forests: the joint level and the part level.
-ESTIMATOR_KEYS = {"joints": ("file", "skops"), "parts": ("part_file", "parts.skops")}
+# Manifest keys of a stage's forests: the joint level and the part level, and their file names.
+ESTIMATOR_KEYS = {
+    "joints": ("file", "forest.safetensors"),
+    "parts": ("part_file", "parts.forest.safetensors"),
+}
+FOREST_SUFFIX = ".forest.safetensors"
 
 
 def package_versions() -> dict:
@@ -75,13 +81,28 @@ def _load_arrays(path: Path) -> dict:
     return load_file(str(path))
 
 
-def _save_estimator(path: Path, estimator) -> None:
-    import skops.io
+def _save_forest(path: Path, forest) -> None:
+    from safetensors.numpy import save
 
-    atomic_write_bytes(path, skops.io.dumps(estimator))
+    from .stages.tree_arrays import forest_to_arrays
+
+    arrays, metadata = forest_to_arrays(forest)
+    atomic_write_bytes(path, save(arrays, metadata=metadata))
+
+
+def _load_forest(path: Path):
+    from safetensors import safe_open
+
+    from .stages.tree_arrays import forest_from_arrays
+
+    with safe_open(str(path), framework="np") as f:
+        arrays = {k: f.get_tensor(k) for k in f.keys()}
+        metadata = f.metadata() or {}
+    return forest_from_arrays(arrays, metadata)
 
 
 def _load_estimator(path: Path):
+    """A forest of a format 2 model, stored through skops."""
     import skops.io
 
     untrusted = set(skops.io.get_untrusted_types(file=str(path)))
@@ -148,7 +169,7 @@ def save_model(model: PoseModel, folder: str | Path, overwrite: bool = True) -> 
         for key, forest in state.estimators.items():
             field, suffix = ESTIMATOR_KEYS[key]
             entry[field] = f"stage{t + 1}.{suffix}"
-            _save_estimator(folder / entry[field], forest)
+            _save_forest(folder / entry[field], forest)
         if state.network is not None:
             known = [n for n in networks if n is state.network]
             if not known:
@@ -274,12 +295,16 @@ def load_model(folder: str | Path, device: str = "cpu") -> PoseModel:
         stages = []
         for entry in manifest["stages"]:
             state = StageState(config=entry.get("config", {}))
-            if entry.get("file", "").endswith(".safetensors"):
-                path = _verified(folder, manifest, entry["file"])
-                state.arrays = _read_weights(path, _load_arrays)
+            file = entry.get("file", "")
+            if file.endswith(".safetensors") and not file.endswith(FOREST_SUFFIX):
+                state.arrays = _read_weights(_verified(folder, manifest, file), _load_arrays)
             for key, (field, _) in ESTIMATOR_KEYS.items():
-                if entry.get(field, "").endswith(".skops"):
-                    path = _verified(folder, manifest, entry[field])
+                name = entry.get(field, "")
+                if name.endswith(FOREST_SUFFIX):
+                    path = _verified(folder, manifest, name)
+                    state.estimators[key] = _read_weights(path, _load_forest)
+                elif name.endswith(".skops"):
+                    path = _verified(folder, manifest, name)
                     state.estimators[key] = _read_weights(path, _load_estimator)
             state.network = networks.get(entry.get("network"))
             stages.append(stage_class(entry["kind"]).from_state(state))

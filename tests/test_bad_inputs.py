@@ -74,6 +74,19 @@ def bad_files(tmp_path_factory, mean_model_dir):
         manifest["sha256"]["stage1.skops"] = sha256(folder / "stage1.skops")
 
     files["skops_garbage"] = model_copy("skops_garbage", not_skops)
+
+    def broken_tree_arrays(folder, manifest):
+        from safetensors.numpy import save_file
+
+        from posemachines.files import sha256
+
+        path = folder / "stage1.forest.safetensors"
+        metadata = {"kind": "ExtraTreesClassifier", "params": "{}", "n_features": "3"}
+        save_file({"feature": np.array([0, -1, 7], np.int16)}, str(path), metadata=metadata)
+        manifest["stages"][0].update(kind="forest", file=path.name)
+        manifest["sha256"][path.name] = sha256(path)
+
+    files["tree_arrays_garbage"] = model_copy("tree_arrays_garbage", broken_tree_arrays)
     files["full"] = root / "full"
     files["full"].mkdir()
     (files["full"] / "keep.txt").write_text("mine")
@@ -102,6 +115,7 @@ def cases(files, model):
         "no skeleton": ["evaluate", files["no_skeleton"], *synthetic],
         "weights not safetensors": ["evaluate", files["weights_garbage"], *synthetic],
         "weights not skops": ["evaluate", files["skops_garbage"], *synthetic],
+        "malformed tree arrays": ["evaluate", files["tree_arrays_garbage"], *synthetic],
         "bad scales": ["evaluate", model, *synthetic, "--scales", "0.7,x"],
         "scales out of range": ["evaluate", model, *synthetic, "--scales", "0"],
         "image missing": ["predict", model, "/no/such/image.jpg"],

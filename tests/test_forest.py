@@ -197,7 +197,7 @@ def test_part_hierarchy_trains_saves_and_locates_parts(
         assert stage.state().estimators["parts"].n_classes_ == len(parts) + 1
     save_model(model, tmp_path / "model")
     loaded = load_model(tmp_path / "model")
-    assert (tmp_path / "model" / "stage1.parts.skops").is_file()
+    assert (tmp_path / "model" / "stage1.parts.forest.safetensors").is_file()
     expected = model.predict(synthetic_test).keypoints
     np.testing.assert_array_equal(loaded.predict(synthetic_test).keypoints, expected)
 

@@ -146,3 +146,31 @@ def test_cnn_refinement_reads_the_beliefs_below(tmp_path):
     out_a = run_stages([stage], crops, previous=a)[-1]
     out_b = run_stages([stage], crops, previous=b)[-1]
     assert out_a.shape == (2, 15, 16, 16) and np.abs(out_a - out_b).max() > 1e-3
+
+
+def test_residual_refinement_starts_from_the_beliefs_it_reads():
+    """A stack's CNN part on foreign beliefs adds a correction to them: with its output layer
+    at zero it passes the beliefs below through unchanged (a plain one would output zero)."""
+    from dataclasses import replace
+
+    from posemachines.stages.cnn import CONFIGS, CPM
+    from posemachines.training.stack import _cnn_part_settings
+
+    torch.manual_seed(0)
+    below = torch.rand(2, 15, 8, 8)
+    image = torch.rand(2, 3, 32, 32) - 0.5
+    for residual in (True, False):
+        cfg = replace(CONFIGS["cpm-tiny"], foreign_input=True, stages=2, residual=residual)
+        net = CPM(cfg).eval()
+        for stage in net.refine:
+            torch.nn.init.zeros_(stage.net[-1].weight)
+            torch.nn.init.zeros_(stage.net[-1].bias)
+        with torch.no_grad():
+            out = net(image, below)
+        expected = below if residual else torch.zeros_like(below)
+        for beliefs in out:
+            torch.testing.assert_close(beliefs, expected)
+    part = parse_stack("forest:1,cnn:2")[1]
+    settings = CNNSettings.from_options(config="cpm-tiny")
+    cfg = _cnn_part_settings(settings, part, codec=CONFIGS["cpm-tiny"].codec(), on_beliefs=True)
+    assert cfg.network_config().residual and cfg.network_config().foreign_input

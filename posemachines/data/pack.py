@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from joblib import Parallel, delayed
+from joblib import delayed
 
 from ..crops import apply_affine, crop_transform, warp_image
 from ..errors import PoseMachinesError
 from ..files import atomic_write_bytes
+from ..parallel import workers
 from . import CorruptImageError, PoseDataset, SkippedImages
 
 PACK_FORMAT = "posemachines-pack"
@@ -106,7 +107,7 @@ def pack_crops(
         raise PoseMachinesError(f"cannot pack datasets of different skeletons: {sorted(skeletons)}")
     parts, index, offset = [], [], 0
     for d in datasets:
-        crops = Parallel(n_jobs=n_jobs, batch_size=32)(
+        crops = workers(n_jobs, batch_size=32)(
             delayed(_pack_one)(d, i, side, pad) for i in range(len(d))
         )
         for i, (name, crop) in enumerate(zip(d.names, crops)):

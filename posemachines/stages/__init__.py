@@ -34,7 +34,8 @@ class StageState:
 
     config     : JSON settings.
     arrays     : named numpy arrays (stored as one safetensors file).
-    estimators : named scikit-learn forests, ``"joints"`` and optionally ``"parts"`` (skops).
+    estimators : named scikit-learn forests, ``"joints"`` and optionally ``"parts"`` (stored
+                 as tree arrays).
     network    : a network that several stages share (stored once, as safetensors); it has
                  ``config_dict()`` and ``state_dict()``.
     """

@@ -50,6 +50,10 @@ class CPMConfig:
     # Every stage refines beliefs: the first reads those of the stages below it in a stack
     # (a forest's, say) instead of the image alone. No image-only stage 1 then.
     foreign_input: bool = False
+    # Refinement stages add their output to the beliefs they read, so each starts as the
+    # identity (heads begin near zero) and learns a correction: a stage on a forest's beliefs
+    # then begins at the forest's accuracy instead of relearning it from scratch.
+    residual: bool = False
 
     def __post_init__(self):
         # JSON gives lists back; keep the dataclass hashable and comparable.
@@ -229,6 +233,7 @@ class RefineStage(nn.Module):
 
     def __init__(self, cfg: CPMConfig):
         super().__init__()
+        self.residual = cfg.residual
         p1, w, k = cfg.num_joints + 1, cfg.refine_channels, cfg.refine_kernel
         layers = conv_relu(cfg.feature_channels + p1 + 1, w, k, cfg)
         for _ in range(cfg.refine_convs - 1):
@@ -236,7 +241,8 @@ class RefineStage(nn.Module):
         self.net = nn.Sequential(*layers, *conv_relu(w, w, 1, cfg), conv(w, p1, 1))
 
     def forward(self, features, beliefs, centre):
-        return self.net(torch.cat([features, beliefs, centre], 1))
+        new = self.net(torch.cat([features, beliefs, centre], 1))
+        return beliefs + new if self.residual else new
 
 
 class CPM(nn.Module):

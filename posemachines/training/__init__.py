@@ -5,12 +5,13 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from joblib import Parallel, delayed
+from joblib import delayed
 
 from ..crops import NO_AUGMENTATION, Augmentation, person_crop
 from ..data import CorruptImageError, PoseDataset, SkippedImages
 from ..errors import PoseMachinesError
 from ..evaluation import evaluate
+from ..parallel import workers
 
 
 def crop_pck(stage_beliefs, joints, labelled, codec, skeleton) -> list[float]:
@@ -52,7 +53,7 @@ def crop_dataset(
     """
     seeds = np.random.default_rng(seed).integers(0, 2**63, size=(copies, len(dataset)))
     jobs = [(i, int(seeds[c, i])) for c in range(copies) for i in range(len(dataset))]
-    crops = Parallel(n_jobs=n_jobs, batch_size=32)(
+    crops = workers(n_jobs, batch_size=32)(
         delayed(_crop_one)(dataset, i, size, augmentation, s, on_bad_image) for i, s in jobs
     )
     kept = [(job[0], c) for job, c in zip(jobs, crops) if not isinstance(c, str)]

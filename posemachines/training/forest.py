@@ -3,8 +3,9 @@
 Stage t is a forest trained on sampled locations of the training crops. Stages t >= 2 see the
 context features of beliefs that stage t-1 produced on images it was *not* trained on (K-fold
 out-of-fold predictions), so they learn from beliefs as noisy as those met at test time.
-After each stage the partial model and the out-of-fold beliefs are checkpointed under
-``OUT/checkpoint``; ``resume=True`` continues from the last finished stage.
+After each stage but the last the partial model and the out-of-fold beliefs are checkpointed
+under ``OUT/checkpoint``; ``resume=True`` continues from the last finished stage. ``pm train``
+removes the checkpoint once the model is written (it would only repeat it).
 """
 
 from __future__ import annotations
@@ -16,16 +17,18 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from joblib import Parallel, delayed
+from joblib import delayed
 from scipy import ndimage
 
 from ..crops import Augmentation
 from ..data import SkippedImages
 from ..errors import PoseMachinesError
 from ..model import PoseModel, TrainingRecord
+from ..parallel import workers
 from ..skeletons import part_positions
 from ..stages import StageState
 from ..stages.forest import ForestStage, forest_beliefs, stage_image_features, stage_inputs
+from ..stages.tree_arrays import compact_forest
 from ..targets import BeliefCodec
 from . import crop_dataset, crop_pck
 from .checkpoint import Checkpoint
@@ -223,7 +226,7 @@ def predict_dense(
 ) -> np.ndarray:
     """Belief maps (N, C, h, w) for many crops: features in parallel, trees in threads."""
     out = []
-    with Parallel(n_jobs=n_jobs) as parallel:
+    with workers(n_jobs) as parallel:
         for start in range(0, len(crops), chunk):
             idx = range(start, min(start + chunk, len(crops)))
             inputs = parallel(
@@ -325,7 +328,7 @@ def fit_level(
     positions, known = level.targets
     crops, previous, parts, settings = level.crops, level.previous, level.parts, level.settings
     n = len(crops)
-    with Parallel(n_jobs=n_jobs) as parallel:
+    with workers(n_jobs) as parallel:
         rows = parallel(
             delayed(_training_rows)(
                 crops[i],
@@ -378,7 +381,9 @@ def fit_level(
         bar.close()
     log(f"{name}: fitting {settings.trees} trees on all images")
     forest = _make_forest(settings, int(forest_seeds[-1]), n_jobs).fit(x, y)
-    return forest, oof
+    # The forest as its model file will hold it, so that the model in memory predicts exactly
+    # what the saved one will (leaf probabilities in float32).
+    return compact_forest(forest), oof
 
 
 @dataclass
@@ -590,7 +595,8 @@ def train_forest(
             "stage_seconds": stage_times,
             "seconds": earlier_s + time.time() - start_time,
         }
-        _save_checkpoint(checkpoint, model_of(stages), oof, done)
+        if t + 1 < settings.stages:  # the last stage's model is the result itself
+            _save_checkpoint(checkpoint, model_of(stages), oof, done)
 
     model = model_of(stages)
     model.record = TrainingRecord.for_dataset(

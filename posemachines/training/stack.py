@@ -178,10 +178,10 @@ def _train_forest_part(
 
 
 def _cnn_part_settings(cnn, part: Part, codec: BeliefCodec, on_beliefs: bool):
-    """The CNN settings of a part: its stage count, the stack's crop size, and refinement of
-    the beliefs below for a part that is not the first."""
+    """The CNN settings of a part: its stage count, the stack's crop size, and (residual)
+    refinement of the beliefs below for a part that is not the first."""
     overrides = dict(cnn.overrides or {})
-    overrides.update(input_size=codec.input_size, foreign_input=on_beliefs)
+    overrides.update(input_size=codec.input_size, foreign_input=on_beliefs, residual=on_beliefs)
     return replace(cnn, stages=part.stages, overrides=overrides)
 
 
