@@ -108,6 +108,11 @@ def cli():
     "--min-samples-leaf", type=int, default=None, help="[forest] Smallest leaf of a tree."
 )
 @click.option(
+    "--max-features",
+    default=None,
+    help="[forest] Features tried at each split: a share of them (default 0.1), 'sqrt' or 'log2'.",
+)
+@click.option(
     "--mirror/--no-mirror",
     default=None,
     help="[forest] Also train on mirrored images (default: yes for real data, no for synthetic).",
@@ -229,6 +234,7 @@ def train(
     trees,
     depth,
     min_samples_leaf,
+    max_features,
     mirror,
     hierarchy,
     init_model,
@@ -261,6 +267,7 @@ def train(
         "--trees": trees,
         "--depth": depth,
         "--min-samples-leaf": min_samples_leaf,
+        "--max-features": max_features,
         "--mirror/--no-mirror": mirror,
         "--hierarchy": hierarchy,
         "--init": init_model,
@@ -311,6 +318,7 @@ def train(
             trees=trees,
             depth=depth,
             min_samples_leaf=min_samples_leaf,
+            max_features=_max_features(max_features),
             mirror=mirror,
             hierarchy=hierarchy,
             folds=folds if backend == "forest" else None,
@@ -404,7 +412,24 @@ def train(
     click.echo(f"model written to {out_dir}")
 
 
-FOREST_ONLY = {"--trees", "--depth", "--min-samples-leaf", "--mirror/--no-mirror", "--hierarchy"}
+FOREST_ONLY = {
+    "--trees",
+    "--depth",
+    "--min-samples-leaf",
+    "--max-features",
+    "--mirror/--no-mirror",
+    "--hierarchy",
+}
+
+
+def _max_features(value: str | None) -> float | str | None:
+    """--max-features as ForestSettings takes it: a number where it reads as one."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return value
+
+
 FOREST_ONLY |= {"--init"}
 CNN_ONLY = {"--config", "--epochs", "--time-budget", "--batch-size", "--lr", "--data"}
 CNN_ONLY |= {"--checkpoint-every", "--supervision", "--grad-every"}

@@ -100,6 +100,8 @@ def cases(files, model):
         "negative lr": ["train", "--backend", "cnn", "--lr", "-1", *synthetic],
         "epochs and budget": ["train", "--backend", "cnn", "--epochs", "1", "--time-budget", "1"],
         "option of another backend": ["train", "--backend", "mean", "--trees", "3"],
+        "max features out of range": ["train", "--backend", "forest", "--max-features", "2"],
+        "max features a word": ["train", "--backend", "forest", "--max-features", "all"],
         "unknown config": ["train", "--backend", "cnn", "--config", "cpm-huge", *synthetic],
         "resume without out": ["train", "--backend", "forest", "--resume"],
         "out not empty": ["train", "--backend", "mean", *synthetic, "--out", files["full"]],

@@ -141,3 +141,26 @@ def test_real_lsp_and_lspet_sizes():
     assert len(test) == 1000 and test.names[0] == "im1001.jpg"
     assert test[0].image.ndim == 3
     assert len(load_dataset("lspet", "train", root)) == 9000
+
+
+def test_concatenated_datasets_read_each_sample_from_its_own_part():
+    from posemachines.data import ConcatDataset
+    from posemachines.skeletons import COCO17
+
+    a = load_dataset("synthetic", "train", size=5, seed=0)
+    b = load_dataset("synthetic", "test", size=3, seed=1, protocol="gt")
+    both = ConcatDataset([a, b])
+    assert len(both) == 8 and both.name == "synthetic+synthetic"
+    assert both.protocol == "image+gt" and both.names[5].startswith("synthetic/")
+    for i, (part, j) in enumerate([(a, k) for k in range(5)] + [(b, k) for k in range(3)]):
+        mine, theirs = both[i], part[j]
+        np.testing.assert_array_equal(mine.image, theirs.image)
+        np.testing.assert_array_equal(mine.joints, theirs.joints)
+        assert mine.box_side == theirs.box_side  # each part's own person-box protocol
+    sub = both.subset([6, 1])
+    np.testing.assert_array_equal(sub[0].image, b[1].image)
+    np.testing.assert_array_equal(sub[1].joints, a[1].joints)
+    other = a.subset([0])
+    other.skeleton = COCO17
+    with pytest.raises(PoseMachinesError, match="skeletons differ"):
+        ConcatDataset([a, other])

@@ -209,6 +209,41 @@ class PoseDataset:
         return f"{self.name}:{self.split} ({len(self)} samples, {self.protocol} protocol)"
 
 
+class ConcatDataset(PoseDataset):
+    """Several datasets of one skeleton as one (LSP and LSPET, say); each sample is read, and
+    its person box found by its own protocol, by the dataset it comes from."""
+
+    def __init__(self, parts: Sequence[PoseDataset]):
+        if not parts:
+            raise PoseMachinesError("nothing to concatenate")
+        first = parts[0]
+        for part in parts[1:]:
+            if part.skeleton != first.skeleton:
+                raise PoseMachinesError(
+                    f"cannot use {first.describe()} and {part.describe()} together: their "
+                    f"skeletons differ ({first.skeleton.name}, {part.skeleton.name})"
+                )
+        self.parts = list(parts)
+        self.name = "+".join(p.name for p in parts)
+        super().__init__(
+            first.skeleton,
+            np.concatenate([p.joints for p in parts]),
+            np.concatenate([p.visible for p in parts]),
+            np.concatenate([p.labelled for p in parts]),
+            [f"{p.name}/{n}" for p in parts for n in p.names],
+            split="+".join(dict.fromkeys(p.split for p in parts)),
+            protocol=first.protocol,
+            source=", ".join(p.source or p.name for p in parts),
+        )
+        self.protocol = "+".join(dict.fromkeys(p.protocol for p in parts))
+        self._starts = np.cumsum([0] + [len(p) for p in parts])
+
+    def __getitem__(self, i: int) -> Sample:
+        k = int(self.ids[i])  # its position in the concatenation, also in a subset
+        part = int(np.searchsorted(self._starts, k, side="right")) - 1
+        return self.parts[part][k - int(self._starts[part])]
+
+
 class ImageFolderDataset(PoseDataset):
     """Annotations in memory, one image file per sample in ``image_dir`` (``files``, named
     after the images unless ``names`` say otherwise: a person of an image with several)."""

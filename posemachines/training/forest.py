@@ -85,6 +85,13 @@ class ForestSettings:
             )
         if self.depth is not None and self.depth < 1:
             raise PoseMachinesError(f"--depth must be at least 1, got {self.depth}")
+        share = self.max_features
+        if share not in ("sqrt", "log2") and not (
+            isinstance(share, (int, float)) and 0 < share <= 1
+        ):
+            raise PoseMachinesError(
+                f"--max-features must be 'sqrt', 'log2' or a share in (0, 1], got {share!r}"
+            )
         if self.forest not in ("extra", "random"):
             raise PoseMachinesError(f"forest must be 'extra' or 'random', not {self.forest!r}")
         if self.final_smooth is not None and self.final_smooth < 0:
