@@ -15,7 +15,7 @@ import numpy as np
 from .data import PoseDataset, SkippedImages, iter_samples
 from .errors import PoseMachinesError
 from .evaluation import EvaluationResult, evaluate
-from .model import PoseModel
+from .model import PoseModel, backend_of
 from .tta import NO_TTA, TestTimeAugmentation
 
 
@@ -44,9 +44,8 @@ def lower_parts(entry: Entry) -> list[Entry]:
     for k, part in enumerate(parts[1:], 1):
         below = parts[:k]
         stages = entry.model.stages[: part["first_stage"] - 1]
-        kinds = {p["part"].split(":")[0] for p in below}
         model = PoseModel(
-            kinds.pop() if len(kinds) == 1 else "hybrid",
+            backend_of(stages),
             entry.model.skeleton,
             entry.model.codec,
             stages,

@@ -153,9 +153,9 @@ def oks_ap(pred, gt, labelled, skeleton: Skeleton, scoring: dict, scores) -> dic
     return {"oks_ap": float(np.mean(aps)), "oks_ap50": aps[0], "oks_ap75": aps[5]}
 
 
-def _dataset_metrics(pred, gt, labelled, skeleton, scoring, scores, head, torso) -> tuple:
-    """The metrics a dataset's own protocol adds (overall, per joint)."""
-    overall, per_joint = {}, {}
+def _dataset_metrics(pred, gt, labelled, skeleton, scoring, scores, head, torso) -> dict:
+    """The overall metrics a dataset's own protocol adds."""
+    overall = {}
     if skeleton.name == "mpii16":  # the official "Mean": every joint but pelvis and thorax
         keep = [j for j, n in enumerate(skeleton.joints) if n not in ("pelvis", "thorax")]
         overall["pckh@0.5_mean"] = _mean(correct_within(pred, gt, labelled, head, 0.5)[:, keep])
@@ -166,7 +166,7 @@ def _dataset_metrics(pred, gt, labelled, skeleton, scoring, scores, head, torso)
         idx = [skeleton.index(n) for n in names]
         ok = correct_within(pred, gt, labelled, torso, 0.2)[:, idx]
         overall[f"pck@0.2_{label}"] = _mean(ok)
-    return overall, per_joint
+    return overall
 
 
 def _metric_table(pred, gt, labelled, skeleton: Skeleton, scoring=None, scores=None):
@@ -191,7 +191,7 @@ def _metric_table(pred, gt, labelled, skeleton: Skeleton, scoring=None, scores=N
         "auc": _mean(_mean(curve.reshape(len(PCK_THRESHOLDS), -1), axis=1)),
         "pck_bbox@0.2": _mean(cbox),
     }
-    overall.update(_dataset_metrics(pred, gt, labelled, skeleton, scoring, scores, head, torso)[0])
+    overall.update(_dataset_metrics(pred, gt, labelled, skeleton, scoring, scores, head, torso))
     # A joint's PCP is that of the limbs it ends (a per-joint view of the limb metric).
     per_joint = {}
     limb_idx = skeleton.limb_indices()
@@ -267,13 +267,13 @@ def evaluate(
     gt = np.asarray(gt, dtype=float)
     if preds.shape[1:] != gt.shape:
         raise ValueError(f"predictions {preds.shape[1:]} do not match ground truth {gt.shape}")
-    if scores is not None and np.ndim(scores) == 1:
+    if scores is None:
+        scores = [None] * len(preds)
+    elif np.ndim(scores) == 1:
         scores = np.broadcast_to(scores, (len(preds), len(scores)))
-    score = (lambda t: None) if scores is None else (lambda t: scores[t])  # noqa: E731
-    per_stage = [
-        _metric_table(p, gt, labelled, skeleton, scoring, score(t))[0] for t, p in enumerate(preds)
-    ]
-    metrics, per_joint = _metric_table(preds[-1], gt, labelled, skeleton, scoring, score(-1))
+    tables = [_metric_table(p, gt, labelled, skeleton, scoring, s) for p, s in zip(preds, scores)]
+    per_stage = [overall for overall, _ in tables]
+    metrics, per_joint = dict(tables[-1][0]), tables[-1][1]  # its own dict, as a result's field
     curve = pck_curve(preds[-1], gt, labelled, skeleton)
     return EvaluationResult(
         dataset=dataset,

@@ -300,12 +300,11 @@ def load_model(folder: str | Path, device: str = "cpu") -> PoseModel:
                 state.arrays = _read_weights(_verified(folder, manifest, file), _load_arrays)
             for key, (field, _) in ESTIMATOR_KEYS.items():
                 name = entry.get(field, "")
-                if name.endswith(FOREST_SUFFIX):
+                # Format 3 stores tree arrays; format 2 stored skops files.
+                loader = _load_forest if name.endswith(FOREST_SUFFIX) else _load_estimator
+                if name.endswith((FOREST_SUFFIX, ".skops")):
                     path = _verified(folder, manifest, name)
-                    state.estimators[key] = _read_weights(path, _load_forest)
-                elif name.endswith(".skops"):
-                    path = _verified(folder, manifest, name)
-                    state.estimators[key] = _read_weights(path, _load_estimator)
+                    state.estimators[key] = _read_weights(path, loader)
             state.network = networks.get(entry.get("network"))
             stages.append(stage_class(entry["kind"]).from_state(state))
     except KeyError as exc:

@@ -77,6 +77,12 @@ class TrainingRecord:
         return record
 
 
+def backend_of(stages) -> str:
+    """The backend a model made of ``stages`` is: their kind, or "hybrid" when kinds mix."""
+    kinds = {stage.kind for stage in stages}
+    return kinds.pop() if len(kinds) == 1 else "hybrid"
+
+
 @dataclass
 class PoseModel:
     """Everything needed to turn images into keypoints.

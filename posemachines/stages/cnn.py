@@ -460,11 +460,18 @@ def flops_per_image(cfg: CPMConfig) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
     module = CPM(cfg).eval()
-    side = cfg.input_size // cfg.stride
-    below = torch.zeros(1, cfg.num_joints + 1, side, side) if cfg.foreign_input else None
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        module(torch.zeros(1, 3, cfg.input_size, cfg.input_size), below)
+        module(torch.zeros(1, 3, cfg.input_size, cfg.input_size), _blank_below(cfg, 1))
     return int(counter.get_total_flops())
+
+
+def _blank_below(cfg: CPMConfig, n: int) -> torch.Tensor | None:
+    """Zero beliefs standing in for the stages below a network on foreign beliefs, for
+    measurements that only need its shapes; None for a network that starts from the image."""
+    if not cfg.foreign_input:
+        return None
+    side = cfg.input_size // cfg.stride
+    return torch.zeros(n, cfg.num_joints + 1, side, side)
 
 
 def effective_receptive_fields(module: CPM, n: int = 8, seed: int = 0) -> np.ndarray:
@@ -477,11 +484,7 @@ def effective_receptive_fields(module: CPM, n: int = 8, seed: int = 0) -> np.nda
     x = torch.rand(n, 3, size, size, generator=generator) - 0.5
     x.requires_grad_(True)
     module = module.eval()
-    maps = []
-    below = None
-    if cfg.foreign_input:
-        side = size // cfg.stride
-        below = torch.zeros(n, p + 1, side, side)
+    maps, below = [], _blank_below(cfg, n)
     for t in range(cfg.stages):
         x.grad = None
         beliefs = module(x, below)[t]

@@ -14,6 +14,14 @@ from ..evaluation import evaluate
 from ..parallel import workers
 
 
+def background_beliefs(n: int, channels: int, side: int) -> np.ndarray:
+    """(n, channels, side, side) belief maps that say "background" everywhere: what a sample
+    gets that no stage has predicted (its image unreadable, say)."""
+    maps = np.zeros((n, channels, side, side), dtype=np.float32)
+    maps[:, -1] = 1.0
+    return maps
+
+
 def crop_pck(stage_beliefs, joints, labelled, codec, skeleton) -> list[float]:
     """PCK@0.2 of each stage's beliefs (N, P+1, h, w) against joints (N, P, 2) in the same
     crops' coordinates: what both trainers report on held-out crops (the forest's out-of-fold

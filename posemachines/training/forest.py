@@ -30,7 +30,7 @@ from ..stages import StageState
 from ..stages.forest import ForestStage, forest_beliefs, stage_image_features, stage_inputs
 from ..stages.tree_arrays import compact_forest
 from ..targets import BeliefCodec
-from . import crop_dataset, crop_pck
+from . import background_beliefs, crop_dataset, crop_pck
 from .checkpoint import Checkpoint
 
 
@@ -443,8 +443,7 @@ def _by_sample(beliefs, source, mirrored, n: int) -> dict:
     for name, which in (("plain", ~mirrored), ("mirror", mirrored)):
         if not which.any():
             continue
-        maps = np.zeros((n, *beliefs.shape[1:]), dtype=np.float32)
-        maps[:, -1] = 1.0
+        maps = background_beliefs(n, beliefs.shape[1], beliefs.shape[-1])
         maps[source[which]] = beliefs[which]
         out[name] = maps
     return out

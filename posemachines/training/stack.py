@@ -26,9 +26,9 @@ import numpy as np
 
 from ..data import SkippedImages, iter_samples
 from ..errors import PoseMachinesError
-from ..model import PoseModel, TrainingRecord
+from ..model import PoseModel, TrainingRecord, backend_of
 from ..targets import BeliefCodec
-from . import crop_pck
+from . import background_beliefs, crop_pck
 
 KINDS = ("forest", "cnn")
 
@@ -141,8 +141,7 @@ def train_stack(
             log(f"{part}: {key.replace('_', ' ')[:-9]} PCK@0.2 {100 * pck:.1f}")
         summary.append(row)
         shutil.rmtree(folder / "checkpoint", ignore_errors=True)  # its model is in the stack
-    kinds = {p.kind for p in parts}
-    model = PoseModel(kinds.pop() if len(kinds) == 1 else "hybrid", dataset.skeleton, codec, stages)
+    model = PoseModel(backend_of(stages), dataset.skeleton, codec, stages)
     model.record = TrainingRecord.for_dataset(
         dataset,
         seed,
@@ -222,10 +221,7 @@ def _background(dataset, codec, mirror: bool) -> dict:
     """Belief arrays for every sample and view, background until predicted (a sample whose
     image cannot be read stays so)."""
     n, channels, side = len(dataset), dataset.skeleton.num_joints + 1, codec.map_size
-    out = {v: np.zeros((n, channels, side, side), np.float32) for v in _views(mirror)}
-    for maps in out.values():
-        maps[:, -1] = 1.0
-    return out
+    return {view: background_beliefs(n, channels, side) for view in _views(mirror)}
 
 
 def _views(mirror: bool) -> dict:
