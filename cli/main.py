@@ -118,6 +118,25 @@ def cli():
     help="[forest] Also train on mirrored images (default: yes for real data, no for synthetic).",
 )
 @click.option(
+    "--fold-forests/--refit",
+    default=None,
+    help="[forest] Keep each stage's out-of-fold forests, joined (folds x trees trees), as its "
+    "forest instead of fitting it again on all images (default: --refit).",
+)
+@click.option(
+    "--hard-negatives",
+    type=float,
+    default=None,
+    help="[forest] Share of each image's background locations that stages after the first take "
+    "where the stage before believed most, away from every joint (default 0).",
+)
+@click.option(
+    "--segment-colours/--no-segment-colours",
+    default=None,
+    help="[forest] Give every location the colours along the believed head and trunk, which "
+    "show which way the person faces (default: no).",
+)
+@click.option(
     "--hierarchy",
     is_flag=True,
     default=None,
@@ -236,6 +255,9 @@ def train(
     min_samples_leaf,
     max_features,
     mirror,
+    fold_forests,
+    hard_negatives,
+    segment_colours,
     hierarchy,
     init_model,
     init_stages,
@@ -269,6 +291,9 @@ def train(
         "--min-samples-leaf": min_samples_leaf,
         "--max-features": max_features,
         "--mirror/--no-mirror": mirror,
+        "--fold-forests/--refit": fold_forests,
+        "--hard-negatives": hard_negatives,
+        "--segment-colours/--no-segment-colours": segment_colours,
         "--hierarchy": hierarchy,
         "--init": init_model,
         "--config": cnn_config,
@@ -320,6 +345,9 @@ def train(
             min_samples_leaf=min_samples_leaf,
             max_features=_max_features(max_features),
             mirror=mirror,
+            fold_forests=fold_forests,
+            hard_negatives=hard_negatives,
+            segment_colours=segment_colours,
             hierarchy=hierarchy,
             folds=folds if backend == "forest" else None,
         )
@@ -418,6 +446,9 @@ FOREST_ONLY = {
     "--min-samples-leaf",
     "--max-features",
     "--mirror/--no-mirror",
+    "--fold-forests/--refit",
+    "--hard-negatives",
+    "--segment-colours/--no-segment-colours",
     "--hierarchy",
 }
 

@@ -97,6 +97,22 @@ class Skeleton:
                 groups["elbows, wrists, knees, ankles"].append(i)
         return groups
 
+    def facing_segments(self) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+        """The head (its segment) and the trunk (from the shoulders' midpoint to the hips'), as
+        (start joints, end joints): where the face and chest, or hair and back, show which way
+        the person faces. Joints are found by name; a skeleton without them has fewer."""
+
+        def named(word):
+            return tuple(i for i, name in enumerate(self.joints) if word in name)
+
+        segments = []
+        if self.head is not None:
+            segments.append(tuple((i,) for i in self.head_indices()))
+        shoulders, hips = named("shoulder"), named("hip")
+        if shoulders and hips:
+            segments.append((shoulders, hips))
+        return segments
+
     def torso_indices(self) -> tuple[int, int]:
         return self.index(self.torso[0]), self.index(self.torso[1])
 

@@ -95,12 +95,29 @@ def test_sample_locations_positives_and_background():
     assert (labels == 2).sum() == 20
 
 
+def test_hard_negatives_are_the_strongest_beliefs_away_from_the_joints():
+    codec = BeliefCodec(64, 4, 4.0)
+    joints = np.array([[10.0, 10.0], [50.0, 40.0]])
+    beliefs = np.zeros((16, 16), np.float32)
+    beliefs[2, 2] = 1.0  # on joint 0 (cell centre 9.5, 9.5): a positive, not a negative
+    beliefs[12, 3], beliefs[5, 14], beliefs[8, 8] = 0.9, 0.8, 0.7  # false alarms
+    labelled = np.array([True, True])
+    rows, cols, labels = sample_locations(
+        joints, labelled, codec, 1.5, 20, np.random.default_rng(0), beliefs, 2
+    )
+    background = labels == 2
+    assert background.sum() == 20 and (labels[~background] < 2).all()
+    assert list(zip(rows[background][:2], cols[background][:2])) == [(12, 3), (5, 14)]
+    assert len(set(zip(rows, cols))) == len(rows)  # none drawn twice
+
+
 @pytest.mark.parametrize(
     "settings, message",
     [
         (ForestSettings(stages=0), "--stages must be at least 1"),
         (ForestSettings(input_size=32, stride=4), "larger than the 32-px input"),
         (ForestSettings(trees=0), "--trees"),
+        (ForestSettings(hard_negatives=1.5), "--hard-negatives must be a share"),
         (ForestSettings(similarity=((4, 4),)), "must be odd"),
         (ForestSettings(input_size=64, similarity=((12, 7),)), "84 px .* larger than the 64-px"),
     ],
@@ -252,3 +269,55 @@ def test_two_thread_prediction_equals_scikit_learn(forest_model_dir):
     proba = _predict_proba(forest, x)
     np.testing.assert_allclose(proba, forest.predict_proba(x), rtol=1e-12, atol=1e-15)
     np.testing.assert_array_equal(proba, _predict_proba(forest, x))  # the same every time
+
+
+def test_given_final_smoothing_needs_no_held_out_beliefs(
+    forest_train, tiny_forest_settings, tmp_path
+):
+    from dataclasses import replace
+
+    # One stage with its smoothing given: nothing is held out (it once failed here).
+    settings = replace(tiny_forest_settings, stages=1, final_smooth=0.5)
+    model = train_forest(forest_train.subset(range(8)), settings, tmp_path, seed=0, n_jobs=1)
+    extra = np.sqrt(model.stages[0].config()["smooth"] ** 2 - settings.smooth**2)
+    assert extra == pytest.approx(0.5)
+    assert model.record.details["out_of_fold_pck@0.2"] == []
+
+
+def test_segment_colours_read_the_colours_along_the_believed_segments():
+    from posemachines.features.context import segment_colours
+    from posemachines.skeletons import COCO17, LSP14
+
+    colour = np.random.default_rng(0).random((10, 12, 3)).astype(np.float32)
+    beliefs = np.zeros((4, 10, 12), np.float32)  # three joints + background
+    beliefs[0, 2, 1] = beliefs[1, 6, 1] = beliefs[2, 2, 9] = 1.0  # at (x, y) (1, 2), (1, 6), (9, 2)
+    f = segment_colours(beliefs, colour, [((0,), (1,)), ((0, 2), (1,))], samples=3)
+    assert f.shape == (10, 12, 18)
+    assert (f == f[0, 0]).all()  # the same at every location
+    first, second = f[0, 0].reshape(2, 3, 3)
+    np.testing.assert_array_equal(first, colour[[2, 4, 6], 1])  # down from (1, 2) to (1, 6)
+    np.testing.assert_array_equal(second, colour[[2, 4, 6], [5, 3, 1]])  # from (5, 2) to (1, 6)
+    assert LSP14.facing_segments() == [((12,), (13,)), ((8, 9), (2, 3))]
+    assert COCO17.facing_segments() == [((5, 6), (11, 12))]  # no head segment
+
+
+def test_segment_colours_are_context_of_later_stages(forest_train, tiny_forest_settings, tmp_path):
+    from dataclasses import replace
+
+    from posemachines.io import save_model
+    from posemachines.stages.forest import stage_image_features, stage_inputs
+
+    settings = replace(tiny_forest_settings, segment_colours=True, hard_negatives=0.5)
+    data = forest_train.subset(range(20))
+    model = train_forest(data, settings, tmp_path / "run", seed=0, n_jobs=1)
+    plain = train_forest(data, tiny_forest_settings, tmp_path / "plain", seed=0, n_jobs=1)
+    first, second = (s.state().estimators["joints"].n_features_in_ for s in model.stages)
+    assert second == plain.stages[1].state().estimators["joints"].n_features_in_ + 2 * 5 * 3
+    assert first == plain.stages[0].state().estimators["joints"].n_features_in_
+    config = model.stages[1].config()
+    assert config["segment_colours"] == [[[12], [13]], [[8, 9], [2, 3]]]
+    save_model(model, tmp_path / "model")
+    assert load_model(tmp_path / "model").stages[1].config() == config
+    crop = np.zeros((96, 96, 3), np.uint8)
+    beliefs = np.random.default_rng(0).random((15, 24, 24)).astype(np.float32)
+    assert stage_inputs(stage_image_features(crop, config), beliefs, config).shape[-1] == second

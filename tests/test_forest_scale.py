@@ -207,3 +207,68 @@ def test_kill_9_of_pm_train_leaves_no_workers(tmp_path):
     for p in left:
         os.kill(p, signal.SIGKILL)
     assert not left, f"{len(left)} worker(s) outlived the killed run"
+
+
+def test_joined_forests_average_all_their_trees_and_refuse_mismatches():
+    from sklearn.ensemble import ExtraTreesClassifier
+
+    from posemachines.stages.tree_arrays import compact_forest, joined_forests
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 5)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(int) + (x[:, 2] > 0.5)
+    parts = [ExtraTreesClassifier(n, random_state=n).fit(x, y) for n in (3, 5)]
+    joined = joined_forests([compact_forest(f) for f in parts])
+    assert len(joined.estimators_) == joined.n_estimators == 8
+    assert [len(f.estimators_) for f in parts] == [3, 5]  # the parts are left as they were
+    test = rng.normal(size=(300, 5)).astype(np.float32)
+    weighted = sum(len(f.estimators_) * f.predict_proba(test) for f in parts) / 8
+    np.testing.assert_allclose(joined.predict_proba(test), weighted, atol=1e-6)
+    arrays, metadata = forest_to_arrays(joined)  # it saves as one forest
+    assert len(arrays["tree_start"]) == 9 and json.loads(metadata["params"])["n_estimators"] == 8
+    other = ExtraTreesClassifier(2, random_state=0).fit(x, np.minimum(y, 1))
+    with pytest.raises(PoseMachinesError, match="different classes"):
+        joined_forests([parts[0], other])
+
+
+def test_fold_forests_become_the_stage_forest(forest_train, synthetic_test, tmp_path):
+    from posemachines.io import save_model
+    from posemachines.training.forest import ForestSettings, train_forest
+
+    settings = ForestSettings(
+        stages=2, trees=3, folds=3, depth=10, input_size=64, hog_cells=(4, 8), colour_cell=6,
+        background=40, fold_forests=True,
+    )  # fmt: skip
+    data = forest_train.subset(range(30))
+    model = train_forest(data, settings, tmp_path / "run", seed=0, n_jobs=1)
+    for stage in model.stages:
+        assert len(stage.state().estimators["joints"].estimators_) == 3 * 3
+    # Every stage's held-out beliefs cover every fold, the last one's too.
+    assert len(model.record.details["out_of_fold_pck@0.2"]) == 2
+    save_model(model, tmp_path / "model")
+    expected = model.predict(synthetic_test).keypoints
+    np.testing.assert_array_equal(
+        load_model(tmp_path / "model").predict(synthetic_test).keypoints, expected
+    )
+    again = train_forest(data, settings, tmp_path / "again", seed=0, n_jobs=2)
+    np.testing.assert_array_equal(again.predict(synthetic_test).keypoints, expected)
+
+
+def test_pm_train_takes_the_fast_recipe_options(tmp_path):
+    from click.testing import CliRunner
+    from posemachines.cli.main import cli
+
+    out = tmp_path / "run"
+    args = ["train", "--backend", "forest", "--dataset", "synthetic", "--synthetic-size", "24"]
+    args += ["--stages", "2", "--trees", "2", "--folds", "3", "--depth", "8", "--jobs", "1"]
+    args += ["--fold-forests", "--hard-negatives", "0.5", "--segment-colours"]
+    res = CliRunner().invoke(cli, [*args, "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    model = load_model(out)
+    settings = model.record.settings
+    assert settings["fold_forests"] and settings["segment_colours"]
+    assert settings["hard_negatives"] == 0.5
+    assert [len(s.state().estimators["joints"].estimators_) for s in model.stages] == [6, 6]
+    assert model.stages[1].config()["segment_colours"]
+    res = CliRunner().invoke(cli, [*args[:-4], "--hard-negatives", "2", "--out", str(out) + "2"])
+    assert res.exit_code != 0 and "--hard-negatives must be a share" in res.output

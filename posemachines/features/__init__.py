@@ -32,13 +32,15 @@ def pooled_samples(
     )
     half = grid // 2
     offsets = np.arange(-half, half + 1) * cell
-    iy = np.asarray(ys)[:, None] + offsets  # (h, grid)
-    ix = np.asarray(xs)[:, None] + offsets  # (w, grid)
-    inside = ((iy >= 0) & (iy < H))[:, None, :, None] & ((ix >= 0) & (ix < W))[None, :, None, :]
-    iy, ix = np.clip(iy, 0, H - 1), np.clip(ix, 0, W - 1)
-    block = pooled[:, iy[:, None, :, None], ix[None, :, None, :]]  # (C, h, w, grid, grid)
-    block *= inside  # windows outside the maps read zero
-    return np.moveaxis(block, 0, -1).reshape(len(ys), len(xs), -1).astype(np.float32, copy=False)
+    iy = (np.asarray(ys)[:, None] + offsets).ravel()  # (h * grid,)
+    ix = (np.asarray(xs)[:, None] + offsets).ravel()  # (w * grid,)
+    # Rows, then columns: two gathers along one axis each are faster than one over both.
+    block = pooled[:, np.clip(iy, 0, H - 1)]
+    block[:, (iy < 0) | (iy >= H)] = 0  # windows outside the maps read zero
+    block = block[:, :, np.clip(ix, 0, W - 1)]
+    block[:, :, (ix < 0) | (ix >= W)] = 0
+    block = block.reshape(c, len(ys), grid, len(xs), grid).transpose(1, 3, 2, 4, 0)
+    return block.reshape(len(ys), len(xs), -1).astype(np.float32, copy=False)
 
 
 def colour_distance(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:

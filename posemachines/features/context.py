@@ -91,6 +91,30 @@ def appearance_context(beliefs: np.ndarray, colour: np.ndarray, samples: int = 6
     )
 
 
+def segment_colours(
+    beliefs: np.ndarray, colour: np.ndarray, segments, samples: int = 5
+) -> np.ndarray:
+    """psi_4: the colours along body segments between believed joints, the same at every z.
+
+    Each segment runs from the mean top peak of one group of joints to that of another (the
+    head: head top to neck; the trunk: mid-shoulders to mid-hips). Which way a person faces
+    decides which side is left; the colours of the face and chest against hair and back are
+    the image's cue to it, and no location's neighbourhood sees them.
+
+    Returns (h, w, 3 * samples * len(segments)).
+    """
+    h, w = colour.shape[:2]
+    peak = belief_peaks(beliefs, top_k=1)[0][:, 0]  # (P, 2) as (x, y)
+    t = np.linspace(0, 1, samples, dtype=np.float32)[:, None]
+    values = []
+    for start, end in segments:
+        a, b = peak[list(start)].mean(0), peak[list(end)].mean(0)
+        xy = np.rint(a + (b - a) * t).astype(np.intp)
+        values.append(colour[np.clip(xy[:, 1], 0, h - 1), np.clip(xy[:, 0], 0, w - 1)].ravel())
+    values = np.concatenate(values)
+    return np.broadcast_to(values, (h, w, len(values)))
+
+
 def context_parts(
     beliefs: np.ndarray, cells=(1, 3, 7), top_k: int = 2, colour: np.ndarray | None = None
 ) -> list[np.ndarray]:

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from scipy import ndimage
 
-from ..features.context import context_parts
+from ..features.context import context_parts, segment_colours
 from ..features.image import dense_image_features, lab_image, location_colour
 from . import StageState
 
@@ -58,13 +58,16 @@ def stage_inputs(
     so the joint level sees where limbs and the body are.
     """
     x, colour = image
-    return add_context(add_context(x, colour, previous, config), colour, parts, config)
+    # Models saved before the segment colours existed have no such key: none.
+    segments = config.get("segment_colours", [])
+    return add_context(add_context(x, colour, previous, config, segments), colour, parts, config)
 
 
 def add_context(
-    x: np.ndarray, colour: np.ndarray, beliefs: np.ndarray | None, config: dict
+    x: np.ndarray, colour: np.ndarray, beliefs: np.ndarray | None, config: dict, segments=()
 ) -> np.ndarray:
-    """[x_z, psi(z, beliefs)] at every location z; ``x`` itself when there are no beliefs."""
+    """[x_z, psi(z, beliefs)] at every location z; ``x`` itself when there are no beliefs.
+    ``segments`` (joint index groups, see ``segment_colours``) add the colours along them."""
     if beliefs is None:
         return x
     context = context_parts(
@@ -73,6 +76,8 @@ def add_context(
         config["top_k"],
         colour if config.get("appearance_context", False) else None,
     )
+    if segments:
+        context.append(segment_colours(beliefs, colour, segments))
     return np.concatenate([x, *context], -1)  # one copy of the (h, w, D) inputs
 
 

@@ -24,6 +24,7 @@ through the trees' own state protocol; no code is read from the file.
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -151,6 +152,21 @@ def compact_forest(forest):
     """``forest`` as its tree arrays rebuild it: the same leaves, leaf probabilities in float32,
     no per-node bookkeeping."""
     return forest_from_arrays(*forest_to_arrays(forest))
+
+
+def joined_forests(forests: list):
+    """One forest holding the trees of ``forests`` (fitted on the same classes and features), in
+    order; it averages them all, as one forest averages its trees."""
+    first = forests[0]
+    for other in forests[1:]:
+        if not np.array_equal(other.classes_, first.classes_):
+            raise PoseMachinesError("cannot join forests fitted on different classes")
+        if other.n_features_in_ != first.n_features_in_:
+            raise PoseMachinesError("cannot join forests fitted on different features")
+    joined = copy.copy(first)
+    joined.estimators_ = [tree for forest in forests for tree in forest.estimators_]
+    joined.set_params(n_estimators=len(joined.estimators_))
+    return joined
 
 
 def _tree_state(
