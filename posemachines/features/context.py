@@ -41,13 +41,16 @@ def belief_peaks(beliefs: np.ndarray, top_k: int = 2, nms_size: int = 3):
     return pos, np.where(missing, 0.0, best).astype(np.float32)
 
 
-def offset_context(beliefs: np.ndarray, top_k: int = 2, nms_size: int = 3) -> np.ndarray:
+def offset_context(
+    beliefs: np.ndarray, top_k: int = 2, nms_size: int = 3, peaks: tuple | None = None
+) -> np.ndarray:
     """psi_2: for every joint, its top-K peaks as offsets from z in polar form, with scores.
 
+    ``peaks``: ``belief_peaks(beliefs, top_k, nms_size)`` if the caller has them already.
     Returns (h, w, P * K * 4): distance (in map widths), cos and sin of the angle, peak score.
     """
     h, w = beliefs.shape[1:]
-    pos, score = belief_peaks(beliefs, top_k, nms_size)
+    pos, score = belief_peaks(beliefs, top_k, nms_size) if peaks is None else peaks
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
     dx = pos[None, None, ..., 0] - xs[..., None, None]
     dy = pos[None, None, ..., 1] - ys[..., None, None]
@@ -59,7 +62,9 @@ def offset_context(beliefs: np.ndarray, top_k: int = 2, nms_size: int = 3) -> np
     return feats.reshape(h, w, -1).astype(np.float32)
 
 
-def appearance_context(beliefs: np.ndarray, colour: np.ndarray, samples: int = 6) -> np.ndarray:
+def appearance_context(
+    beliefs: np.ndarray, colour: np.ndarray, samples: int = 6, peak: np.ndarray | None = None
+) -> np.ndarray:
     """psi_3: how the colour at z relates to the colour where each joint is believed to be.
 
     For every joint's top peak q: the Lab distance between z and q, and the mean Lab distance
@@ -67,11 +72,13 @@ def appearance_context(beliefs: np.ndarray, colour: np.ndarray, samples: int = 6
     and from q's colour. A hand is coloured like the face; a segment of one colour running
     from the elbow to z says that z may be the end of the forearm.
 
-    beliefs : (P+1, h, w); colour : (h, w, 3) Lab at each location (``location_colour``).
+    beliefs : (P+1, h, w); colour : (h, w, 3) Lab at each location (``location_colour``);
+    peak : (P, 2) each joint's top peak as (x, y), if the caller has them already.
     Returns (h, w, 3 P).
     """
     h, w = colour.shape[:2]
-    peak = belief_peaks(beliefs, top_k=1)[0][:, 0]  # (P, 2) as (x, y)
+    if peak is None:
+        peak = belief_peaks(beliefs, top_k=1)[0][:, 0]
     lab = np.moveaxis(colour, -1, 0).reshape(3, -1)  # channels first: fast sums over them
     at_peak = lab[:, (peak[:, 1] * w + peak[:, 0]).astype(np.intp)]  # (3, P)
     here = lab.reshape(3, h, w, 1)
@@ -92,7 +99,11 @@ def appearance_context(beliefs: np.ndarray, colour: np.ndarray, samples: int = 6
 
 
 def segment_colours(
-    beliefs: np.ndarray, colour: np.ndarray, segments, samples: int = 5
+    beliefs: np.ndarray,
+    colour: np.ndarray,
+    segments,
+    samples: int = 5,
+    peak: np.ndarray | None = None,
 ) -> np.ndarray:
     """psi_4: the colours along body segments between believed joints, the same at every z.
 
@@ -101,10 +112,12 @@ def segment_colours(
     decides which side is left; the colours of the face and chest against hair and back are
     the image's cue to it, and no location's neighbourhood sees them.
 
+    ``peak``: (P, 2) each joint's top peak as (x, y), if the caller has them already.
     Returns (h, w, 3 * samples * len(segments)).
     """
     h, w = colour.shape[:2]
-    peak = belief_peaks(beliefs, top_k=1)[0][:, 0]  # (P, 2) as (x, y)
+    if peak is None:
+        peak = belief_peaks(beliefs, top_k=1)[0][:, 0]
     t = np.linspace(0, 1, samples, dtype=np.float32)[:, None]
     values = []
     for start, end in segments:
@@ -116,12 +129,26 @@ def segment_colours(
 
 
 def context_parts(
-    beliefs: np.ndarray, cells=(1, 3, 7), top_k: int = 2, colour: np.ndarray | None = None
+    beliefs: np.ndarray,
+    cells=(1, 3, 7),
+    top_k: int = 2,
+    colour: np.ndarray | None = None,
+    segments=(),
+    segment_colour: np.ndarray | None = None,
 ) -> list[np.ndarray]:
-    """[psi_1, psi_2] at every location, and psi_3 when ``colour`` is given: (h, w, .) each."""
-    parts = [patch_context(beliefs, cells), offset_context(beliefs, top_k)]
+    """[psi_1, psi_2] at every location, psi_3 when ``colour`` is given, and psi_4 along
+    ``segments`` in ``segment_colour`` (the same Lab colours, whether psi_3 is on or not):
+    (h, w, .) each. The joints' peaks are found once for all of them."""
+    pos, score = belief_peaks(beliefs, max(top_k, 1))
+    top = pos[:, 0]  # each joint's top peak, (P, 2) as (x, y)
+    parts = [
+        patch_context(beliefs, cells),
+        offset_context(beliefs, top_k, peaks=(pos[:, :top_k], score[:, :top_k])),
+    ]
     if colour is not None:
-        parts.append(appearance_context(beliefs, colour))
+        parts.append(appearance_context(beliefs, colour, peak=top))
+    if segments:
+        parts.append(segment_colours(beliefs, segment_colour, segments, peak=top))
     return parts
 
 

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from scipy import ndimage
 
-from ..features.context import context_parts, segment_colours
+from ..features.context import context_parts
 from ..features.image import dense_image_features, lab_image, location_colour
 from . import StageState
 
@@ -75,9 +75,9 @@ def add_context(
         tuple(config["context_cells"]),
         config["top_k"],
         colour if config.get("appearance_context", False) else None,
+        segments,
+        colour,
     )
-    if segments:
-        context.append(segment_colours(beliefs, colour, segments))
     return np.concatenate([x, *context], -1)  # one copy of the (h, w, D) inputs
 
 

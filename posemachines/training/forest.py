@@ -241,8 +241,10 @@ def sample_locations(
 def _training_rows(crop, previous, parts, joints, labelled, codec, settings, config, seed):
     feats = _inputs(crop, previous, parts, config)
     rng = np.random.default_rng(seed)
-    strongest = None if previous is None else previous[:-1].max(0)  # over the joints
     n_hard = int(round(settings.hard_negatives * settings.background))
+    strongest = None  # over the joints: where the stage below believed in any
+    if previous is not None and n_hard:
+        strongest = previous[:-1].max(0)
     r, c, y = sample_locations(
         joints,
         labelled,
