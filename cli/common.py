@@ -12,7 +12,8 @@ BACKENDS = ("mean", "forest", "cnn")
 
 
 def friendly_errors(func):
-    """Turn the library's input errors into click's one-line error and exit status 1."""
+    """Turn the library's input errors, and the operating system's (a read-only folder, a full
+    disk, a missing permission), into click's one-line error and exit status 1."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
@@ -20,8 +21,31 @@ def friendly_errors(func):
             return func(*args, **kwargs)
         except PoseMachinesError as exc:
             raise click.ClickException(str(exc)) from None
+        except OSError as exc:
+            raise click.ClickException(os_error_line(exc)) from None
+        except MemoryError:
+            raise click.ClickException(
+                "out of memory; use fewer or smaller images (--synthetic-size, --batch-size) "
+                "or a machine with more memory"
+            ) from None
 
     return wrapper
+
+
+def os_error_line(exc: OSError) -> str:
+    """One line for an operating-system error: the file, what went wrong, what to do."""
+    import errno
+
+    where = f"{exc.filename}: " if exc.filename else ""
+    what = exc.strerror or str(exc)
+    hint = {
+        errno.ENOSPC: "free some space or write elsewhere (--out)",
+        errno.EDQUOT: "free some space or write elsewhere (--out)",
+        errno.EACCES: "check the permissions, or write elsewhere (--out)",
+        errno.EPERM: "check the permissions, or write elsewhere (--out)",
+        errno.EROFS: "write elsewhere (--out)",
+    }.get(exc.errno)
+    return f"{where}{what}" + (f"; {hint}" if hint else "")
 
 
 def data_options(default_split: str):
@@ -70,6 +94,7 @@ def data_options(default_split: str):
                 "own (image for lsp and synthetic, given for mpii and coco, gt for flic).",
             ),
             on_bad_image_option,
+            on_bad_annotation_option,
         ]
         for option in reversed(options):
             func = option(func)
@@ -107,6 +132,18 @@ def on_bad_image_option(func):
     )(func)
 
 
+def on_bad_annotation_option(func):
+    return click.option(
+        "--on-bad-annotation",
+        type=click.Choice(["stop", "skip"]),
+        default="stop",
+        show_default=True,
+        help="A person whose annotation is bad (a joint or box not finite, a box of no size, "
+        "a field of the wrong type) stops the command with one line naming it, or is left "
+        "out and counted.",
+    )(func)
+
+
 def overwrite_option(func):
     return click.option(
         "--overwrite",
@@ -130,11 +167,45 @@ def device_option(func):
     )(func)
 
 
-def load_data(dataset, split, data_root, synthetic_size, protocol, seed=0, images=None):
+def load_data(
+    dataset,
+    split,
+    data_root,
+    synthetic_size,
+    protocol,
+    seed=0,
+    images=None,
+    on_bad_annotation="stop",
+):
+    """The dataset split the options name; a line on stderr for a long load and for the
+    annotations left out as bad."""
+    import time
+
     from posemachines.data import load_dataset
 
     options = {"size": synthetic_size, "seed": seed} if dataset == "synthetic" else {}
-    return load_dataset(dataset, split, data_root, protocol=protocol, images=images, **options)
+    start = time.perf_counter()
+    data = load_dataset(
+        dataset,
+        split,
+        data_root,
+        protocol=protocol,
+        images=images,
+        on_bad_annotation=on_bad_annotation,
+        **options,
+    )
+    seconds = time.perf_counter() - start
+    if seconds > 5:
+        echo_err(f"read {data.describe()} in {seconds:.0f} s")
+    report_skipped_annotations(data)
+    return data
+
+
+def report_skipped_annotations(data) -> None:
+    bad = getattr(data, "skipped_annotations", [])
+    if bad:
+        more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+        echo_err(f"{len(bad)} bad annotation(s) left out ({bad[0]}{more})")
 
 
 def echo_err(message: str) -> None:

@@ -8,6 +8,7 @@ from .common import (
     device_option,
     friendly_errors,
     make_tta,
+    on_bad_annotation_option,
     on_bad_image_option,
     overwrite_option,
     tta_options,
@@ -31,6 +32,7 @@ from .common import (
 @device_option
 @tta_options
 @on_bad_image_option
+@on_bad_annotation_option
 @click.option("--timing-images", type=int, default=20, show_default=True)
 @click.option(
     "--parts/--no-parts",
@@ -52,6 +54,7 @@ def compare(
     flip,
     scales,
     on_bad_image,
+    on_bad_annotation,
     timing_images,
     parts,
 ):
@@ -79,6 +82,7 @@ def compare(
         on_bad_image=on_bad_image,
         overwrite=overwrite,
         parts=parts,
+        on_bad_annotation=on_bad_annotation,
     )
     click.echo(f"report written to {report}/report.html")
 

@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 import click
@@ -243,6 +244,7 @@ def train(
     synthetic_size,
     protocol,
     on_bad_image,
+    on_bad_annotation,
     out,
     seed,
     stages,
@@ -313,8 +315,6 @@ def train(
         from posemachines.training.stack import parse_stack
 
         parse_stack(stack)
-        if resume:
-            raise PoseMachinesError("--resume is not supported with --stack; train it again")
         if packed is not None:
             raise PoseMachinesError("--stack trains from a dataset, not a --data pack")
     backend = backend or ("hybrid" if stack else "forest")
@@ -370,19 +370,33 @@ def train(
             val_fraction=val_fraction,
             seed=seed,
         )
-    # Under torchrun rank 0 checks and makes the folder; the other ranks write nothing there.
-    overwrite = overwrite or resume or int(os.environ.get("RANK", "0")) > 0
-    if out is not None:
-        check_output_folder(out, overwrite)
+    # Under torchrun rank 0 checks, locks and writes the folder; the other ranks write nothing
+    # there (they wait for it to exist).
+    follower = int(os.environ.get("RANK", "0")) > 0
+    overwrite = overwrite or resume
+    if out is not None and not follower:
+        check_output_folder(out, "train", overwrite, reuse=False)
     if packed is None and dataset is None:
         dataset, why = default_training_dataset(data_root)
         echo_err(f"training on {dataset} ({why})")
     train_data = None
     if packed is None:
         train_data = load_data(
-            dataset, split, data_root, synthetic_size, protocol, seed, images=images
+            dataset,
+            split,
+            data_root,
+            synthetic_size,
+            protocol,
+            seed,
+            images=images,
+            on_bad_annotation=on_bad_annotation,
         )
-    with dask_backend(dask or None), output_folder(out, backend, overwrite=overwrite) as out_dir:
+    folder = (
+        nullcontext(Path(out))
+        if follower and out is not None
+        else output_folder(out, "train", prefix=backend, overwrite=overwrite, reuse=False)
+    )
+    with dask_backend(dask or None), folder as out_dir:
         if stack is not None:
             from posemachines.training.stack import train_stack
 
@@ -397,11 +411,12 @@ def train(
                 n_jobs=jobs,
                 progress=True,
                 on_bad_image=on_bad_image,
+                resume=resume,
             )
         elif backend == "mean":
             from posemachines.training.mean import train_mean
 
-            model = train_mean(train_data, n_jobs=jobs, on_bad_image=on_bad_image)
+            model = train_mean(train_data, n_jobs=jobs, on_bad_image=on_bad_image, progress=True)
         elif backend == "forest":
             model = train_forest(
                 train_data,
@@ -516,6 +531,7 @@ def evaluate(
     synthetic_size,
     protocol,
     on_bad_image,
+    on_bad_annotation,
     as_json,
     batch_size,
     device,
@@ -539,7 +555,15 @@ def evaluate(
     name = dataset or (entry.model and entry.model.record.dataset_name) or "synthetic"
     if name == "packed":
         raise PoseMachinesError("this model was trained from a packed cache: pass --dataset")
-    data = load_data(name, split, data_root, synthetic_size, protocol, images=images)
+    data = load_data(
+        name,
+        split,
+        data_root,
+        synthetic_size,
+        protocol,
+        images=images,
+        on_bad_annotation=on_bad_annotation,
+    )
     if entry.model is not None:
         entry.model.check_dataset(data)
     result, preds = score_entry(
@@ -571,7 +595,12 @@ def evaluate(
             "metrics": result.metrics,
             "per_stage_pck@0.2": [s["pck@0.2"] for s in result.per_stage],
         }
-        update_manifest(model, evaluations=evaluations)
+        try:
+            update_manifest(model, evaluations=evaluations)
+        except OSError as exc:  # a read-only model still gets its scores printed
+            echo_err(
+                f"the scores are not recorded in {model}/manifest.json ({exc.strerror or exc})"
+            )
     if result.skipped_images:
         names = result.skipped_images
         report_skipped(

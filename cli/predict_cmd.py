@@ -74,11 +74,12 @@ def predict(
     Writes OUT/keypoints.json (COCO-results style: image_id, flat [x, y, score] keypoints,
     0-based pixels) and overlays with the skeleton drawn (right limbs red, left blue):
     OUT/NAME.png per image, OUT/NAME_overlay.mp4 per video (needs posemachines[video]).
-    OUT may be new, empty or an earlier prediction folder (else --overwrite); if the command
-    fails, the files it wrote are removed again.
+    OUT may be new, empty or an earlier prediction folder (else --overwrite, which still
+    replaces only files posemachines wrote there); if the command fails, the files it wrote
+    are removed again.
     """
     from posemachines.data import SkippedImages
-    from posemachines.files import atomic_write_json
+    from posemachines.files import atomic_write_json, claim
     from posemachines.inference import (
         OverlayWriter,
         coco_results,
@@ -94,13 +95,18 @@ def predict(
     if centre is not None and not all(math.isfinite(v) for v in centre):
         raise click.ClickException(f"--centre must be two finite numbers, got {centre}")
     tta = make_tta(flip, scales)
-    check_output_folder(out, overwrite, OWNED)
+    check_output_folder(out, "predict", overwrite)
     pose_model = load_model(model, device_name(device))
     files = collect_inputs(inputs)
     box_map = load_boxes(boxes) if boxes else None
     names, kps, confs, skipped = [], [], [], SkippedImages()
-    with output_folder(out, "predict", overwrite=overwrite, owned_by=OWNED) as out_dir:
+    with output_folder(out, "predict", overwrite=overwrite) as out_dir:
         overlays = OverlayWriter(out_dir, pose_model.skeleton)
+        # Every file this command will write is claimed first: a name taken by a file of the
+        # user's stops it here, before anything is computed or written.
+        claim(out_dir / "keypoints.json")
+        for source in files if not no_overlays else ():
+            claim(overlays.path_for(source))
         try:
             for source, name, image, kp, conf in predict_files(
                 pose_model,
@@ -117,24 +123,21 @@ def predict(
                 confs.append(conf)
                 if not no_overlays:
                     overlays.add(source, name, image, kp)
+            overlays.close()
+            results = coco_results(names, kps, confs)
+            atomic_write_json(
+                out_dir / "keypoints.json",
+                {
+                    "skeleton": pose_model.skeleton.name,
+                    "joints": list(pose_model.skeleton.joints),
+                    "coordinates": "0-based pixel centres",
+                    "test_time_augmentation": tta.to_dict(),
+                    "skipped_images": skipped.names,
+                    "results": results,
+                },
+            )
         except BaseException:
             overlays.discard()
             raise
-        overlays.close()
-        results = coco_results(names, kps, confs)
-        atomic_write_json(
-            out_dir / "keypoints.json",
-            {
-                "skeleton": pose_model.skeleton.name,
-                "joints": list(pose_model.skeleton.joints),
-                "coordinates": "0-based pixel centres",
-                "test_time_augmentation": tta.to_dict(),
-                "skipped_images": skipped.names,
-                "results": results,
-            },
-        )
     report_skipped(skipped)
     click.echo(f"{len(results)} image(s): keypoints in {out_dir / 'keypoints.json'}")
-
-
-OWNED = ("keypoints.json",)  # a folder holding this is an earlier prediction folder

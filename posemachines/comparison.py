@@ -93,7 +93,9 @@ def score_entry(
         scores = predictions.confidence.mean(-1)  # (T, N): ranks the people for OKS AP
         protocol = dataset.protocol
     else:
-        preds = read_predictions(entry.path, dataset.skeleton, len(dataset), one_based)
+        preds = read_predictions(
+            entry.path, dataset.skeleton, len(dataset), one_based, names=dataset.names
+        )
         protocol = "external"
     result = evaluate(
         preds,
@@ -205,11 +207,12 @@ def fairness_notes(entries: list[Entry], dataset) -> list[str]:
 
 def check_comparable(entries: list[Entry], dataset) -> None:
     for e in entries:
-        if e.model is not None and e.model.skeleton.name != dataset.skeleton.name:
+        if e.model is not None and not e.model.skeleton.matches(dataset.skeleton):
             raise PoseMachinesError(
-                f"cannot compare {e.label}: it predicts skeleton {e.model.skeleton.name}, the "
-                f"comparison uses {dataset.skeleton.name}; models of different skeletons are "
-                "not comparable"
+                f"cannot compare {e.label}: it predicts skeleton {e.model.skeleton.describe()}, "
+                f"the comparison uses {dataset.skeleton.describe()} "
+                f"({e.model.skeleton.mismatch(dataset.skeleton)}); models of different "
+                "skeletons are not comparable"
             )
 
 
@@ -399,6 +402,7 @@ def run_compare(
     on_bad_image="skip",
     overwrite=False,
     parts=True,
+    on_bad_annotation="stop",
 ) -> Path:
     """Compare ``entries`` (default: the latest run of each backend) and write the report
     folder; returns its path. ``out`` must be new, empty or a previous report unless
@@ -408,13 +412,13 @@ def run_compare(
 
     from .data import load_dataset
     from .devices import resolve_device
-    from .report import REPORT_FILES, write_report
+    from .report import write_report
     from .runs import check_output_folder
 
     tta = tta or NO_TTA
     device = resolve_device(device)
     if out is not None:
-        check_output_folder(out, overwrite, REPORT_FILES)
+        check_output_folder(out, "compare", overwrite)
     paths = [Path(p) for p in entries] or default_entries(runs_root)
     loaded = []
     for p in paths:
@@ -431,7 +435,17 @@ def run_compare(
             )
         dataset = names.pop() if names else "synthetic"
     options = {"size": synthetic_size} if dataset == "synthetic" else {}
-    data = load_dataset(dataset, split, data_root, protocol=protocol, **options)
+    data = load_dataset(
+        dataset,
+        split,
+        data_root,
+        protocol=protocol,
+        on_bad_annotation=on_bad_annotation,
+        **options,
+    )
+    if data.skipped_annotations:
+        bad = data.skipped_annotations
+        print(f"{len(bad)} bad annotation(s) left out ({bad[0]})", file=sys.stderr)
     comparison = compare_entries(
         loaded,
         data,

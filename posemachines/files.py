@@ -1,8 +1,15 @@
-"""Writing files so that nothing is half-written, and checking what was written.
+"""Writing files so that nothing is half-written, nothing of the user's is replaced, and
+checking what was written.
 
-Every file the toolkit writes goes to a temporary name in the same folder, is flushed to disk,
-and is renamed into place: a reader sees the old file or the new one, never a part. Files get
-the user's umask like any other program's files.
+Every file the toolkit writes goes to a temporary name in the same folder (``.NAME.pm-tmp-*``),
+is flushed to disk, and is renamed into place: a reader sees the old file or the new one, never
+a part. A process killed mid-write leaves such a temporary; the next command that owns the
+folder sweeps it. Files get the user's umask like any other program's files.
+
+A command's output folder is an ``OwnedFolder``: locked while the command writes it (an
+advisory lock on the folder itself, which the system releases when the process dies), with a
+record (``.pm-owned.json``) of every entry the command has ever written there. While one is
+open, every write below it is checked: an entry the toolkit did not write is never replaced.
 """
 
 from __future__ import annotations
@@ -17,6 +24,12 @@ from typing import BinaryIO
 
 import numpy as np
 
+from .errors import PoseMachinesError
+
+TEMPORARY = ".pm-tmp-"  # in the name of every file being written, until it is renamed
+RECORD = ".pm-owned.json"  # an output folder's record of what the toolkit wrote in it
+BOOKKEEPING = (RECORD,)
+
 
 def _umask() -> int:
     mask = os.umask(0o022)
@@ -27,8 +40,9 @@ def _umask() -> int:
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
     """Call ``write(file)`` on a temporary file next to ``path``, then rename it into place."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    make_folder(path.parent)
+    claim(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{TEMPORARY}", dir=path.parent)
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes files private; ours are ordinary
         with os.fdopen(fd, "wb") as f:
@@ -45,10 +59,37 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     atomic_write(path, lambda f: f.write(data))
 
 
+def atomic_write_many(folder: str | Path, contents: dict[str, bytes]) -> None:
+    """Write several files of ``folder`` as one: every one under a temporary name first, then
+    all renamed in one go, so a failure before the renames leaves the previous set whole."""
+    folder = Path(folder)
+    staged = []
+    try:
+        for name, data in contents.items():
+            claim(folder / name)
+            fd, tmp = tempfile.mkstemp(prefix=f".{name}{TEMPORARY}", dir=folder)
+            staged.append((tmp, folder / name))
+            os.chmod(tmp, 0o666 & ~_umask())
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        for tmp, path in staged:
+            os.replace(tmp, path)
+    except BaseException:
+        for tmp, _ in staged:
+            Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def atomic_write_json(path: str | Path, obj) -> None:
     """``obj`` as indented JSON (numpy values as plain ones, non-finite floats as null)."""
-    text = json.dumps(json_values(obj), indent=2, allow_nan=False) + "\n"
-    atomic_write_bytes(path, text.encode())
+    atomic_write_bytes(path, json_text(obj).encode())
+
+
+def json_text(obj) -> str:
+    """``obj`` as the indented JSON text ``atomic_write_json`` writes."""
+    return json.dumps(json_values(obj), indent=2, allow_nan=False) + "\n"
 
 
 def json_values(obj):
@@ -72,3 +113,126 @@ def sha256(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def make_folder(path: str | Path) -> Path:
+    """``mkdir -p path``, recorded as the toolkit's when inside an open ``OwnedFolder``."""
+    path = Path(path)
+    claim(path)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def sweep_temporaries(folder: str | Path) -> int:
+    """Remove the temporaries a killed writer left anywhere below ``folder``; how many."""
+    found = [p for p in Path(folder).rglob(f"*{TEMPORARY}*") if p.is_file() or p.is_symlink()]
+    for p in found:
+        p.unlink(missing_ok=True)
+    return len(found)
+
+
+# -- owned output folders -----------------------------------------------------------------------
+
+_open_folders: list[OwnedFolder] = []
+
+
+def claim(path: str | Path) -> None:
+    """Before writing ``path``: inside an open ``OwnedFolder``, record it as the toolkit's, or
+    refuse it when something the toolkit did not write is already there."""
+    path = Path(os.path.abspath(path))
+    for folder in _open_folders:
+        if folder.root in path.parents:  # the folder itself needs no claim
+            folder.claim(path.relative_to(folder.root).parts[0])
+            return
+
+
+def _lock(fd: int) -> bool:
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks; the record still protects the files
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+
+
+class OwnedFolder:
+    """The folder a command writes: locked while open, every entry it writes recorded.
+
+    ``command`` names what writes it (``train``, ``predict``, ``compare``): a folder is the
+    command's own earlier output when its record names the same command. Entries already in
+    the record may be replaced; any other entry that exists is left alone and the write is
+    refused with one line. A record that lists nothing left in the folder when the command
+    ends (it failed and took its files back) goes too, so a refused write leaves no trace.
+    """
+
+    def __init__(self, root: str | Path, command: str):
+        self.root = Path(os.path.abspath(root))
+        self.command = command
+        self.owned: set[str] = set()
+        self._fd: int | None = None
+        self._had_record = False
+
+    @staticmethod
+    def read_record(root: str | Path) -> dict | None:
+        """The record of what the toolkit wrote in ``root``, or None when there is none."""
+        try:
+            record = json.loads((Path(root) / RECORD).read_text())
+        except (OSError, ValueError, RecursionError):
+            return None
+        ok = isinstance(record, dict) and isinstance(record.get("files"), list)
+        return record if ok else None
+
+    def __enter__(self) -> OwnedFolder:
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root, os.O_RDONLY)
+        if not _lock(fd):
+            os.close(fd)
+            raise PoseMachinesError(
+                f"{self.root} is being written by another pm command; wait for it to finish "
+                "or choose another --out"
+            )
+        self._fd = fd
+        record = self.read_record(self.root)
+        self._had_record = record is not None
+        if record is not None:
+            self.owned = {f for f in record["files"] if isinstance(f, str) and _plain(f)}
+            for name in self.owned:  # what a killed writer of ours left half-written
+                if (self.root / name).is_dir() and not (self.root / name).is_symlink():
+                    sweep_temporaries(self.root / name)
+        for p in self.root.glob(f"*{TEMPORARY}*"):  # named so by us alone
+            p.unlink(missing_ok=True)
+        _open_folders.append(self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        _open_folders.remove(self)
+        try:
+            left = any((self.root / n).exists() for n in self.owned)
+            if not self._had_record and not left:
+                (self.root / RECORD).unlink(missing_ok=True)
+        finally:
+            os.close(self._fd)  # releases the lock
+            self._fd = None
+
+    def claim(self, name: str) -> None:
+        if name in self.owned or name in BOOKKEEPING or TEMPORARY in name:
+            return
+        path = self.root / name
+        if path.exists() or path.is_symlink():
+            raise PoseMachinesError(
+                f"{path} was not written by posemachines and is left alone; move it or "
+                "choose another --out"
+            )
+        self.owned.add(name)
+        self._write_record()
+
+    def _write_record(self) -> None:
+        record = {"command": self.command, "files": sorted(self.owned)}
+        atomic_write_bytes(self.root / RECORD, (json.dumps(record, indent=1) + "\n").encode())
+
+
+def _plain(name: str) -> bool:
+    return bool(name) and name not in (".", "..") and Path(name).name == name

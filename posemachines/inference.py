@@ -10,19 +10,22 @@ import numpy as np
 
 from .data import CorruptImageError, Sample, SkippedImages, person_box, read_image
 from .errors import PoseMachinesError
+from .files import atomic_write, claim
 from .model import PoseModel
 from .tta import NO_TTA, TestTimeAugmentation
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
-VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm"}
 
 
 def collect_inputs(paths) -> list[Path]:
-    """Image and video files named directly or found (sorted) in the folders given."""
+    """Image and video files named directly or found (sorted) in the folders given (a GIF is
+    read as its first frame)."""
     files = []
     for p in map(Path, paths):
         if p.is_dir():
-            files += sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+            media = IMAGE_SUFFIXES | VIDEO_SUFFIXES
+            files += sorted(f for f in p.iterdir() if f.suffix.lower() in media and f.is_file())
         elif p.is_file():
             files.append(p)
         else:
@@ -58,12 +61,18 @@ def load_boxes(path: str | Path) -> dict:
     """``{"image.jpg": [x, y, w, h], ...}`` (COCO-style boxes, 0-based pixels) from JSON."""
     try:
         boxes = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise PoseMachinesError(f"{path}: cannot read boxes ({exc})") from None
-    if not isinstance(boxes, dict) or not all(
-        isinstance(v, list) and len(v) == 4 for v in boxes.values()
-    ):
+    except (OSError, ValueError, RecursionError) as exc:
+        raise PoseMachinesError(f"{path}: cannot read boxes ({type(exc).__name__})") from None
+    if not isinstance(boxes, dict):
         raise PoseMachinesError(f"{path}: expected {{image name: [x, y, w, h]}}")
+    for name, box in boxes.items():
+        ok = isinstance(box, list) and len(box) == 4
+        ok = ok and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box)
+        if not ok or not np.isfinite(box).all() or box[2] <= 0 or box[3] <= 0:
+            raise PoseMachinesError(
+                f"{path}: the box of {name!r} is {box!r}; expected [x, y, w, h], finite "
+                "numbers with a positive width and height"
+            )
     return boxes
 
 
@@ -161,21 +170,28 @@ class OverlayWriter:
         self.out_dir, self.skeleton, self.videos = Path(out_dir), skeleton, {}
         self.written: list[Path] = []
 
+    def path_for(self, source: Path, name: str | None = None) -> Path:
+        """Where the overlay of an image (``name``: a frame's or an image's own) or a video
+        goes."""
+        if is_video(source):
+            return self.out_dir / (source.stem + "_overlay.mp4")
+        return self.out_dir / (Path(name or source.name).stem + ".png")
+
     def add(self, source: Path, name: str, image: np.ndarray, keypoints: np.ndarray) -> None:
         from PIL import Image
 
         from .visualize import draw_skeleton
 
         overlay = draw_skeleton(image, keypoints, self.skeleton)
+        path = self.path_for(source, name)
         if not is_video(source):
-            path = self.out_dir / (Path(name).stem + ".png")
+            atomic_write(path, lambda f: Image.fromarray(overlay).save(f, format="PNG"))
             self.written.append(path)
-            Image.fromarray(overlay).save(path)
             return
         if source not in self.videos:
             import imageio.v2 as imageio
 
-            path = self.out_dir / (source.stem + "_overlay.mp4")
+            claim(path)  # the video is streamed, not renamed into place
             self.written.append(path)
             self.videos[source] = imageio.get_writer(path, fps=25, macro_block_size=1)
         self.videos[source].append_data(overlay)

@@ -3,10 +3,13 @@ its size and cost, how it was trained and how it scored."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 
+from .errors import PoseMachinesError
+from .files import atomic_write_bytes
 from .io import load_model, read_manifest
 
 
@@ -105,7 +108,6 @@ def draw_effective_receptive_fields(folder: str | Path, path: str | Path) -> lis
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .errors import PoseMachinesError
     from .stages.cnn import effective_radius, effective_receptive_fields, receptive_fields
 
     network = _network(load_model(folder))
@@ -125,6 +127,30 @@ def draw_effective_receptive_fields(folder: str | Path, path: str | Path) -> lis
         ax.set_title(f"stage {t + 1}: {analytic[t]} px / r95 {radii[t]:.0f} px", fontsize=8)
     fig.suptitle("effective receptive field (gradient of the centre cell; square: analytic)")
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, metadata={"Software": DRAWN_BY})
     plt.close(fig)
+    _check_replaceable(Path(path))
+    atomic_write_bytes(path, buf.getvalue())
     return radii
+
+
+DRAWN_BY = "posemachines"  # the PNG text field a figure of ours carries
+
+
+def _check_replaceable(path: Path) -> None:
+    """A figure replaces an earlier figure of ours, never another file of that name."""
+    if not (path.exists() or path.is_symlink()):
+        return
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            ours = im.info.get("Software") == DRAWN_BY
+    except Exception:  # not an image at all: certainly not ours
+        ours = False
+    if not ours or path.is_symlink():
+        raise PoseMachinesError(
+            f"{path} exists and was not drawn by posemachines; it is left alone (choose "
+            "another name)"
+        )

@@ -25,7 +25,7 @@ import numpy as np
 
 from . import __version__
 from .errors import PoseMachinesError
-from .files import atomic_write_bytes, atomic_write_json, sha256
+from .files import atomic_write_bytes, atomic_write_json, make_folder, sha256
 from .model import PoseModel, TrainingRecord
 from .skeletons import get_skeleton
 from .stages import StageState, stage_class
@@ -52,6 +52,7 @@ ESTIMATOR_KEYS = {
     "parts": ("part_file", "parts.forest.safetensors"),
 }
 FOREST_SUFFIX = ".forest.safetensors"
+FOREST_METADATA = "forest"  # the one metadata entry of a forest file: its fields as JSON
 
 
 def package_versions() -> dict:
@@ -87,7 +88,10 @@ def _save_forest(path: Path, forest) -> None:
     from .stages.tree_arrays import forest_to_arrays
 
     arrays, metadata = forest_to_arrays(forest)
-    atomic_write_bytes(path, save(arrays, metadata=metadata))
+    # One metadata entry: safetensors writes several in no fixed order, and the same forest
+    # should be the same bytes (its checksum then says "the same model").
+    packed = {FOREST_METADATA: json.dumps(metadata, sort_keys=True)}
+    atomic_write_bytes(path, save(arrays, metadata=packed))
 
 
 def _load_forest(path: Path):
@@ -98,6 +102,13 @@ def _load_forest(path: Path):
     with safe_open(str(path), framework="np") as f:
         arrays = {k: f.get_tensor(k) for k in f.keys()}
         metadata = f.metadata() or {}
+    if FOREST_METADATA in metadata:  # older files hold the entries themselves
+        try:
+            metadata = json.loads(metadata[FOREST_METADATA])
+        except ValueError:
+            raise PoseMachinesError(f"{path}: unreadable forest metadata") from None
+        if not isinstance(metadata, dict):
+            raise PoseMachinesError(f"{path}: unreadable forest metadata")
     return forest_from_arrays(arrays, metadata)
 
 
@@ -157,7 +168,7 @@ def save_model(model: PoseModel, folder: str | Path, overwrite: bool = True) -> 
     folder = Path(folder)
     if (folder / MANIFEST).exists() and not overwrite:
         raise PoseMachinesError(f"{folder} already holds a model")
-    folder.mkdir(parents=True, exist_ok=True)
+    make_folder(folder)
     previous = _model_files(folder)
     stages, networks, files = [], [], {}
     for t, stage in enumerate(model.stages):
@@ -230,8 +241,10 @@ def read_manifest(folder: str | Path) -> dict:
         raise PoseMachinesError(f"{folder}: not a model directory (no {MANIFEST})")
     try:
         manifest = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise PoseMachinesError(f"{path}: not valid JSON ({exc})") from None
+    except (ValueError, RecursionError) as exc:
+        raise PoseMachinesError(f"{path}: not valid JSON ({type(exc).__name__})") from None
+    except OSError as exc:
+        raise PoseMachinesError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise PoseMachinesError(f"{path}: not a posemachines model manifest")
     version = manifest.get("format_version", 0)
@@ -252,6 +265,7 @@ def update_manifest(folder: str | Path, **fields) -> dict:
 
 
 def _verified(folder: Path, manifest: dict, file: str) -> Path:
+    _check_contained(folder, file)
     path = folder / file
     expected = manifest.get("sha256", {}).get(file)
     if not path.is_file():
@@ -307,6 +321,7 @@ def load_model(folder: str | Path, device: str = "cpu") -> PoseModel:
                     state.estimators[key] = _read_weights(path, loader)
             state.network = networks.get(entry.get("network"))
             stages.append(stage_class(entry["kind"]).from_state(state))
+        _check_arrays(stages, skeleton.num_joints + 1, codec.map_size)
     except KeyError as exc:
         raise PoseMachinesError(f"{folder / MANIFEST}: missing field {exc}") from None
     except (TypeError, ValueError, AttributeError) as exc:
@@ -318,6 +333,19 @@ def load_model(folder: str | Path, device: str = "cpu") -> PoseModel:
     info = {k: v for k, v in manifest.items() if k not in _STRUCTURAL}
     record = TrainingRecord.from_manifest(manifest)
     return PoseModel(manifest["backend"], skeleton, codec, stages, info, record)
+
+
+def _check_arrays(stages, channels: int, side: int) -> None:
+    """Arrays a stage predicts from as they are (a mean stage's beliefs) must fit the model."""
+    for t, stage in enumerate(stages, 1):
+        beliefs = getattr(stage, "mean_beliefs_", None)
+        if beliefs is not None and (
+            np.shape(beliefs) != (channels, side, side) or not np.isfinite(beliefs).all()
+        ):
+            raise PoseMachinesError(
+                f"stage {t}: mean_beliefs has shape {np.shape(beliefs)}, expected "
+                f"({channels}, {side}, {side}) finite values"
+            )
 
 
 def _check_structure(folder: Path, manifest: dict) -> None:
@@ -341,6 +369,37 @@ def _check_structure(folder: Path, manifest: dict) -> None:
     for entry in manifest.get("networks", {}).values():
         if not isinstance(entry, dict) or not isinstance(entry.get("config"), dict):
             raise PoseMachinesError(f"{folder / MANIFEST}: a network entry has no 'config'")
+        if not isinstance(entry.get("file"), str):
+            raise PoseMachinesError(f"{folder / MANIFEST}: a network entry has no 'file'")
+    named = [e.get(key) for e in manifest["stages"] for key in ("file", "part_file")]
+    named += [e["file"] for e in manifest.get("networks", {}).values()]
+    for name in [n for n in named if n] + list(manifest["sha256"]):
+        _check_contained(folder, name)
+
+
+def _check_contained(folder: Path, name) -> None:
+    """A manifest may name only regular files directly inside its own folder: no path, no
+    link, nothing else, checked before any weight file is opened."""
+    import os
+    import stat
+
+    plain = isinstance(name, str) and name not in ("", ".", "..") and Path(name).name == name
+    if not plain or "\\" in name or "/" in name:
+        raise PoseMachinesError(
+            f"{folder / MANIFEST}: names {name!r}; a model's files must be plain names inside "
+            "its own folder"
+        )
+    try:
+        mode = os.lstat(folder / name).st_mode
+    except FileNotFoundError:
+        return  # reported as missing where it is needed
+    except OSError as exc:
+        raise PoseMachinesError(f"{folder / name}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(mode):
+        raise PoseMachinesError(
+            f"{folder / name}: not a regular file (a link, folder or device); a model's files "
+            "must be plain files inside its own folder"
+        )
 
 
 def _type_name(kind) -> str:

@@ -45,6 +45,7 @@ class TrainingRecord:
     seconds: float | None = None  # wall time of training, resumed parts included
     settings: dict = field(default_factory=dict)  # the trainer's settings, as resolved
     skipped_images: list = field(default_factory=list)
+    skipped_annotations: list = field(default_factory=list)  # left out as bad (where, why)
     details: dict = field(default_factory=dict)  # the trainer's own figures (steps, OOF PCK)
     command: str | None = None  # the pm command line, when trained from it
 
@@ -56,6 +57,7 @@ class TrainingRecord:
             protocol=dataset.protocol,
             seed=seed,
             settings=settings,
+            skipped_annotations=list(getattr(dataset, "skipped_annotations", [])),
             **fields,
         )
 
@@ -123,11 +125,11 @@ class PoseModel:
         return np.stack([k for k, _ in decoded]), np.stack([c for _, c in decoded])
 
     def check_dataset(self, dataset: PoseDataset) -> None:
-        if dataset.skeleton.name != self.skeleton.name:
+        if not self.skeleton.matches(dataset.skeleton):
             raise PoseMachinesError(
-                f"skeleton mismatch: the model predicts {self.skeleton.name} "
-                f"({self.skeleton.num_joints} joints), {dataset.describe()} is annotated in "
-                f"{dataset.skeleton.name} ({dataset.skeleton.num_joints} joints)"
+                f"skeleton mismatch: the model predicts {self.skeleton.describe()}, "
+                f"{dataset.describe()} is annotated in {dataset.skeleton.describe()} "
+                f"({self.skeleton.mismatch(dataset.skeleton)})"
             )
 
     def predict_samples(

@@ -22,8 +22,47 @@ from .errors import PoseMachinesError
 def workers(n_jobs: int, **options) -> Parallel:
     """``joblib.Parallel(n_jobs, **options)`` whose local worker processes exit within a
     second of the process that started them dying: a ``kill -9`` of ``pm train`` leaves no loky
-    workers behind (they used to wait out loky's five-minute idle timeout)."""
+    workers behind (they used to wait out loky's five-minute idle timeout). The shared-memory
+    folders such a killed process left are removed the next time workers start."""
+    sweep_orphaned_memmaps()
     return Parallel(n_jobs=n_jobs, initializer=_watch_parent, initargs=(os.getpid(),), **options)
+
+
+def sweep_orphaned_memmaps(folder: str = "/dev/shm") -> int:
+    """Remove joblib's memory-mapping folders whose process is gone (a killed run cannot
+    remove its own); how many. Only folders of this user, named with a process id, go."""
+    import re
+    import shutil
+
+    pattern = re.compile(r"^joblib_memmapping_folder_(\d+)_")
+    removed = 0
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return 0
+    for entry in entries:
+        match = pattern.match(entry.name)
+        if not match or not entry.is_dir(follow_symlinks=False):
+            continue
+        try:
+            if entry.stat(follow_symlinks=False).st_uid != os.getuid():
+                continue
+        except OSError:
+            continue
+        if not _alive(int(match.group(1))):
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _watch_parent(owner: int) -> None:

@@ -54,7 +54,11 @@ def _keypoint_array(raw, path: Path) -> np.ndarray:
 
 
 def read_predictions(
-    path: str | Path, skeleton: Skeleton, n: int, one_based: bool = True
+    path: str | Path,
+    skeleton: Skeleton,
+    n: int,
+    one_based: bool = True,
+    names: list[str] | None = None,
 ) -> np.ndarray:
     """External predictions as (T, N, P, 2) 0-based image coordinates.
 
@@ -62,7 +66,8 @@ def read_predictions(
     third row that is ignored), whatever its variable name, in the dataset annotation's own
     convention: 1-based coordinates unless ``one_based`` is False.
     ``.json``: a ``posemachines-predictions`` file (as written by ``pm predict``/``evaluate``),
-    or ``{"keypoints": [N][P][2]}`` in 0-based coordinates.
+    or ``{"keypoints": [N][P][2]}`` in 0-based coordinates. Where the file names its samples
+    (``names``) they are matched to the dataset's ``names``, whatever their order.
     """
     path = Path(path)
     p = skeleton.num_joints
@@ -95,21 +100,58 @@ def read_predictions(
     elif path.suffix.lower() == ".json":
         try:
             doc = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except (ValueError, OSError) as exc:
             raise PoseMachinesError(f"{path}: not valid JSON ({exc})") from None
+        except RecursionError:
+            raise PoseMachinesError(f"{path}: not valid JSON (nested too deeply)") from None
         if not isinstance(doc, dict) or not ("stages" in doc or "keypoints" in doc):
             raise PoseMachinesError(f"{path}: JSON needs a 'stages' or 'keypoints' field")
-        if doc.get("skeleton", skeleton.name) != skeleton.name:
+        joints = doc.get("joints", list(skeleton.joints))
+        if doc.get("skeleton", skeleton.name) != skeleton.name or joints != list(skeleton.joints):
             raise PoseMachinesError(
-                f"{path}: predictions are for skeleton {doc['skeleton']}, the dataset uses "
-                f"{skeleton.name}"
+                f"{path}: predictions are for skeleton {doc.get('skeleton', skeleton.name)} with "
+                f"joints {joints}, the dataset uses {skeleton.describe()}: "
+                f"{list(skeleton.joints)}"
             )
         raw = doc["stages"] if "stages" in doc else [doc["keypoints"]]
         keypoints = _keypoint_array(raw, path)
-        if keypoints.ndim != 4 or keypoints.shape[1:] != (n, p, 2):
+        if keypoints.ndim != 4 or keypoints.shape[2:] != (p, 2):
+            raise PoseMachinesError(
+                f"{path}: keypoints have shape {keypoints.shape[1:]}, expected ({n}, {p}, 2)"
+            )
+        if names is not None and doc.get("names") is not None:
+            keypoints = keypoints[:, _matched(path, doc["names"], names, keypoints.shape[1])]
+        if keypoints.shape[1] != n:
             raise PoseMachinesError(
                 f"{path}: keypoints have shape {keypoints.shape[1:]}, expected ({n}, {p}, 2)"
             )
     else:
         raise PoseMachinesError(f"{path}: unknown prediction format (use .mat or .json)")
     return keypoints
+
+
+def _matched(path: Path, given, wanted: list[str], count: int) -> np.ndarray:
+    """For each of the dataset's sample names ``wanted``, its row in a file naming ``given``."""
+    if not isinstance(given, list) or len(given) != count:
+        raise PoseMachinesError(f"{path}: 'names' must be a list of one name per prediction")
+    rows: dict = {}
+    for i, name in enumerate(given):
+        if not isinstance(name, str):
+            raise PoseMachinesError(f"{path}: names[{i}] is not a string")
+        if name in rows:
+            raise PoseMachinesError(f"{path}: names[{i}] {name!r} appears twice")
+        rows[name] = i
+    missing = [w for w in wanted if w not in rows]
+    if missing:
+        raise PoseMachinesError(
+            f"{path}: no prediction for {len(missing)} of the dataset's {len(wanted)} samples "
+            f"(first: {missing[0]!r}); are these predictions for another dataset or split?"
+        )
+    extra = len(given) - len(wanted)
+    if extra:
+        unknown = next(g for g in given if g not in set(wanted))
+        raise PoseMachinesError(
+            f"{path}: {extra} prediction(s) for samples the dataset does not have (first: "
+            f"{unknown!r})"
+        )
+    return np.array([rows[w] for w in wanted])

@@ -17,7 +17,6 @@ import numpy as np
 from .comparison import Comparison
 
 SUMMARY_KEYS = ("pck@0.2", "pck@0.1", "pckh@0.5", "pcp", "auc")
-REPORT_FILES = ("results.json",)  # a folder holding this holds an earlier report
 
 
 def _figure_png(fig) -> bytes:
@@ -371,19 +370,15 @@ def write_report(
     runs_root="runs",
 ) -> Path:
     """Render ``comparison`` into ``out`` (default: a new ``runs/compare-N``); returns it."""
-    from .files import atomic_write_bytes, atomic_write_json
+    from .files import atomic_write_many, json_text
     from .runs import output_folder
 
     results = comparison.results(command)
     figures = make_figures(comparison)
-    markdown = render_markdown(results, figures).encode()
-    page = render_html(results, figures).encode()
-    with output_folder(
-        out, "compare", overwrite=overwrite, owned_by=REPORT_FILES, runs_root=runs_root
-    ) as out_dir:
-        atomic_write_json(out_dir / "results.json", results)
-        for name, png in figures.items():
-            atomic_write_bytes(out_dir / f"{name}.png", png)
-        atomic_write_bytes(out_dir / "report.md", markdown)
-        atomic_write_bytes(out_dir / "report.html", page)
+    contents = {f"{name}.png": png for name, png in figures.items()}
+    contents["report.md"] = render_markdown(results, figures).encode()
+    contents["report.html"] = render_html(results, figures).encode()
+    contents["results.json"] = json_text(results).encode()
+    with output_folder(out, "compare", overwrite=overwrite, runs_root=runs_root) as out_dir:
+        atomic_write_many(out_dir, contents)  # the report appears whole or not at all
     return out_dir

@@ -1,16 +1,17 @@
 """Output folders: ``runs/forest-1``, ``runs/forest-2``, ... when no ``--out`` is given, and the
 rule that a command never writes into a folder of someone else's without being told.
 
-A folder given with ``--out`` may be used when it does not exist, is empty, or already holds
-what this command writes (``owned_by``: a previous report of ``pm compare``, the keypoints of
-``pm predict``; a training run's own checkpoint with ``--resume``). Anything else needs
-``--overwrite``, and even then only the command's own files are replaced. A folder made for a
-run that fails before writing anything is removed again.
+A folder given with ``--out`` may be used when it does not exist, is empty, or is the same
+command's earlier output (its ``files.OwnedFolder`` record says so: a previous report of ``pm
+compare``, a prediction folder, a training run's own checkpoint with ``--resume``). Anything
+else needs ``--overwrite``, and even then only files posemachines wrote there are replaced.
+A folder made for a run that fails before writing anything is removed again.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .errors import PoseMachinesError
+from .files import BOOKKEEPING, OwnedFolder
 
 
 def _numbered(root: Path, prefix: str) -> list[tuple[int, Path]]:
@@ -79,20 +81,32 @@ def _describe(entries: list[Path]) -> str:
 
 
 def check_output_folder(
-    path: str | Path, overwrite: bool = False, owned_by: tuple[str, ...] = ()
+    path: str | Path, command: str, overwrite: bool = False, reuse: bool = True
 ) -> Path:
-    """Refuse ``path`` when it is a file, or a non-empty folder that holds none of the files
-    in ``owned_by`` and ``overwrite`` is not given."""
+    """Refuse ``path`` when it is a file or a dangling link, or a non-empty folder that is not
+    ``command``'s own earlier output (or, without ``reuse``, any non-empty folder) and
+    ``overwrite`` is not given."""
     path = Path(path)
+    if path.is_symlink() and not path.exists():
+        raise PoseMachinesError(f"--out {path} is a link to {os.readlink(path)}, which is missing")
     if path.exists() and not path.is_dir():
         raise PoseMachinesError(f"--out {path} is a file, not a folder")
     if not path.is_dir() or overwrite:
         return path
-    entries = list(path.iterdir())
-    if entries and not any((path / name).exists() for name in owned_by):
+    try:
+        entries = [p for p in path.iterdir() if p.name not in BOOKKEEPING]
+    except OSError as exc:
+        raise PoseMachinesError(f"--out {path}: {exc.strerror or exc}") from None
+    record = OwnedFolder.read_record(path)
+    ours = record is not None and record.get("command") == command
+    if entries and not (ours and reuse):
+        what = (
+            f"an earlier `pm {command}` output" if ours else f"not an earlier `pm {command}` output"
+        )
         raise PoseMachinesError(
-            f"--out {path} is not empty ({_describe(entries)}); pass --overwrite to write into "
-            "it (only this command's own files are replaced) or choose another folder"
+            f"--out {path} is not empty ({_describe(entries)}) and {what}; pass --overwrite to "
+            "write into it (only files posemachines wrote there are replaced) or choose another "
+            "folder"
         )
     return path
 
@@ -100,29 +114,40 @@ def check_output_folder(
 @contextmanager
 def output_folder(
     path: str | Path | None,
-    prefix: str,
+    command: str,
     *,
     overwrite: bool = False,
-    owned_by: tuple[str, ...] = (),
+    reuse: bool = True,
+    prefix: str | None = None,
     runs_root: str | Path = "runs",
 ) -> Iterator[Path]:
-    """The folder a command writes to: ``path`` (checked) or a new ``runs_root/prefix-N``.
+    """The folder a command writes to, open as an ``OwnedFolder`` (locked, every write
+    checked and recorded): ``path`` (checked again once locked: another command may have
+    written it meanwhile) or a new ``runs_root/PREFIX-N`` (``prefix`` defaults to
+    ``command``).
 
-    If the command fails and the folder was made here and is still empty, it is removed.
+    If the command fails and the folder was made here and holds nothing but bookkeeping, it
+    is removed.
     """
     made = None
     if path is None:
         root_existed = Path(runs_root).is_dir()
-        folder = next_run_dir(prefix, runs_root)
+        folder = next_run_dir(prefix or command, runs_root)
         made = folder if root_existed else Path(runs_root)
     else:
-        folder = check_output_folder(path, overwrite, owned_by)
+        folder = check_output_folder(path, command, overwrite, reuse)
         if not folder.exists():
             missing = [p for p in (folder, *folder.parents) if not p.exists()]
-            folder.mkdir(parents=True, exist_ok=True)  # another process may make it too
+            try:
+                folder.mkdir(parents=True, exist_ok=True)  # another process may make it too
+            except OSError as exc:
+                raise PoseMachinesError(f"--out {folder}: {exc.strerror or exc}") from None
             made = missing[-1]  # the top folder made here
     try:
-        yield folder
+        with OwnedFolder(folder, command):
+            if path is not None:
+                check_output_folder(path, command, overwrite, reuse)
+            yield folder
     except BaseException:
         if made is not None:
             _remove_empty(folder, made)
@@ -130,7 +155,14 @@ def output_folder(
 
 
 def _remove_empty(folder: Path, top: Path) -> None:
-    """Remove ``folder`` and its parents up to ``top`` while they are empty."""
+    """Remove ``folder`` (when it holds only bookkeeping) and its parents up to ``top`` while
+    they are empty."""
+    try:
+        if all(p.name in BOOKKEEPING for p in folder.iterdir()):
+            for name in BOOKKEEPING:
+                (folder / name).unlink(missing_ok=True)
+    except OSError:
+        return
     for p in (folder, *folder.parents):
         try:
             p.rmdir()

@@ -41,6 +41,25 @@ class Skeleton:
     def num_joints(self) -> int:
         return len(self.joints)
 
+    def describe(self) -> str:
+        return f"{self.name} ({self.num_joints} joints)"
+
+    def matches(self, other: Skeleton) -> bool:
+        """Whether keypoints of one mean the same as the other's: the same name and the same
+        joint names in the same order (two custom sets may share a name and a count)."""
+        return self.name == other.name and tuple(self.joints) == tuple(other.joints)
+
+    def mismatch(self, other: Skeleton) -> str:
+        """Why keypoints of ``other`` cannot be read as this skeleton's ("" when they can)."""
+        if self.matches(other):
+            return ""
+        if self.name == other.name and self.num_joints == other.num_joints:
+            return (
+                f"both are {self.name}, but their joints differ in name or order "
+                f"({', '.join(self.joints[:3])}, ... against {', '.join(other.joints[:3])}, ...)"
+            )
+        return f"{self.describe()} against {other.describe()}"
+
     def to_dict(self) -> dict:
         return {
             "name": self.name,

@@ -94,8 +94,10 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(synthetic_train, tmp_
         match=r"between step 3 and step 6.*last good checkpoint \(step 3\).*lower --lr",
     ):
         train_cnn(synthetic_train, tiny(), tmp_path)
-    state = json.loads((tmp_path / "checkpoint" / "state.json").read_text())
-    assert state["step"] == 3
+    from posemachines.training.checkpoint import Checkpoint
+
+    latest = Checkpoint(tmp_path / "checkpoint", {}).latest()
+    assert json.loads((latest / "state.json").read_text())["step"] == 3
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
@@ -400,3 +402,10 @@ def test_inspect_prints_receptive_fields_and_draws_the_effective_ones(tmp_path):
     assert "parameters  9,638" in res.output and (tmp_path / "erf.png").stat().st_size > 1000
     doc = json.loads(CliRunner().invoke(cli, ["inspect", str(out), "--json"]).output)
     assert doc["receptive_field_px"] == [37, 61] and doc["training"]["dataset_name"] == "synthetic"
+    # drawn again over its own figure; never over a file of the user's
+    erf = ["inspect", str(out), "--erf"]
+    assert CliRunner().invoke(cli, [*erf, str(tmp_path / "erf.png")]).exit_code == 0
+    (tmp_path / "photo.png").write_bytes(b"not ours")
+    res = CliRunner().invoke(cli, [*erf, str(tmp_path / "photo.png")])
+    assert res.exit_code == 1 and "not drawn by posemachines" in res.output
+    assert (tmp_path / "photo.png").read_bytes() == b"not ours"

@@ -53,18 +53,19 @@ def stacks(tmp_path_factory, tiny_forest_settings):
     }
 
 
-def test_cross_fitted_upper_stage_improves_on_the_cnn_below_and_more_than_in_sample(stacks):
-    """The forest stage on the CNN's out-of-fold beliefs beats the CNN stage it sits on, and
-    by more than the same stack trained on in-sample beliefs (folds=1). Measured on this seed:
-    36.8 -> 41.5 cross-fitted, 36.8 -> 39.1 in sample; the second margin is small on 100 test
-    figures, the README's LSP comparison shows the same at scale."""
+def test_cross_fitted_upper_stage_improves_on_the_cnn_below(stacks):
+    """The forest stage on the CNN's out-of-fold beliefs beats the CNN stage it sits on.
+
+    Whether it also beats it by more than the same stack trained on in-sample beliefs does
+    (folds=1) is a close call on 100 test figures (36.8 -> 41.5 against 39.1 on one machine,
+    37.5 -> 39.7 on another): benchmarks/stack_cross_fitting.py measures it over seeds."""
     model = stacks[3]
     assert model.backend == "hybrid" and [s.kind for s in model.stages] == ["cnn", "forest"]
     test = load_dataset("synthetic", "test", size=100, seed=0)
     stage1, stage2 = (s["pck@0.2"] for s in evaluate(model, test).per_stage)
-    naive1, naive2 = (s["pck@0.2"] for s in evaluate(stacks[1], test).per_stage)
+    naive1 = evaluate(stacks[1], test).per_stage[0]["pck@0.2"]
     assert naive1 == stage1  # the same CNN below: trained on all the data either way
-    assert stage2 > stage1 + 0.03 and stage2 - stage1 > naive2 - naive1
+    assert stage2 > stage1
     parts = model.record.details["parts"]
     assert [p["part"] for p in parts] == ["cnn:1", "forest:1"] and model.record.settings[
         "folds"

@@ -80,16 +80,41 @@ def person_box(
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """Read an image file as (H, W, 3) uint8, raising a one-line error when it is unreadable."""
-    from PIL import Image, UnidentifiedImageError
+    """Read an image file as (H, W, 3) uint8, as it is meant to be seen, raising a one-line
+    error when it is unreadable.
+
+    EXIF orientation is applied (a phone's portrait photo stands upright); 16-bit and float
+    images are scaled to 8 bits, not clipped; a GIF gives its first frame; an image of more
+    pixels than Pillow's decompression-bomb limit is refused before its pixels are decoded.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
+            im = ImageOps.exif_transpose(im)
+            return _rgb8(im)
     except FileNotFoundError:
         raise CorruptImageError(f"{path}: image file is missing") from None
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+    except Image.DecompressionBombError as exc:
+        raise CorruptImageError(f"{path}: refused, too many pixels ({exc})") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise CorruptImageError(f"{path}: cannot decode image ({exc})") from None
+
+
+def _rgb8(im) -> np.ndarray:
+    """A Pillow image as (H, W, 3) uint8; wide integer and float greys are scaled down."""
+    if im.mode.startswith("I") or im.mode == "F":
+        grey = np.asarray(im, dtype=np.float64)
+        top = grey.max(initial=0.0)
+        if im.mode.startswith("I;16") or (im.mode == "I" and top > 255):
+            scale = 255.0 / 65535.0
+        elif im.mode == "F":
+            scale = 255.0 / (1.0 if top <= 1.0 else max(top, 255.0))
+        else:
+            scale = 1.0
+        grey = np.clip(np.nan_to_num(grey) * scale + 0.5, 0, 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    return np.asarray(im.convert("RGB"))
 
 
 def read_json(path: str | Path, kind: type, what: str):
@@ -100,6 +125,8 @@ def read_json(path: str | Path, kind: type, what: str):
         doc = json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:
         raise PoseMachinesError(f"{path}: not readable JSON ({exc})") from None
+    except RecursionError:
+        raise PoseMachinesError(f"{path}: not readable JSON (nested too deeply)") from None
     if not isinstance(doc, kind):
         raise PoseMachinesError(f"{path}: expected {what}")
     return doc
@@ -163,6 +190,8 @@ class PoseDataset:
         # Per-sample figures an official scorer needs (MPII head sizes, COCO areas), arrays
         # of length N, and the dataset's own settings (OKS sigmas, the joints FLIC scores).
         self.scoring = dict(scoring or {})
+        # Annotations left out as bad under on_bad_annotation="skip" (where and why).
+        self.skipped_annotations: list[str] = []
 
     def __len__(self) -> int:
         return len(self.joints)
@@ -404,11 +433,28 @@ def load_dataset(
     data_root: str | Path | None = None,
     protocol: str | None = None,
     images: str | Path | None = None,
+    on_bad_annotation: str = "stop",
     **options,
 ) -> PoseDataset:
     """Load a dataset split by name: a known one (``DATASETS``), a folder of the data root
     holding a COCO-format ``keypoints.json``, or ``coco-format:PATH.json`` with its ``images``
-    folder. ``options`` go to the synthetic generator (size, seed)."""
+    folder. ``options`` go to the synthetic generator (size, seed).
+
+    A bad annotation (a labelled joint or a person box that is not finite, a box of no size,
+    in COCO-format files any field of the wrong type) stops the load with one line naming
+    it, or with ``on_bad_annotation="skip"`` is left out and counted in the dataset's
+    ``skipped_annotations``."""
+    if on_bad_annotation not in ("stop", "skip"):
+        raise PoseMachinesError(
+            f"on_bad_annotation must be 'stop' or 'skip', not {on_bad_annotation!r}"
+        )
+    return checked_annotations(
+        _load(name, split, data_root, protocol, images, on_bad_annotation, options),
+        on_bad_annotation,
+    )
+
+
+def _load(name, split, data_root, protocol, images, on_bad_annotation, options) -> PoseDataset:
     if name == "synthetic":
         from .synthetic import SyntheticDataset
 
@@ -423,7 +469,9 @@ def load_dataset(
             raise PoseMachinesError(
                 f"--dataset {name} needs --images DIR, the folder of its images"
             )
-        return load_coco_format(path, Path(images), split, protocol)
+        return load_coco_format(
+            path, Path(images), split, protocol, on_bad_annotation=on_bad_annotation
+        )
     root, how = find_data_root(data_root)
     folder = root / name
     load, present = _loader(name)
@@ -434,7 +482,40 @@ def load_dataset(
             f"{folder}/{MARKERS.get(name, 'keypoints.json')}; known: {known}, or a folder "
             f"with keypoints.json; pass --data-root DIR or set ${DATA_ROOT_ENV}"
         )
+    from .coco import load_coco, load_keypoint_folder
+
+    if load in (load_coco, load_keypoint_folder):  # they check each record's fields
+        return load(folder, split=split, protocol=protocol, on_bad_annotation=on_bad_annotation)
     return load(folder, split=split, protocol=protocol)
+
+
+def checked_annotations(dataset: PoseDataset, on_bad_annotation: str = "stop") -> PoseDataset:
+    """``dataset`` without samples whose labelled joints or person box are not finite, or
+    whose box has no size: refused with one line (``"stop"``) or left out and counted in
+    ``skipped_annotations`` (``"skip"``)."""
+    bad_joints = ~np.isfinite(dataset.joints).all(-1) & dataset.labelled
+    bad = bad_joints.any(1)
+    if dataset.boxes is not None:
+        boxes = dataset.boxes
+        bad |= ~np.isfinite(boxes).all(1) | ~(boxes[:, 2] > 0)
+    skipped = list(getattr(dataset, "skipped_annotations", []))
+    if not bad.any():
+        dataset.skipped_annotations = skipped
+        return dataset
+    reasons = []
+    for i in np.flatnonzero(bad):
+        joint = np.flatnonzero(bad_joints[i])
+        field = f"joint {dataset.skeleton.joints[joint[0]]!r}" if len(joint) else "person box"
+        reasons.append(f"{dataset.names[i]}: its {field} is not a finite position or size")
+    if on_bad_annotation == "stop":
+        raise PoseMachinesError(
+            f"{dataset.source or dataset.name}: {reasons[0]}"
+            + (f" (and {len(reasons) - 1} more)" if len(reasons) > 1 else "")
+            + "; fix the annotations, or pass --on-bad-annotation skip to leave them out"
+        )
+    kept = dataset.subset(np.flatnonzero(~bad))
+    kept.skipped_annotations = skipped + reasons
+    return kept
 
 
 def dataset_available(name: str, data_root: str | Path | None = None) -> bool:

@@ -48,14 +48,18 @@ def coco_available(folder: Path) -> bool:
     return any((Path(folder) / "annotations").glob("person_keypoints_*2017.json"))
 
 
-def load_coco(folder: Path, split: str = "val", protocol: str | None = None) -> PoseDataset:
+def load_coco(
+    folder: Path, split: str = "val", protocol: str | None = None, on_bad_annotation: str = "stop"
+) -> PoseDataset:
     """COCO 2017 under ``folder``: annotations/person_keypoints_{split}2017.json and the
     images in {split}2017/."""
     folder = Path(folder)
     path = folder / "annotations" / f"person_keypoints_{split}2017.json"
     if not path.is_file():
         raise PoseMachinesError(f"COCO split {split!r} not found: {path} is missing")
-    return load_coco_format(path, folder / f"{split}2017", split, protocol, name="coco")
+    return load_coco_format(
+        path, folder / f"{split}2017", split, protocol, "coco", on_bad_annotation
+    )
 
 
 def keypoint_folder_splits(folder: Path) -> tuple[str, ...]:
@@ -66,7 +70,9 @@ def keypoint_folder_splits(folder: Path) -> tuple[str, ...]:
     return tuple(splits) or (("all",) if (folder / "keypoints.json").is_file() else ())
 
 
-def load_keypoint_folder(folder: Path, split: str, protocol: str | None = None) -> PoseDataset:
+def load_keypoint_folder(
+    folder: Path, split: str, protocol: str | None = None, on_bad_annotation: str = "stop"
+) -> PoseDataset:
     """A data-root folder of one's own keypoints: keypoints_{split}.json (else keypoints.json)
     and the images in images/."""
     folder = Path(folder)
@@ -75,7 +81,9 @@ def load_keypoint_folder(folder: Path, split: str, protocol: str | None = None) 
         have = ", ".join(keypoint_folder_splits(folder)) or "none"
         raise PoseMachinesError(f"{folder}: no keypoints_{split}.json (splits: {have})")
     path = path if path.is_file() else folder / "keypoints.json"
-    return load_coco_format(path, folder / "images", split, protocol, name=folder.name)
+    return load_coco_format(
+        path, folder / "images", split, protocol, folder.name, on_bad_annotation
+    )
 
 
 def load_coco_format(
@@ -84,46 +92,46 @@ def load_coco_format(
     split: str = "all",
     protocol: str | None = None,
     name: str | None = None,
+    on_bad_annotation: str = "stop",
 ) -> PoseDataset:
-    """Any COCO-format keypoint file, its images under ``image_dir``."""
+    """Any COCO-format keypoint file, its images under ``image_dir``.
+
+    Every field is checked as the file is read: numbers finite, boxes of positive size, image
+    ids unique, fields of the documented types. A bad person stops the load with one line
+    naming the file, the annotation and the field (``on_bad_annotation="stop"``) or is left
+    out and counted in the dataset's ``skipped_annotations`` (``"skip"``).
+    """
     path = Path(path)
     doc = _read(path)
     category = _category(path, doc)
-    names = [str(k) for k in category.get("keypoints") or []]
+    names = category["keypoints"]
     k = len(names)
-    if k == 0:
-        raise PoseMachinesError(f"{path}: the category has no 'keypoints' names")
-    files = _files(path, doc)
-    rows = []
-    for n, a in enumerate(doc.get("annotations") or []):
-        if (
-            not isinstance(a, dict)
-            or a.get("iscrowd")
-            or a.get("category_id", category.get("id")) != category.get("id")
-        ):
-            continue
-        try:
-            kp = np.asarray(a["keypoints"], dtype=np.float64)
-            box = np.asarray(a["bbox"], dtype=np.float64)
-            file = files[a["image_id"]]
-        except (KeyError, TypeError, ValueError) as exc:
+    bad: list[str] = []
+
+    def refuse(where: str, why: str) -> None:
+        if on_bad_annotation == "stop":
             raise PoseMachinesError(
-                f"{path}: annotation {n} lacks a field or has a bad one ({exc})"
-            ) from None
-        if kp.shape != (3 * k,) or box.shape != (4,):
-            raise PoseMachinesError(
-                f"{path}: annotation {n} has {kp.size} keypoint values, expected {3 * k} "
-                f"({k} keypoints x 3)"
+                f"{path}: {where}: {why} (fix the file, or pass --on-bad-annotation skip to "
+                "leave such people out)"
             )
-        kp = kp.reshape(k, 3)
-        labelled = kp[:, 2] > 0
-        if not labelled.any():
+        bad.append(f"{where}: {why}")
+
+    files = _files(path, doc, refuse)
+    annotations = doc.get("annotations")
+    if not isinstance(annotations, list):
+        raise PoseMachinesError(f"{path}: 'annotations' must be a list")
+    rows = []
+    for n, a in enumerate(annotations):
+        where = f"annotations[{n}]" + (
+            f" (id {a['id']})" if isinstance(a, dict) and "id" in a else ""
+        )
+        try:
+            row = _person(a, n, k, files, category.get("id"))
+        except _BadField as exc:
+            refuse(where, str(exc))
             continue
-        x, y, w, h = box
-        given = np.array([x + w / 2 - 0.5, y + h / 2 - 0.5, BOX_MARGIN * max(w, h, 1.0)])
-        area = float(a.get("area") or w * h)
-        xy = np.where(labelled[:, None], kp[:, :2], 0.0)
-        rows.append((file, f"{file}#{a.get('id', n)}", xy, labelled, kp[:, 2] == 2, given, area))
+        if row is not None:
+            rows.append(row)
     if not rows:
         raise PoseMachinesError(f"{path}: no person with a labelled keypoint")
     files_, labels, xy, labelled, visible, boxes, areas = (list(x) for x in zip(*rows))
@@ -131,16 +139,17 @@ def load_coco_format(
     if tuple(names) == COCO_NAMES:
         skeleton = COCO17
     else:
-        pairs = [(int(a) - 1, int(b) - 1) for a, b in category.get("skeleton") or []]
-        if any(not (0 <= i < k) for pair in pairs for i in pair):
-            raise PoseMachinesError(f"{path}: the category's skeleton names a keypoint past {k}")
         skeleton = skeleton_from_keypoints(
-            f"custom-{category.get('name', 'keypoints')}-{k}", names, pairs, xy, labelled
+            f"custom-{category.get('name', 'keypoints')}-{k}",
+            names,
+            category["skeleton"],
+            xy,
+            labelled,
         )
     scoring = {"area": np.array(areas)}
     if category.get("sigmas") is not None:
-        scoring["oks_sigmas"] = np.asarray(category["sigmas"], dtype=np.float64)
-    return ImageFolderDataset(
+        scoring["oks_sigmas"] = category["sigmas"]
+    dataset = ImageFolderDataset(
         name or path.stem,
         image_dir,
         files_,
@@ -155,6 +164,62 @@ def load_coco_format(
         boxes=np.stack(boxes),
         scoring=scoring,
     )
+    dataset.skipped_annotations = bad
+    return dataset
+
+
+class _BadField(Exception):
+    """One field of an annotation is missing or wrong; the message names it."""
+
+
+def _numbers(value, count: int | None, field: str) -> np.ndarray:
+    """``value`` as finite floats: a list of ``count`` numbers (JSON's NaN, Infinity, strings
+    and booleans refused)."""
+    if not isinstance(value, list) or (count is not None and len(value) != count):
+        size = f"{len(value)} values" if isinstance(value, list) else type(value).__name__
+        raise _BadField(f"'{field}' must be a list of {count} numbers, got {size}")
+    for i, v in enumerate(value):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v):
+            raise _BadField(f"'{field}'[{i}] is {v!r}, not a finite number")
+    return np.asarray(value, dtype=np.float64)
+
+
+def _person(a, n: int, k: int, files: dict, category_id) -> tuple | None:
+    """One annotation as a sample's row, None for what COCO leaves out (crowds, other
+    categories, people without a labelled keypoint); ``_BadField`` for a bad field."""
+    if not isinstance(a, dict):
+        raise _BadField(f"an annotation must be an object, got {type(a).__name__}")
+    if a.get("iscrowd") or a.get("category_id", category_id) != category_id:
+        return None
+    for field in ("keypoints", "bbox", "image_id"):
+        if field not in a:
+            raise _BadField(f"no '{field}'")
+    kp = _numbers(a["keypoints"], 3 * k, "keypoints").reshape(k, 3)
+    if not np.isin(kp[:, 2], (0, 1, 2)).all():
+        raise _BadField("a keypoint's visibility is not 0, 1 or 2")
+    x, y, w, h = _numbers(a["bbox"], 4, "bbox")
+    if w <= 0 or h <= 0:
+        raise _BadField(f"'bbox' has width {w} and height {h}; both must be positive")
+    image_id = a["image_id"]
+    if not isinstance(image_id, (int, str)) or isinstance(image_id, bool):
+        raise _BadField(f"'image_id' is {image_id!r}, not an integer or a string")
+    if image_id not in files:
+        raise _BadField(f"'image_id' {image_id!r} is not among the images")
+    area = a.get("area")
+    if area is not None:
+        area = float(_numbers([area], 1, "area")[0])
+        if area < 0:
+            raise _BadField(f"'area' is {area}, negative")
+    labelled = kp[:, 2] > 0
+    if not labelled.any():
+        return None
+    file = files[image_id]
+    if file is None:
+        raise _BadField(f"'image_id' {image_id!r} is given to more than one image")
+    given = np.array([x + w / 2 - 0.5, y + h / 2 - 0.5, BOX_MARGIN * max(w, h, 1.0)])
+    xy = np.where(labelled[:, None], kp[:, :2], 0.0)
+    label = f"{file}#{a.get('id', n)}"
+    return file, label, xy, labelled, kp[:, 2] == 2, given, area or w * h
 
 
 def _read(path: Path) -> dict:
@@ -162,17 +227,62 @@ def _read(path: Path) -> dict:
 
 
 def _category(path: Path, doc: dict) -> dict:
-    categories = [
-        c for c in doc.get("categories") or [] if isinstance(c, dict) and c.get("keypoints")
-    ]
+    """The keypoint category (``person`` where there are several), its fields checked:
+    ``keypoints`` a list of unique names, ``skeleton`` 1-based index pairs (as 0-based pairs),
+    ``sigmas`` one positive number per keypoint (as an array)."""
+    found = doc.get("categories")
+    if not isinstance(found, list):
+        raise PoseMachinesError(f"{path}: 'categories' must be a list")
+    categories = [c for c in found if isinstance(c, dict) and c.get("keypoints")]
     if not categories:
         raise PoseMachinesError(f"{path}: no category with 'keypoints'")
     person = [c for c in categories if c.get("name") == "person"]
-    return (person or categories)[0]
+    category = dict((person or categories)[0])
+    where = f"{path}: category {category.get('name', category.get('id'))!r}"
+    names = category["keypoints"]
+    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+        raise PoseMachinesError(f"{where}: 'keypoints' must be a list of names")
+    k = len(names)
+    pairs = category.get("skeleton") or []
+    ok = isinstance(pairs, list) and all(
+        isinstance(p, list)
+        and len(p) == 2
+        and all(isinstance(i, int) and not isinstance(i, bool) and 1 <= i <= k for i in p)
+        for p in pairs
+    )
+    if not ok:
+        raise PoseMachinesError(
+            f"{where}: 'skeleton' must be a list of [a, b] pairs of keypoint numbers 1..{k}"
+        )
+    category["skeleton"] = [(a - 1, b - 1) for a, b in pairs]
+    if category.get("sigmas") is not None:
+        try:
+            sigmas = _numbers(category["sigmas"], k, "sigmas")
+        except _BadField as exc:
+            raise PoseMachinesError(f"{where}: {exc}") from None
+        if (sigmas <= 0).any():
+            raise PoseMachinesError(f"{where}: 'sigmas' must be positive")
+        category["sigmas"] = sigmas
+    return category
 
 
-def _files(path: Path, doc: dict) -> dict:
-    try:
-        return {im["id"]: str(im["file_name"]) for im in doc.get("images") or []}
-    except (KeyError, TypeError) as exc:
-        raise PoseMachinesError(f"{path}: an image lacks {exc}") from None
+def _files(path: Path, doc: dict, refuse) -> dict:
+    """Image id -> file name; an id given to two images maps to None (its people are
+    refused: which image they belong to is unknown)."""
+    images = doc.get("images")
+    if not isinstance(images, list):
+        raise PoseMachinesError(f"{path}: 'images' must be a list")
+    files: dict = {}
+    for i, im in enumerate(images):
+        ok = isinstance(im, dict) and isinstance(im.get("file_name"), str) and im["file_name"]
+        image_id = im.get("id") if isinstance(im, dict) else None
+        if not ok or not isinstance(image_id, (int, str)) or isinstance(image_id, bool):
+            raise PoseMachinesError(
+                f"{path}: images[{i}] needs an 'id' (integer or string) and a 'file_name'"
+            )
+        if image_id in files:
+            refuse(f"images[{i}]", f"id {image_id!r} is given to another image too")
+            files[image_id] = None
+            continue
+        files[image_id] = im["file_name"]
+    return files

@@ -102,9 +102,12 @@ def pack_crops(
     """
     if side < 16:
         raise PoseMachinesError(f"--side must be at least 16 px, got {side}")
-    skeletons = {d.skeleton.name for d in datasets}
-    if len(skeletons) != 1:
-        raise PoseMachinesError(f"cannot pack datasets of different skeletons: {sorted(skeletons)}")
+    for d in datasets[1:]:
+        if not d.skeleton.matches(datasets[0].skeleton):
+            raise PoseMachinesError(
+                "cannot pack datasets of different skeletons: "
+                f"{datasets[0].skeleton.mismatch(d.skeleton)}"
+            )
     parts, index, offset = [], [], 0
     for d in datasets:
         crops = workers(n_jobs, batch_size=32)(
@@ -130,7 +133,7 @@ def pack_crops(
         visible,
         transforms,
         pad,
-        skeletons.pop(),
+        datasets[0].skeleton.name,
         [d.describe() for d in datasets],
         np.array(index),
         datasets[0].skeleton.to_dict(),

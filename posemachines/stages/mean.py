@@ -20,7 +20,18 @@ class MeanPoseStage:
 
     def fit(self, target_maps: np.ndarray) -> MeanPoseStage:
         """target_maps: (N, P+1, h, w) training targets."""
-        self.mean_beliefs_ = np.asarray(target_maps, dtype=np.float32).mean(0)
+        self.sum_, self.count_ = None, 0
+        return self.partial_fit(target_maps)
+
+    def partial_fit(self, target_maps: np.ndarray) -> MeanPoseStage:
+        """Add a batch of training targets (N, P+1, h, w) to the average: memory follows the
+        batch, not the training set."""
+        batch = np.asarray(target_maps).sum(0, dtype=np.float64)
+        if getattr(self, "sum_", None) is None:
+            self.sum_, self.count_ = np.zeros_like(batch), 0
+        self.sum_ += batch
+        self.count_ += len(target_maps)
+        self.mean_beliefs_ = (self.sum_ / max(self.count_, 1)).astype(np.float32)
         return self
 
     def beliefs(self, crops, previous, cache) -> np.ndarray:

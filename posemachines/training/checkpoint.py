@@ -1,8 +1,11 @@
 """One checkpoint format for every trainer.
 
-A checkpoint is a folder: the trainer's own files first, then ``state.json`` written last, so
-that a checkpoint without it is incomplete and ignored. ``state.json`` holds the run's
-identity (everything that must match to resume: settings, data, seed) and its progress.
+A checkpoint is a folder of generations, ``checkpoint/000001``, ``000002``, ...: each is
+written whole into a new folder (the trainer's own files first, then ``state.json`` last,
+which marks it complete), and only then are the older ones removed. A kill at any instant
+therefore leaves the previous complete generation or the new one, never a mix of the two; an
+incomplete generation is ignored and removed. ``state.json`` holds the run's identity
+(everything that must match to resume: settings, data, seed) and its progress.
 Resuming compares the saved identity with the new run's field by field and names every field
 that differs.
 """
@@ -10,10 +13,11 @@ that differs.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 from ..errors import PoseMachinesError
-from ..files import atomic_write_json
+from ..files import atomic_write_json, make_folder
 
 
 def differences(saved, now, prefix: str = "") -> list[str]:
@@ -35,31 +39,47 @@ def differences(saved, now, prefix: str = "") -> list[str]:
 
 
 class Checkpoint:
-    """The checkpoint folder of a run whose identity is ``identity``."""
+    """The checkpoint folder of a run whose identity is ``identity``.
+
+    Write one with ``folder = begin()``, the trainer's files into ``folder``, then
+    ``commit(progress)``; read one with ``load_state()``, the trainer's files from ``current``.
+    """
 
     def __init__(self, folder: str | Path, identity: dict):
         self.folder = Path(folder)
         self.identity = identity
+        self.current: Path | None = None  # the generation loaded or being written
 
-    @property
-    def state_path(self) -> Path:
-        return self.folder / "state.json"
+    def _generations(self) -> list[Path]:
+        if not self.folder.is_dir():
+            return []
+        return sorted(p for p in self.folder.iterdir() if p.name.isdigit() and p.is_dir())
+
+    def latest(self) -> Path | None:
+        """The newest complete generation (a checkpoint of before generations: the folder)."""
+        complete = [g for g in self._generations() if (g / "state.json").is_file()]
+        if complete:
+            return complete[-1]
+        return self.folder if (self.folder / "state.json").is_file() else None
 
     def exists(self) -> bool:
-        return self.state_path.is_file()
+        return self.latest() is not None
 
     def load_state(self) -> dict:
         """The saved progress; refuses a missing checkpoint or a different identity."""
-        if not self.exists():
+        self.current = self.latest()
+        if self.current is None:
             raise PoseMachinesError(
-                f"{self.folder.parent}: nothing to resume (no checkpoint/state.json)"
+                f"{self.folder.parent}: nothing to resume (no complete checkpoint in "
+                f"{self.folder.name}/)"
             )
+        path = self.current / "state.json"
         try:
-            state = json.loads(self.state_path.read_text())
+            state = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
-            raise PoseMachinesError(f"{self.state_path}: unreadable ({exc})") from None
+            raise PoseMachinesError(f"{path}: unreadable ({exc})") from None
         if not isinstance(state, dict):
-            raise PoseMachinesError(f"{self.state_path}: not a checkpoint state")
+            raise PoseMachinesError(f"{path}: not a checkpoint state")
         saved = state.get("identity")
         if saved is None:  # written before identities had a field of their own
             saved = {k: state.get(k) for k in self.identity}
@@ -71,6 +91,19 @@ class Checkpoint:
             )
         return state
 
-    def write_state(self, progress: dict) -> None:
-        """Mark the checkpoint complete; call after the trainer's files are written."""
-        atomic_write_json(self.state_path, {"identity": self.identity, **progress})
+    def begin(self) -> Path:
+        """A new, empty generation folder for the trainer's files."""
+        numbers = [int(g.name) for g in self._generations()]
+        self.current = self.folder / f"{max(numbers, default=0) + 1:06d}"
+        make_folder(self.current)
+        return self.current
+
+    def commit(self, progress: dict) -> None:
+        """Mark the generation ``begin`` made complete, then remove every other one."""
+        atomic_write_json(self.current / "state.json", {"identity": self.identity, **progress})
+        for entry in self.folder.iterdir():
+            if entry != self.current:
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+
+    def remove(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)

@@ -22,7 +22,6 @@ its share of every batch; rank 0 writes.
 from __future__ import annotations
 
 import copy
-import io
 import json
 import math
 import os
@@ -39,7 +38,7 @@ from ..data import SkippedImages
 from ..data.pack import PackedCrops, load_pack, pack_crops
 from ..devices import autocast, resolve_device, training_environment
 from ..errors import PoseMachinesError
-from ..files import atomic_write_bytes
+from ..files import atomic_write_bytes, atomic_write_json, claim, make_folder
 from ..model import PoseModel, TrainingRecord
 from ..skeletons import get_skeleton
 from ..stages.cnn import CONFIGS, CPM, CPMNetwork, CPMStage
@@ -335,27 +334,54 @@ def synchronize(device: torch.device) -> None:
 # -- checkpoints --------------------------------------------------------------------------------
 
 
-def _tensor_bytes(obj) -> bytes:
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    return buf.getvalue()
+def _optimizer_files(state: dict) -> tuple[bytes, dict]:
+    """An optimizer's ``state_dict`` as safetensors (its tensors) and JSON (the rest): nothing
+    is pickled."""
+    from safetensors.torch import save
+
+    tensors, plain = {}, {}
+    for index, values in state["state"].items():
+        for name, value in values.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{index}.{name}"] = value.detach().cpu().contiguous()
+            else:
+                plain[f"{index}.{name}"] = value
+    return save(tensors), {"param_groups": state["param_groups"], "values": plain}
+
+
+def _optimizer_state(tensors: dict, doc: dict) -> dict:
+    state: dict = {}
+    for key, value in [*tensors.items(), *doc["values"].items()]:
+        index, name = key.split(".", 1)
+        state.setdefault(int(index), {})[name] = value
+    return {"state": state, "param_groups": doc["param_groups"]}
 
 
 def save_checkpoint(checkpoint: Checkpoint, module, optimizer, progress: dict) -> None:
     from safetensors.torch import save
 
     weights = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-    atomic_write_bytes(checkpoint.folder / "weights.safetensors", save(weights))
-    atomic_write_bytes(checkpoint.folder / "optimizer.pt", _tensor_bytes(optimizer.state_dict()))
-    checkpoint.write_state(progress)  # last: the checkpoint is complete
+    tensors, doc = _optimizer_files(optimizer.state_dict())
+    folder = checkpoint.begin()
+    atomic_write_bytes(folder / "weights.safetensors", save(weights))
+    atomic_write_bytes(folder / "optimizer.safetensors", tensors)
+    atomic_write_json(folder / "optimizer.json", doc)
+    checkpoint.commit(progress)
 
 
 def load_checkpoint(checkpoint: Checkpoint):
     from safetensors.torch import load_file
 
     state = checkpoint.load_state()
-    weights = load_file(str(checkpoint.folder / "weights.safetensors"))
-    opt = torch.load(checkpoint.folder / "optimizer.pt", map_location="cpu", weights_only=True)
+    folder = checkpoint.current
+    try:
+        weights = load_file(str(folder / "weights.safetensors"))
+        tensors = load_file(str(folder / "optimizer.safetensors"))
+        opt = _optimizer_state(tensors, json.loads((folder / "optimizer.json").read_text()))
+    except Exception as exc:  # safetensors' own errors too: any unreadable file is one line
+        raise PoseMachinesError(
+            f"{folder}: an unreadable checkpoint ({exc}); train again without --resume"
+        ) from None
     return state, weights, opt
 
 
@@ -492,6 +518,8 @@ class TrainingLog:
         self.sum = torch.zeros(stages, device=device)
         self.steps, self.images, self.since = 0, 0, time.perf_counter()
         self.checked_at = None
+        if write:
+            claim(path)
         if write and not append and path.exists():
             path.unlink()
 
@@ -624,6 +652,9 @@ class _CNNRun:
         }
         checkpoint = Checkpoint(self.out_dir / "checkpoint", identity)
         step, total = 0, None
+        if resume and not checkpoint.exists() and progress and rank == 0:
+            tqdm.write("no complete checkpoint to resume from: training from the start")
+        resume = resume and checkpoint.exists()
         if resume:
             state, weights, opt_state = load_checkpoint(checkpoint)
             self.module.load_state_dict(weights)
@@ -660,7 +691,7 @@ class _CNNRun:
             200 if self.budget is None else max(200, self.total // 10)
         )
         if rank == 0:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
+            make_folder(self.out_dir)
         log = self.log = TrainingLog(
             self.out_dir / "train_log.jsonl", cfg.stages, device, resume, rank == 0
         )

@@ -11,7 +11,6 @@ removes the checkpoint once the model is written (it would only repeat it).
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -322,22 +321,23 @@ def _save_checkpoint(checkpoint: Checkpoint, model, oof, progress: dict) -> None
     from ..files import atomic_write_bytes
     from ..io import save_model
 
-    save_model(model, checkpoint.folder / "model")
+    folder = checkpoint.begin()
+    save_model(model, folder / "model")
     if oof is not None:
         import io as _io
 
         buf = _io.BytesIO()
         np.save(buf, oof, allow_pickle=False)
-        atomic_write_bytes(checkpoint.folder / "beliefs.npy", buf.getvalue())
-    checkpoint.write_state(progress)  # written last: marks the checkpoint complete
+        atomic_write_bytes(folder / "beliefs.npy", buf.getvalue())
+    checkpoint.commit(progress)
 
 
 def _load_checkpoint(checkpoint: Checkpoint):
     from ..io import load_model
 
     state = checkpoint.load_state()
-    model = load_model(checkpoint.folder / "model")
-    beliefs = checkpoint.folder / "beliefs.npy"
+    model = load_model(checkpoint.current / "model")
+    beliefs = checkpoint.current / "beliefs.npy"
     oof = np.load(beliefs, allow_pickle=False) if beliefs.is_file() else None
     return model, oof, state
 
@@ -482,9 +482,10 @@ def _init_stages(init_model, init_stages: int, skeleton):
     from ..io import load_model
 
     init = load_model(init_model)
-    if init.skeleton.name != skeleton.name:
+    if not init.skeleton.matches(skeleton):
         raise PoseMachinesError(
-            f"--init model uses skeleton {init.skeleton.name}, the data {skeleton.name}"
+            f"--init model uses skeleton {init.skeleton.describe()}, the data "
+            f"{skeleton.describe()} ({init.skeleton.mismatch(skeleton)})"
         )
     if not 1 <= init_stages <= init.num_stages:
         raise PoseMachinesError(
@@ -573,7 +574,9 @@ def train_forest(
 
     checkpoint = _checkpoint(out_dir, identity)
     stages, previous, first, oof_pck, stage_times, earlier_s = [], None, 0, [], [], 0.0
-    if resume:
+    if resume and not checkpoint.exists():
+        log("no complete checkpoint to resume from: training from the start")
+    if resume and checkpoint.exists():
         partial, previous, state = _load_checkpoint(checkpoint)
         stages = partial.stages[len(base_stages) :]
         first = state["stages_done"]
@@ -581,8 +584,8 @@ def train_forest(
         stage_times = list(state.get("stage_seconds", []))
         earlier_s = float(state.get("seconds", 0.0))
         log(f"resuming after stage {first} of {settings.stages}")
-    elif checkpoint.folder.exists():
-        shutil.rmtree(checkpoint.folder)  # this run's folder (checked by the caller)
+    else:
+        checkpoint.remove()  # this run's folder (checked by the caller)
     if below is not None and previous is None:
         previous = np.where(
             mirrored[:, None, None, None],

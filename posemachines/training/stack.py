@@ -17,6 +17,7 @@ grid, and its beliefs are resampled on the way in and out.
 
 from __future__ import annotations
 
+import io
 import shutil
 import time
 from dataclasses import dataclass, replace
@@ -26,9 +27,11 @@ import numpy as np
 
 from ..data import SkippedImages, iter_samples
 from ..errors import PoseMachinesError
+from ..files import atomic_write_bytes
 from ..model import PoseModel, TrainingRecord, backend_of
 from ..targets import BeliefCodec
 from . import background_beliefs, crop_pck
+from .checkpoint import Checkpoint
 
 KINDS = ("forest", "cnn")
 
@@ -83,10 +86,13 @@ def train_stack(
     n_jobs: int = -1,
     progress: bool = False,
     on_bad_image: str = "skip",
+    resume: bool = False,
 ) -> PoseModel:
     """Train the stack ``spec`` on ``dataset``; ``forest`` (ForestSettings) and ``cnn``
     (CNNSettings) give the settings of its parts of each kind (their stage counts and folds
-    come from the stack). Each part's work goes to ``OUT/parts/N-KIND``."""
+    come from the stack). Each part's work goes to ``OUT/parts/N-KIND``, and a finished part
+    (its model and the beliefs it hands up) to its checkpoint there: ``resume`` takes the
+    finished parts from their checkpoints and trains the rest again."""
     from tqdm.auto import tqdm
 
     log = tqdm.write if progress else (lambda *_: None)
@@ -106,10 +112,25 @@ def train_stack(
     targets = crop_joints(dataset, codec.input_size)  # to score each part's held-out beliefs
     mirror = any(p.kind == "forest" for p in parts) and forest.mirror
     stages, below, summary = [], None, []
+    identity = {
+        "stack": spec,
+        "folds": folds,
+        "seed": seed,
+        "dataset": dataset.describe(),
+        "forest": forest.to_dict(),
+        "cnn": cnn.to_dict(),
+    }
     for i, part in enumerate(parts):
         folder = Path(out_dir) / "parts" / f"{i + 1}-{part.kind}"
         above = i < len(parts) - 1
         t0 = time.time()
+        checkpoint = Checkpoint(folder / "finished", {**identity, "part": i + 1})
+        if resume and checkpoint.exists():
+            model, below, row = _load_part(checkpoint)
+            stages += model.stages
+            summary.append(row)
+            log(f"stack part {i + 1}/{len(parts)}: {part}, finished before")
+            continue
         log(f"stack part {i + 1}/{len(parts)}: {part}")
         if part.kind == "forest":
             settings = replace(forest, stages=part.stages)
@@ -140,7 +161,9 @@ def train_stack(
             row[key] = round(pck, 4)
             log(f"{part}: {key.replace('_', ' ')[:-9]} PCK@0.2 {100 * pck:.1f}")
         summary.append(row)
-        shutil.rmtree(folder / "checkpoint", ignore_errors=True)  # its model is in the stack
+        _save_part(checkpoint, model, below if above else None, row)
+    for i, part in enumerate(parts):  # the stack's model holds every part now
+        shutil.rmtree(Path(out_dir) / "parts" / f"{i + 1}-{part.kind}" / "finished", True)
     model = PoseModel(backend_of(stages), dataset.skeleton, codec, stages)
     model.record = TrainingRecord.for_dataset(
         dataset,
@@ -155,6 +178,35 @@ def train_stack(
         details={"parts": summary},
     )
     return model
+
+
+def _save_part(checkpoint: Checkpoint, model: PoseModel, below: dict | None, row: dict):
+    """A finished part: its model, the beliefs it hands up, its summary row."""
+    from ..io import save_model
+
+    folder = checkpoint.begin()
+    save_model(model, folder / "model")
+    if below is not None:
+        buf = io.BytesIO()
+        np.savez(buf, **below)
+        atomic_write_bytes(folder / "beliefs.npz", buf.getvalue())
+    checkpoint.commit({"row": row})
+
+
+def _load_part(checkpoint: Checkpoint) -> tuple[PoseModel, dict | None, dict]:
+    from ..io import load_model
+
+    state = checkpoint.load_state()
+    model = load_model(checkpoint.current / "model")
+    below = None
+    path = checkpoint.current / "beliefs.npz"
+    if path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as arrays:
+                below = {view: arrays[view] for view in arrays.files}
+        except (OSError, ValueError) as exc:
+            raise PoseMachinesError(f"{path}: unreadable ({exc}); train without --resume") from None
+    return model, below, state["row"]
 
 
 def _train_forest_part(
