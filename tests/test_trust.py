@@ -19,6 +19,9 @@ from posemachines.errors import PoseMachinesError
 PNG_HEADER = b"\x89PNG"
 
 
+MEAN = ["train", "--backend", "mean", "--dataset", "synthetic", "--synthetic-size", "6"]
+
+
 def invoke(*args):
     return CliRunner().invoke(cli, [str(a) for a in args])
 
@@ -129,17 +132,7 @@ def test_two_writers_of_one_folder_one_is_refused(tmp_path):
     with OwnedFolder(out, "train"):
         res = invoke("train", "--backend", "mean", "--dataset", "synthetic", "--out", out)
         assert "being written by another pm command" in one_line_error(res)
-    res = invoke(
-        "train",
-        "--backend",
-        "mean",
-        "--dataset",
-        "synthetic",
-        "--synthetic-size",
-        "8",
-        "--out",
-        out,
-    )
+    res = invoke(*MEAN, "--out", out)
     assert res.exit_code == 0, res.output
 
 
@@ -207,17 +200,7 @@ def test_os_errors_at_the_command_boundary_are_one_line(tmp_path, monkeypatch):
         raise OSError(errno.ENOSPC, "No space left on device", "x.safetensors")
 
     monkeypatch.setattr(files.os, "fsync", full_disk)
-    res = invoke(
-        "train",
-        "--backend",
-        "mean",
-        "--dataset",
-        "synthetic",
-        "--synthetic-size",
-        "6",
-        "--out",
-        tmp_path / "m",
-    )
+    res = invoke(*MEAN, "--out", tmp_path / "m")
     line = one_line_error(res)
     assert "No space left on device" in line and "free some space" in line
 
