@@ -550,6 +550,10 @@ def evaluate(
 
     if batch_size < 1:
         raise PoseMachinesError(f"--batch-size must be at least 1, got {batch_size}")
+    if save_predictions:
+        from posemachines.predictions import check_replaceable
+
+        check_replaceable(save_predictions)  # before the work, not after it
     tta = make_tta(flip, scales)
     entry = load_entry(model, device_name(device))
     name = dataset or (entry.model and entry.model.record.dataset_name) or "synthetic"

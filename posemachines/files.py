@@ -61,9 +61,10 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 def atomic_write_many(folder: str | Path, contents: dict[str, bytes]) -> None:
     """Write several files of ``folder`` as one: every one under a temporary name first, then
-    all renamed in one go, so a failure before the renames leaves the previous set whole."""
+    all renamed in one go; a failure among the renames puts the previous files back, so the
+    folder holds the old set or the new one."""
     folder = Path(folder)
-    staged = []
+    staged, kept, done = [], [], []
     try:
         for name, data in contents.items():
             claim(folder / name)
@@ -74,12 +75,25 @@ def atomic_write_many(folder: str | Path, contents: dict[str, bytes]) -> None:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
+        for _, path in staged:  # the previous version of each, to put back on failure
+            if path.is_file() and not path.is_symlink():
+                old = folder / f".{path.name}{TEMPORARY}previous"
+                os.link(path, old)
+                kept.append((old, path))
         for tmp, path in staged:
             os.replace(tmp, path)
+            done.append(path)
     except BaseException:
-        for tmp, _ in staged:
-            Path(tmp).unlink(missing_ok=True)
+        for old, path in kept:
+            if path in done:
+                os.replace(old, path)
+        for path in done:
+            if path not in {p for _, p in kept}:
+                path.unlink(missing_ok=True)
         raise
+    finally:
+        for p in [Path(t) for t, _ in staged] + [old for old, _ in kept]:
+            p.unlink(missing_ok=True)
 
 
 def atomic_write_json(path: str | Path, obj) -> None:
@@ -146,16 +160,26 @@ def claim(path: str | Path) -> None:
             return
 
 
-def _lock(fd: int) -> bool:
+def is_open(path: str | Path) -> bool:
+    """Whether ``path`` is, or lies inside, an ``OwnedFolder`` this process has open."""
+    path = Path(os.path.abspath(path))
+    return any(f.root == path or f.root in path.parents for f in _open_folders)
+
+
+def _lock(folder: Path) -> int | None:
+    """An open descriptor of ``folder`` holding an exclusive advisory lock on it, or None when
+    another process holds it. (Without ``fcntl``, on Windows, nothing is locked: -1.)"""
     try:
         import fcntl
-    except ImportError:  # Windows: no advisory locks; the record still protects the files
-        return True
+    except ImportError:
+        return -1
+    fd = os.open(folder, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return True
     except BlockingIOError:
-        return False
+        os.close(fd)
+        return None
+    return fd
 
 
 class OwnedFolder:
@@ -168,9 +192,10 @@ class OwnedFolder:
     ends (it failed and took its files back) goes too, so a refused write leaves no trace.
     """
 
-    def __init__(self, root: str | Path, command: str):
+    def __init__(self, root: str | Path, command: str, earlier: dict | None = None):
         self.root = Path(os.path.abspath(root))
         self.command = command
+        self.earlier = earlier  # the record of an output written before records existed
         self.owned: set[str] = set()
         self._fd: int | None = None
         self._had_record = False
@@ -187,18 +212,19 @@ class OwnedFolder:
 
     def __enter__(self) -> OwnedFolder:
         self.root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.root, os.O_RDONLY)
-        if not _lock(fd):
-            os.close(fd)
+        fd = _lock(self.root)
+        if fd is None:
             raise PoseMachinesError(
                 f"{self.root} is being written by another pm command; wait for it to finish "
                 "or choose another --out"
             )
         self._fd = fd
-        record = self.read_record(self.root)
+        record = self.read_record(self.root) or self.earlier
         self._had_record = record is not None
         if record is not None:
             self.owned = {f for f in record["files"] if isinstance(f, str) and _plain(f)}
+            if record is self.earlier:
+                self._write_record()
             for name in self.owned:  # what a killed writer of ours left half-written
                 if (self.root / name).is_dir() and not (self.root / name).is_symlink():
                     sweep_temporaries(self.root / name)
@@ -214,7 +240,8 @@ class OwnedFolder:
             if not self._had_record and not left:
                 (self.root / RECORD).unlink(missing_ok=True)
         finally:
-            os.close(self._fd)  # releases the lock
+            if self._fd is not None and self._fd >= 0:
+                os.close(self._fd)  # releases the lock
             self._fd = None
 
     def claim(self, name: str) -> None:

@@ -101,10 +101,13 @@ class PoseModel:
     record: TrainingRecord = field(default_factory=TrainingRecord)
 
     def save(self, folder, overwrite: bool = True):
-        """Write the model as a model directory (see ``io.save_model``); returns its path."""
+        """Write the model as a model directory (see ``io.save_model``); returns its path.
+        Files in ``folder`` that posemachines did not write are never replaced."""
         from .io import save_model
+        from .runs import owned
 
-        return save_model(self, folder, overwrite=overwrite)
+        with owned(folder, "train"):
+            return save_model(self, folder, overwrite=overwrite)
 
     @property
     def input_size(self) -> int:

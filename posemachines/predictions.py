@@ -18,7 +18,9 @@ from .skeletons import Skeleton
 def write_predictions(
     path: str | Path, predictions: Predictions, skeleton: Skeleton, **meta
 ) -> None:
-    """JSON with every stage's keypoints, 0-based image coordinates (null where missing)."""
+    """JSON with every stage's keypoints, 0-based image coordinates (null where missing).
+    Replaces an earlier prediction file, never another file of that name."""
+    check_replaceable(path)
     doc = {
         "format": "posemachines-predictions",
         "skeleton": skeleton.name,
@@ -30,6 +32,22 @@ def write_predictions(
         **meta,
     }
     atomic_write_json(path, doc)
+
+
+def check_replaceable(path: str | Path) -> None:
+    """Refuse ``path`` when something other than a prediction file of ours is there."""
+    path = Path(path)
+    if not (path.exists() or path.is_symlink()):
+        return
+    try:
+        ours = json.loads(path.read_text()).get("format") == "posemachines-predictions"
+    except (OSError, ValueError, RecursionError, AttributeError):
+        ours = False
+    if not ours or path.is_symlink() or not path.is_file():
+        raise PoseMachinesError(
+            f"{path} exists and is not a posemachines prediction file; it is left alone "
+            "(choose another name)"
+        )
 
 
 def _keypoint_array(raw, path: Path) -> np.ndarray:

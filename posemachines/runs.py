@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .errors import PoseMachinesError
-from .files import BOOKKEEPING, OwnedFolder
+from .files import BOOKKEEPING, RECORD, OwnedFolder, is_open
 
 
 def _numbered(root: Path, prefix: str) -> list[tuple[int, Path]]:
@@ -52,7 +52,7 @@ def model_dirs(root: str | Path = "runs") -> list[Path]:
     return sorted(
         p.parent
         for p in root.rglob("manifest.json")
-        if "checkpoint" not in p.relative_to(root).parts
+        if not {"checkpoint", "finished"} & set(p.relative_to(root).parts)
     )
 
 
@@ -97,7 +97,7 @@ def check_output_folder(
         entries = [p for p in path.iterdir() if p.name not in BOOKKEEPING]
     except OSError as exc:
         raise PoseMachinesError(f"--out {path}: {exc.strerror or exc}") from None
-    record = OwnedFolder.read_record(path)
+    record = OwnedFolder.read_record(path) or earlier_output(path, command)
     ours = record is not None and record.get("command") == command
     if entries and not (ours and reuse):
         what = (
@@ -143,15 +143,66 @@ def output_folder(
             except OSError as exc:
                 raise PoseMachinesError(f"--out {folder}: {exc.strerror or exc}") from None
             made = missing[-1]  # the top folder made here
+    locked = False
     try:
-        with OwnedFolder(folder, command):
+        with OwnedFolder(folder, command, earlier_output(folder, command)):
+            locked = True
             if path is not None:
                 check_output_folder(path, command, overwrite, reuse)
             yield folder
     except BaseException:
-        if made is not None:
+        if made is not None and locked:  # a folder another command holds is not ours to clear
             _remove_empty(folder, made)
         raise
+
+
+@contextmanager
+def owned(folder: str | Path, command: str) -> Iterator[Path]:
+    """``folder`` open as an ``OwnedFolder`` for a write from the Python API, unless this
+    process has it open already (a command saving into its own --out)."""
+    if is_open(folder):
+        yield Path(folder)
+        return
+    with OwnedFolder(folder, command, earlier_output(folder, command)):
+        yield Path(folder)
+
+
+def earlier_output(folder: str | Path, command: str) -> dict | None:
+    """A record for a folder written before records existed, made from what its files say
+    of themselves (a posemachines manifest, report or prediction set), else None."""
+    folder = Path(folder)
+    if (folder / RECORD).exists():
+        return None
+    files: set[str] = set()
+    if command == "train":
+        manifest = _json(folder / "manifest.json")
+        if manifest.get("format") == "posemachines-model":
+            files = {"manifest.json", "train_log.jsonl", "checkpoint"}
+            files |= {f for f in manifest.get("sha256") or {} if isinstance(f, str)}
+    elif command == "compare":
+        versions = _json(folder / "results.json").get("versions")
+        if isinstance(versions, dict) and "posemachines" in versions:
+            files = {"results.json", "report.md", "report.html"}
+            if (folder / "report.md").is_file():
+                text = (folder / "report.md").read_text(errors="replace")
+                files |= set(re.findall(r"\]\(([\w.-]+\.png)\)", text))
+    elif command == "predict":
+        doc = _json(folder / "keypoints.json")
+        if doc.get("coordinates") == "0-based pixel centres" and "results" in doc:
+            files = {"keypoints.json"}
+            for r in doc["results"] if isinstance(doc["results"], list) else []:
+                if isinstance(r, dict) and isinstance(r.get("image_id"), str):
+                    files.add(Path(r["image_id"]).stem + ".png")
+    files = {f for f in files if f and Path(f).name == f}
+    return {"command": command, "files": sorted(files)} if files else None
+
+
+def _json(path: Path) -> dict:
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError, RecursionError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
 
 
 def _remove_empty(folder: Path, top: Path) -> None:

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import stat
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -98,31 +99,32 @@ def test_compare_never_replaces_a_users_results_or_report(tmp_path, mean_model_d
 
 
 def test_a_report_appears_whole_or_not_at_all(tmp_path, mean_model_dir, monkeypatch):
+    """The disk fills up while the report's files are being put in place: what is there
+    afterwards is the previous report, every file of it."""
     import posemachines.files as files
-    from posemachines.files import RECORD
 
     out = tmp_path / "report"
     args = ["compare", mean_model_dir, "--synthetic-size", "4", "--timing-images", "1"]
     assert invoke(*args, "--out", out).exit_code == 0
-    before = {p.name: p.read_bytes() for p in out.iterdir() if p.name != RECORD}
+    before = {p.name: p.read_bytes() for p in out.iterdir() if not p.name.startswith(".")}
+    assert {"results.json", "report.md", "report.html"} <= set(before)
     real = os.replace
-    calls = {"n": 0}
+    renames = {"n": 0}
 
     def failing_rename(src, dst):
-        calls["n"] += 1
-        if str(src).startswith(str(out / ".results.json")):
-            raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+        if Path(dst).parent == out and not Path(dst).name.startswith("."):
+            renames["n"] += 1
+            if renames["n"] == 2:  # one file of the new report is in place already
+                raise OSError(errno.ENOSPC, "No space left on device", str(dst))
         return real(src, dst)
 
     monkeypatch.setattr(files.os, "replace", failing_rename)
     res = invoke(*args, "--synthetic-size", "5", "--out", out)
     monkeypatch.undo()
-    assert "No space left on device" in one_line_error(res)
-    # the renames came after every file was written: the old report, or (had the failure
-    # come mid-way) no file that is not the old report's or the new one's
-    after = {p.name: p.read_bytes() for p in out.iterdir() if p.name != RECORD}
-    assert set(after) == set(before)
-    assert after["results.json"] == before["results.json"]
+    assert renames["n"] >= 2 and "No space left on device" in one_line_error(res)
+    after = {p.name: p.read_bytes() for p in out.iterdir() if not p.name.startswith(".")}
+    assert after == before
+    assert not [p for p in out.iterdir() if ".pm-tmp-" in p.name]
 
 
 def test_two_writers_of_one_folder_one_is_refused(tmp_path):
@@ -535,3 +537,51 @@ def test_orphaned_joblib_folders_of_dead_processes_are_removed(tmp_path):
         f"joblib_memmapping_folder_{os.getpid()}_abc_def",
         "someone_elses",
     ]
+
+
+def test_outputs_written_before_records_existed_are_still_the_commands_own(
+    tmp_path, mean_model_dir
+):
+    """An upgrade keeps `make demo` working: a model, a report and a prediction folder of an
+    older version are recognised by what their files say, and refreshed in place."""
+    from posemachines.files import RECORD
+
+    model = tmp_path / "model"
+    shutil.copytree(mean_model_dir, model)
+    (model / RECORD).unlink(missing_ok=True)
+    res = invoke(*MEAN, "--out", model, "--overwrite")
+    assert res.exit_code == 0, res.output
+    report = tmp_path / "report"
+    args = ["compare", model, "--synthetic-size", "4", "--timing-images", "1", "--out", report]
+    assert invoke(*args).exit_code == 0
+    (report / RECORD).unlink()
+    (report / "mine.txt").write_text("kept")
+    res = invoke(*args)
+    assert res.exit_code == 0, res.output
+    assert (report / "mine.txt").read_text() == "kept"
+    assert set(json.loads((report / RECORD).read_text())["files"]) >= {"results.json", "report.md"}
+
+
+def test_saved_predictions_replace_only_earlier_predictions(tmp_path, mean_model_dir):
+    args = ["evaluate", mean_model_dir, "--synthetic-size", "4", "--save-predictions"]
+    notes = tmp_path / "notes.json"
+    notes.write_text('{"my": "notes"}')
+    assert "not a posemachines prediction file" in one_line_error(invoke(*args, notes))
+    assert notes.read_text() == '{"my": "notes"}'
+    for _ in range(2):  # written, then refreshed
+        assert invoke(*args, tmp_path / "preds.json").exit_code == 0
+
+
+def test_the_python_api_never_replaces_a_users_files_either(tmp_path, mean_model_dir):
+    from posemachines.io import load_model
+
+    model = load_model(mean_model_dir)
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "manifest.json").write_text('{"my": "project"}')
+    with pytest.raises(PoseMachinesError, match="not written by posemachines"):
+        model.save(folder)
+    assert (folder / "manifest.json").read_text() == '{"my": "project"}'
+    model.save(tmp_path / "new")
+    model.save(tmp_path / "new")  # its own earlier save
+    assert load_model(tmp_path / "new").num_stages == 1

@@ -178,6 +178,12 @@ def _numbers(value, count: int | None, field: str) -> np.ndarray:
     if not isinstance(value, list) or (count is not None and len(value) != count):
         size = f"{len(value)} values" if isinstance(value, list) else type(value).__name__
         raise _BadField(f"'{field}' must be a list of {count} numbers, got {size}")
+    try:
+        array = np.asarray(value)
+    except ValueError:  # ragged: nested lists of several lengths
+        array = np.asarray([None])
+    if array.ndim == 1 and array.dtype.kind in "iuf" and np.isfinite(array).all():
+        return array.astype(np.float64)  # the common case, checked as one array
     for i, v in enumerate(value):
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v):
             raise _BadField(f"'{field}'[{i}] is {v!r}, not a finite number")
@@ -195,7 +201,7 @@ def _person(a, n: int, k: int, files: dict, category_id) -> tuple | None:
         if field not in a:
             raise _BadField(f"no '{field}'")
     kp = _numbers(a["keypoints"], 3 * k, "keypoints").reshape(k, 3)
-    if not np.isin(kp[:, 2], (0, 1, 2)).all():
+    if not set(kp[:, 2].tolist()) <= {0.0, 1.0, 2.0}:
         raise _BadField("a keypoint's visibility is not 0, 1 or 2")
     x, y, w, h = _numbers(a["bbox"], 4, "bbox")
     if w <= 0 or h <= 0:
@@ -206,10 +212,10 @@ def _person(a, n: int, k: int, files: dict, category_id) -> tuple | None:
     if image_id not in files:
         raise _BadField(f"'image_id' {image_id!r} is not among the images")
     area = a.get("area")
-    if area is not None:
-        area = float(_numbers([area], 1, "area")[0])
-        if area < 0:
-            raise _BadField(f"'area' is {area}, negative")
+    if area is not None and (
+        isinstance(area, bool) or not isinstance(area, (int, float)) or not 0 <= area < np.inf
+    ):
+        raise _BadField(f"'area' is {area!r}, not a finite number of at least 0")
     labelled = kp[:, 2] > 0
     if not labelled.any():
         return None
