@@ -203,12 +203,8 @@ class OwnedFolder:
     @staticmethod
     def read_record(root: str | Path) -> dict | None:
         """The record of what the toolkit wrote in ``root``, or None when there is none."""
-        try:
-            record = json.loads((Path(root) / RECORD).read_text())
-        except (OSError, ValueError, RecursionError):
-            return None
-        ok = isinstance(record, dict) and isinstance(record.get("files"), list)
-        return record if ok else None
+        record = read_json_object(Path(root) / RECORD)
+        return record if isinstance(record.get("files"), list) else None
 
     def __enter__(self) -> OwnedFolder:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -222,7 +218,7 @@ class OwnedFolder:
         record = self.read_record(self.root) or self.earlier
         self._had_record = record is not None
         if record is not None:
-            self.owned = {f for f in record["files"] if isinstance(f, str) and _plain(f)}
+            self.owned = {f for f in record["files"] if plain_name(f)}
             if record is self.earlier:
                 self._write_record()
             for name in self.owned:  # what a killed writer of ours left half-written
@@ -257,9 +253,39 @@ class OwnedFolder:
         self._write_record()
 
     def _write_record(self) -> None:
-        record = {"command": self.command, "files": sorted(self.owned)}
-        atomic_write_bytes(self.root / RECORD, (json.dumps(record, indent=1) + "\n").encode())
+        atomic_write_json(
+            self.root / RECORD, {"command": self.command, "files": sorted(self.owned)}
+        )
 
 
-def _plain(name: str) -> bool:
-    return bool(name) and name not in (".", "..") and Path(name).name == name
+def plain_name(name) -> bool:
+    """Whether ``name`` names an entry directly inside a folder: no path, no parent."""
+    return (
+        isinstance(name, str)
+        and name not in ("", ".", "..")
+        and "/" not in name
+        and "\\" not in name
+        and Path(name).name == name
+    )
+
+
+def read_json_object(path: str | Path) -> dict:
+    """The JSON object in ``path``, or {} when there is none to read (missing, unreadable,
+    not JSON, not an object)."""
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, ValueError, RecursionError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def check_replaceable(path: str | Path, ours: Callable[[Path], bool], unless: str) -> None:
+    """Before writing the single file ``path``: refuse, saying it ``unless``, when something
+    is there that is not ours (``ours(path)`` tells by its contents; links are never ours)."""
+    path = Path(path)
+    if not (path.exists() or path.is_symlink()):
+        return
+    if path.is_symlink() or not path.is_file() or not ours(path):
+        raise PoseMachinesError(
+            f"{path} exists and {unless}; it is left alone (choose another name)"
+        )

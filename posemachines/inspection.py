@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import PoseMachinesError
-from .files import atomic_write_bytes
+from .files import atomic_write_bytes, check_replaceable
 from .io import load_model, read_manifest
 
 
@@ -130,7 +130,7 @@ def draw_effective_receptive_fields(folder: str | Path, path: str | Path) -> lis
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, metadata={"Software": DRAWN_BY})
     plt.close(fig)
-    _check_replaceable(Path(path))
+    check_replaceable(path, _drawn_by_us, "was not drawn by posemachines")
     atomic_write_bytes(path, buf.getvalue())
     return radii
 
@@ -138,19 +138,11 @@ def draw_effective_receptive_fields(folder: str | Path, path: str | Path) -> lis
 DRAWN_BY = "posemachines"  # the PNG text field a figure of ours carries
 
 
-def _check_replaceable(path: Path) -> None:
-    """A figure replaces an earlier figure of ours, never another file of that name."""
-    if not (path.exists() or path.is_symlink()):
-        return
+def _drawn_by_us(path: Path) -> bool:
     from PIL import Image
 
     try:
         with Image.open(path) as im:
-            ours = im.info.get("Software") == DRAWN_BY
+            return im.info.get("Software") == DRAWN_BY
     except Exception:  # not an image at all: certainly not ours
-        ours = False
-    if not ours or path.is_symlink():
-        raise PoseMachinesError(
-            f"{path} exists and was not drawn by posemachines; it is left alone (choose "
-            "another name)"
-        )
+        return False

@@ -25,7 +25,7 @@ import numpy as np
 
 from . import __version__
 from .errors import PoseMachinesError
-from .files import atomic_write_bytes, atomic_write_json, make_folder, sha256
+from .files import atomic_write_bytes, atomic_write_json, make_folder, plain_name, sha256
 from .model import PoseModel, TrainingRecord
 from .skeletons import get_skeleton
 from .stages import StageState, stage_class
@@ -226,7 +226,7 @@ def _model_files(folder: Path) -> set[str]:
     except (OSError, ValueError, AttributeError):
         return set()
     # Only plain names inside the folder: a manifest never makes us delete elsewhere.
-    return {f for f in listed if isinstance(f, str) and Path(f).name == f}
+    return {f for f in listed if plain_name(f)}
 
 
 # -- loading ------------------------------------------------------------------------------------
@@ -383,8 +383,7 @@ def _check_contained(folder: Path, name) -> None:
     import os
     import stat
 
-    plain = isinstance(name, str) and name not in ("", ".", "..") and Path(name).name == name
-    if not plain or "\\" in name or "/" in name:
+    if not plain_name(name):
         raise PoseMachinesError(
             f"{folder / MANIFEST}: names {name!r}; a model's files must be plain names inside "
             "its own folder"

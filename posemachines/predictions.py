@@ -9,10 +9,13 @@ from pathlib import Path
 
 import numpy as np
 
+from . import files
 from .errors import PoseMachinesError
 from .files import atomic_write_json
 from .model import Predictions
 from .skeletons import Skeleton
+
+FORMAT = "posemachines-predictions"
 
 
 def write_predictions(
@@ -22,7 +25,7 @@ def write_predictions(
     Replaces an earlier prediction file, never another file of that name."""
     check_replaceable(path)
     doc = {
-        "format": "posemachines-predictions",
+        "format": FORMAT,
         "skeleton": skeleton.name,
         "joints": list(skeleton.joints),
         "coordinates": "0-based pixel centres",
@@ -36,18 +39,11 @@ def write_predictions(
 
 def check_replaceable(path: str | Path) -> None:
     """Refuse ``path`` when something other than a prediction file of ours is there."""
-    path = Path(path)
-    if not (path.exists() or path.is_symlink()):
-        return
-    try:
-        ours = json.loads(path.read_text()).get("format") == "posemachines-predictions"
-    except (OSError, ValueError, RecursionError, AttributeError):
-        ours = False
-    if not ours or path.is_symlink() or not path.is_file():
-        raise PoseMachinesError(
-            f"{path} exists and is not a posemachines prediction file; it is left alone "
-            "(choose another name)"
-        )
+    files.check_replaceable(
+        path,
+        lambda p: files.read_json_object(p).get("format") == FORMAT,
+        "is not a posemachines prediction file",
+    )
 
 
 def _keypoint_array(raw, path: Path) -> np.ndarray:

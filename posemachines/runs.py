@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .errors import PoseMachinesError
-from .files import BOOKKEEPING, RECORD, OwnedFolder, is_open
+from .files import BOOKKEEPING, RECORD, OwnedFolder, is_open, plain_name, read_json_object
 
 
 def _numbered(root: Path, prefix: str) -> list[tuple[int, Path]]:
@@ -175,34 +175,26 @@ def earlier_output(folder: str | Path, command: str) -> dict | None:
         return None
     files: set[str] = set()
     if command == "train":
-        manifest = _json(folder / "manifest.json")
+        manifest = read_json_object(folder / "manifest.json")
         if manifest.get("format") == "posemachines-model":
             files = {"manifest.json", "train_log.jsonl", "checkpoint"}
             files |= {f for f in manifest.get("sha256") or {} if isinstance(f, str)}
     elif command == "compare":
-        versions = _json(folder / "results.json").get("versions")
+        versions = read_json_object(folder / "results.json").get("versions")
         if isinstance(versions, dict) and "posemachines" in versions:
             files = {"results.json", "report.md", "report.html"}
             if (folder / "report.md").is_file():
                 text = (folder / "report.md").read_text(errors="replace")
                 files |= set(re.findall(r"\]\(([\w.-]+\.png)\)", text))
     elif command == "predict":
-        doc = _json(folder / "keypoints.json")
+        doc = read_json_object(folder / "keypoints.json")
         if doc.get("coordinates") == "0-based pixel centres" and "results" in doc:
             files = {"keypoints.json"}
             for r in doc["results"] if isinstance(doc["results"], list) else []:
                 if isinstance(r, dict) and isinstance(r.get("image_id"), str):
                     files.add(Path(r["image_id"]).stem + ".png")
-    files = {f for f in files if f and Path(f).name == f}
+    files = {f for f in files if plain_name(f)}
     return {"command": command, "files": sorted(files)} if files else None
-
-
-def _json(path: Path) -> dict:
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError, RecursionError):
-        return {}
-    return doc if isinstance(doc, dict) else {}
 
 
 def _remove_empty(folder: Path, top: Path) -> None:
