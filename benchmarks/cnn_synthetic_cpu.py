@@ -9,9 +9,10 @@ import argparse
 import json
 import time
 
+from posemachines.backends.cnn.settings import CNNSettings
+from posemachines.backends.cnn.trainer import train_cnn
 from posemachines.comparison import Entry, score_entry
 from posemachines.data import load_dataset
-from posemachines.training.cnn import CNNSettings, train_cnn
 
 
 def main():

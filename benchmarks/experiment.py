@@ -9,7 +9,7 @@ import argparse
 import json
 from pathlib import Path
 
-from posemachines.comparison import run_compare
+from posemachines.api import compare
 from posemachines.data import load_dataset
 
 
@@ -38,7 +38,7 @@ def training_set(args):
 
 def compare_runs(args, folders) -> tuple[Path, list[dict]]:
     """The report of the runs (in ``OUT/report``) and its entries."""
-    report = run_compare(
+    report = compare(
         list(folders),
         dataset=args.dataset,
         data_root=args.data_root,

@@ -14,13 +14,16 @@ import argparse
 import json
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
+from posemachines.backends import TrainingRun
+from posemachines.backends.forest.settings import ForestSettings
+from posemachines.backends.forest.trainer import ForestTrainer
+from posemachines.backends.forest.tree_arrays import forest_to_arrays
 from posemachines.data import load_dataset
 from posemachines.parallel import dask_backend
-from posemachines.stages.tree_arrays import forest_to_arrays
-from posemachines.training.forest import ForestSettings, train_forest
 
 
 def train_on_cluster(dataset, settings, workers: int):
@@ -31,15 +34,17 @@ def train_on_cluster(dataset, settings, workers: int):
     ) as cluster:
         with dask_backend(cluster.scheduler_address), tempfile.TemporaryDirectory() as out:
             start = time.perf_counter()
-            model = train_forest(dataset, settings, out, seed=0, n_jobs=-1)
+            model = ForestTrainer(settings, TrainingRun(Path(out))).fit(dataset).model_
             return model, time.perf_counter() - start
 
 
 def same_forests(a, b) -> bool:
     for sa, sb in zip(a.stages, b.stages):
-        for key, forest in sa.state().estimators.items():
-            x, _ = forest_to_arrays(forest)
-            y, _ = forest_to_arrays(sb.state().estimators[key])
+        for key in ("forest_", "part_forest_"):
+            if getattr(sa, key) is None:
+                continue
+            x, _ = forest_to_arrays(getattr(sa, key))
+            y, _ = forest_to_arrays(getattr(sb, key))
             if x.keys() != y.keys() or not all(np.array_equal(x[k], y[k]) for k in x):
                 return False
     return True

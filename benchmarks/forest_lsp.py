@@ -18,10 +18,13 @@ import sys
 import time
 from pathlib import Path
 
+from posemachines.backends import TrainingRun
+from posemachines.backends.forest.settings import ForestSettings
+from posemachines.backends.forest.trainer import ForestTrainer
 from posemachines.comparison import Entry, score_entry, time_model
 from posemachines.data import ConcatDataset, load_dataset
-from posemachines.io import load_model, save_model
-from posemachines.training.forest import ForestSettings, train_forest
+from posemachines.io import save_model
+from posemachines.model import load_model
 
 sys.path.insert(0, str(Path(__file__).parent))
 from memory import PeakMemory  # noqa: E402
@@ -61,9 +64,8 @@ def main():
         settings = ForestSettings.from_options(**options)
         start = time.time()
         with PeakMemory() as memory:
-            model = train_forest(
-                train, settings, args.out, seed=args.seed, n_jobs=args.jobs, progress=True
-            )
+            run = TrainingRun(Path(args.out), args.seed, args.jobs, progress=True)
+            model = ForestTrainer(settings, run).fit(train).model_
         train_s = round(time.time() - start, 1)
         peak_gb = round(memory.peak_gb, 2)
         save_model(model, args.out)

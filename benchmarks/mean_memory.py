@@ -22,8 +22,8 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=1)
     args = ap.parse_args()
 
+    from posemachines.api import train
     from posemachines.data import load_dataset
-    from posemachines.training.mean import train_mean
 
     peaks = []
     print("samples   seconds   peak GB")
@@ -31,7 +31,7 @@ def main() -> None:
         data = load_dataset("synthetic", "train", size=n, seed=0)
         start = time.perf_counter()
         with PeakMemory(interval=0.2) as memory:
-            train_mean(data, n_jobs=args.jobs)
+            train("mean", data, n_jobs=args.jobs)
         peaks.append(memory.peak_gb)
         print(f"{n:7d} {time.perf_counter() - start:9.1f} {memory.peak_gb:9.2f}")
     print(f"largest / smallest peak: {max(peaks) / min(peaks):.2f}")

@@ -22,9 +22,11 @@ from pathlib import Path
 
 from experiment import compare_runs, experiment_options, training_set
 
-from posemachines.io import load_model
-from posemachines.stages.cnn import CONFIGS, effective_radius, effective_receptive_fields
-from posemachines.training.cnn import CNNSettings, train_cnn
+from posemachines.backends.cnn.analysis import effective_radius, effective_receptive_fields
+from posemachines.backends.cnn.config import CONFIGS
+from posemachines.backends.cnn.settings import CNNSettings
+from posemachines.backends.cnn.trainer import train_cnn
+from posemachines.model import load_model
 
 
 def main():

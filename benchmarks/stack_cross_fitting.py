@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-from dataclasses import replace
 from pathlib import Path
 from statistics import median
 
@@ -27,10 +26,11 @@ def main() -> None:
     args = ap.parse_args()
 
     from posemachines.api import evaluate
+    from posemachines.backends import TrainingRun
+    from posemachines.backends.cnn.settings import CNNSettings
+    from posemachines.backends.forest.settings import ForestSettings
+    from posemachines.backends.stack import train_stack
     from posemachines.data import load_dataset
-    from posemachines.training.cnn import CNNSettings
-    from posemachines.training.forest import ForestSettings
-    from posemachines.training.stack import train_stack
 
     forest = ForestSettings(
         stages=2,
@@ -65,11 +65,9 @@ def main() -> None:
                 model = train_stack(
                     train,
                     "cnn:1,forest:1",
-                    replace(forest),
-                    cnn,
-                    Path(tmp) / str(folds),
+                    {"cnn": cnn, "forest": forest},
+                    TrainingRun(Path(tmp) / str(folds), seed=seed),
                     folds=folds,
-                    seed=seed,
                 )
                 pck[folds] = [100 * s["pck@0.2"] for s in evaluate(model, test).per_stage]
         cross, naive = pck[3][1] - pck[3][0], pck[1][1] - pck[1][0]

@@ -22,8 +22,9 @@ from pathlib import Path
 
 from experiment import compare_runs, experiment_options, training_set
 
+from posemachines.backends.cnn.settings import CNNSettings
+from posemachines.backends.cnn.trainer import train_cnn
 from posemachines.comparison import training_gradients
-from posemachines.training.cnn import CNNSettings, train_cnn
 
 
 def main():

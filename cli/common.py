@@ -8,8 +8,6 @@ import click
 
 from posemachines.errors import PoseMachinesError
 
-BACKENDS = ("mean", "forest", "cnn")
-
 
 def friendly_errors(func):
     """Turn the library's input errors, and the operating system's (a read-only folder, a full
@@ -49,21 +47,29 @@ def os_error_line(exc: OSError) -> str:
 
 
 def data_options(default_split: str):
+    from posemachines.data import datasets
+
+    known = datasets()
+    names = list(known)
+    by_splits: dict[tuple, list[str]] = {}
+    for name, info in known.items():
+        by_splits.setdefault(info.splits, []).append(name)
+    splits = "; ".join(f"{'/'.join(k)} ({', '.join(v)})" for k, v in by_splits.items())
+
     def decorate(func):
         options = [
             click.option(
                 "--dataset",
                 default=None,
-                help="lsp, lspet, mpii, coco, flic, synthetic, a data-root folder holding a "
-                "COCO-format keypoints.json, or coco-format:FILE.json (with --images). "
-                "Default: see the command's help.",
+                help=f"{', '.join(names)}, a data-root folder holding a COCO-format "
+                "keypoints.json, or coco-format:FILE.json (with --images). Default: see the "
+                "command's help.",
             ),
             click.option(
                 "--split",
                 default=default_split,
                 show_default=True,
-                help="Split: train/test (lsp, flic), train (lspet), train/val (mpii, coco), "
-                "train/test/val (synthetic).",
+                help=f"Split: {splits}.",
             ),
             click.option(
                 "--images",
@@ -181,31 +187,26 @@ def load_data(
     annotations left out as bad."""
     import time
 
-    from posemachines.data import load_dataset
+    from posemachines.data import load_split, skipped_annotations_line
 
-    options = {"size": synthetic_size, "seed": seed} if dataset == "synthetic" else {}
     start = time.perf_counter()
-    data = load_dataset(
+    data = load_split(
         dataset,
         split,
         data_root,
+        synthetic_size=synthetic_size,
+        seed=seed,
         protocol=protocol,
         images=images,
         on_bad_annotation=on_bad_annotation,
-        **options,
     )
     seconds = time.perf_counter() - start
     if seconds > 5:
         echo_err(f"read {data.describe()} in {seconds:.0f} s")
-    report_skipped_annotations(data)
+    line = skipped_annotations_line(data)
+    if line:
+        echo_err(line)
     return data
-
-
-def report_skipped_annotations(data) -> None:
-    bad = getattr(data, "skipped_annotations", [])
-    if bad:
-        more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
-        echo_err(f"{len(bad)} bad annotation(s) left out ({bad[0]}{more})")
 
 
 def echo_err(message: str) -> None:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import click
 
+from posemachines.errors import PoseMachinesError
+
 from .common import (
+    data_options,
     device_option,
     friendly_errors,
     make_tta,
-    on_bad_annotation_option,
     on_bad_image_option,
     overwrite_option,
     tta_options,
@@ -17,11 +19,7 @@ from .common import (
 
 @click.command()
 @click.argument("entries", nargs=-1, type=click.Path(exists=True))
-@click.option("--dataset", default=None)
-@click.option("--split", default="test", show_default=True)
-@click.option("--data-root", type=click.Path(file_okay=False), default=None)
-@click.option("--synthetic-size", type=int, default=None)
-@click.option("--protocol", type=click.Choice(["image", "gt"]), default=None)
+@data_options(default_split="test")
 @click.option(
     "--out",
     type=click.Path(file_okay=False),
@@ -31,8 +29,6 @@ from .common import (
 @overwrite_option
 @device_option
 @tta_options
-@on_bad_image_option
-@on_bad_annotation_option
 @click.option("--timing-images", type=int, default=20, show_default=True)
 @click.option(
     "--parts/--no-parts",
@@ -45,16 +41,17 @@ def compare(
     entries,
     dataset,
     split,
+    images,
     data_root,
     synthetic_size,
     protocol,
+    on_bad_image,
+    on_bad_annotation,
     out,
     overwrite,
     device,
     flip,
     scales,
-    on_bad_image,
-    on_bad_annotation,
     timing_images,
     parts,
 ):
@@ -63,15 +60,16 @@ def compare(
     With no ENTRIES, compares the latest run of each backend under runs/ on the test split of
     the dataset they were trained on.
     """
-    from posemachines.comparison import run_compare
+    from posemachines.api import compare as compare_models
 
     if timing_images < 1:
         raise click.ClickException("--timing-images must be at least 1")
 
-    report = run_compare(
+    report = compare_models(
         entries,
         dataset=dataset,
         split=split,
+        images=images,
         data_root=data_root,
         synthetic_size=synthetic_size,
         protocol=protocol,
@@ -92,13 +90,21 @@ def compare(
 @click.option("--dataset", default=None)
 @click.option("--split", default="test", show_default=True)
 @click.option("--data-root", type=click.Path(file_okay=False), default=None)
-@click.option("--images", type=int, default=20, show_default=True)
+@click.option(
+    "--timing-images",
+    type=int,
+    default=20,
+    show_default=True,
+    help="How many images are timed (as pm compare's --timing-images).",
+)
 @click.option("--batch-size", type=int, default=1, show_default=True)
 @device_option
 @tta_options
 @on_bad_image_option
 @friendly_errors
-def bench(model, dataset, split, data_root, images, batch_size, device, flip, scales, on_bad_image):
+def bench(
+    model, dataset, split, data_root, timing_images, batch_size, device, flip, scales, on_bad_image
+):
     """Median milliseconds per image of MODEL, measured as `pm compare` measures it."""
     import json
 
@@ -107,19 +113,22 @@ def bench(model, dataset, split, data_root, images, batch_size, device, flip, sc
 
     from .common import device_name
 
-    if images < 1 or batch_size < 1:
-        raise click.ClickException("--images and --batch-size must be at least 1")
+    if timing_images < 1 or batch_size < 1:
+        raise click.ClickException("--timing-images and --batch-size must be at least 1")
     tta = make_tta(flip, scales)
     dev = device_name(device)
     entry = load_entry(model, dev)
     name = dataset or entry.model.record.dataset_name or "synthetic"
-    data = load_dataset(name if name != "packed" else "synthetic", split, data_root)
+    if name == "packed":
+        raise PoseMachinesError(
+            "this model was trained from a packed cache: pass --dataset to say what to time it on"
+        )
+    data = load_dataset(name, split, data_root)
     figures = time_model(
         entry.model,
         data,
-        images,
+        timing_images,
         batch_size=batch_size,
-        device=dev,
         tta=tta,
         on_bad_image=on_bad_image,
     )

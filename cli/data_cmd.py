@@ -22,41 +22,44 @@ def data(ctx, data_root):
     """List the datasets, where each was found, and their sizes."""
     if ctx.invoked_subcommand is not None:
         return
-    from posemachines.data import (
-        DATASETS,
-        MARKERS,
-        dataset_available,
-        dataset_splits,
-        find_data_root,
-        load_dataset,
-    )
+    from posemachines.data import dataset_splits, datasets, find_data_root
 
     root, how = find_data_root(data_root)
     click.echo(f"data root: {root} (from {how})")
+    known = datasets()
     custom = sorted(
         p.name
         for p in (root.iterdir() if root.is_dir() else [])
-        if p.name not in DATASETS and p.is_dir() and dataset_available(p.name, root)
+        if p.name not in known and p.is_dir() and dataset_splits(p.name, root)
     )
-    for name in [*DATASETS, *custom]:
-        if name == "synthetic":
-            click.echo(
-                f"  {name:10s} built in: train 400, test 100, val 100 by default (--synthetic-size)"
-            )
-            continue
-        if not dataset_available(name, data_root):
-            click.echo(f"  {name:10s} not found (expected {root / name}/{MARKERS[name]})")
-            continue
-        sizes, problems = [], []
-        for split in dataset_splits(name, root):
-            try:
-                sizes.append(f"{split} {len(load_dataset(name, split, data_root))}")
-            except PoseMachinesError as exc:  # say what is wrong and go on
-                problems.append(str(exc))
-        if not sizes:
-            click.echo(f"  {name:10s} {root / name}  unreadable: {problems[0]}")
-            continue
-        click.echo(f"  {name:10s} {root / name}  {', '.join(sizes)}")
+    for name, info in known.items():
+        if info.built_in:
+            click.echo(f"  {name:10s} {info.summary}")
+        elif not dataset_splits(name, root):
+            click.echo(f"  {name:10s} not found (expected {root / name}/{info.expects})")
+        else:
+            click.echo(f"  {name:10s} {_sizes(name, root, info.splits)}")
+    for name in custom:
+        click.echo(f"  {name:10s} {_sizes(name, root, ())}")
+
+
+def _sizes(name: str, root, splits: tuple) -> str:
+    """Where a dataset is and each split's size; a split that is not there or cannot be read
+    says so."""
+    from posemachines.data import dataset_splits, load_dataset
+
+    present = dataset_splits(name, root)
+    sizes, problems = [], []
+    for split in present:
+        try:
+            sizes.append(f"{split} {len(load_dataset(name, split, root))}")
+        except PoseMachinesError as exc:  # say what is wrong and go on
+            problems.append(str(exc))
+    if not sizes:
+        return f"{root / name}  unreadable: {problems[0]}"
+    missing = [s for s in splits if s not in present]
+    absent = f" ({', '.join(missing)}: not there)" if missing else ""
+    return f"{root / name}  {', '.join(sizes)}{absent}"
 
 
 @data.command()
@@ -157,7 +160,7 @@ def pack(
 @click.option("--overwrite", is_flag=True, help="Download and replace parts already unpacked.")
 @friendly_errors
 def download(name, split, urls, sha256, cache_dir, overwrite):
-    """Download dataset NAME (lsp, lspet, mpii, coco, flic) into the cache directory.
+    """Download dataset NAME (see `pm data`: lsp, lspet, mpii, coco, flic) into the cache.
 
     Downloads resume where they stopped; each archive's SHA-256 is printed (or checked against
     --sha256). The cache directory is the last place the data-root lookup searches, so `pm

@@ -79,7 +79,7 @@ def predict(
     are removed again.
     """
     from posemachines.data import SkippedImages
-    from posemachines.files import atomic_write_json, claim
+    from posemachines.files import claim
     from posemachines.inference import (
         OverlayWriter,
         coco_results,
@@ -87,7 +87,7 @@ def predict(
         load_boxes,
         predict_files,
     )
-    from posemachines.io import load_model
+    from posemachines.model import load_model
     from posemachines.runs import check_output_folder, output_folder
 
     if box_side is not None and not (box_side > 0 and math.isfinite(box_side)):
@@ -125,19 +125,25 @@ def predict(
                     overlays.add(source, name, image, kp)
             overlays.close()
             results = coco_results(names, kps, confs)
-            atomic_write_json(
-                out_dir / "keypoints.json",
-                {
-                    "skeleton": pose_model.skeleton.name,
-                    "joints": list(pose_model.skeleton.joints),
-                    "coordinates": "0-based pixel centres",
-                    "test_time_augmentation": tta.to_dict(),
-                    "skipped_images": skipped.names,
-                    "results": results,
-                },
-            )
+            write_keypoints(out_dir / "keypoints.json", pose_model, tta, skipped, results)
         except BaseException:
             overlays.discard()
             raise
     report_skipped(skipped)
     click.echo(f"{len(results)} image(s): keypoints in {out_dir / 'keypoints.json'}")
+
+
+def write_keypoints(path, model, tta, skipped, results) -> None:
+    from posemachines.files import atomic_write_json
+
+    atomic_write_json(
+        path,
+        {
+            "skeleton": model.skeleton.name,
+            "joints": list(model.skeleton.joints),
+            "coordinates": "0-based pixel centres",
+            "test_time_augmentation": tta.to_dict(),
+            "skipped_images": skipped.names,
+            "results": results,
+        },
+    )

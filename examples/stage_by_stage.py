@@ -11,7 +11,7 @@ import numpy as np
 
 from posemachines.data import read_image
 from posemachines.inference import make_sample
-from posemachines.io import load_model
+from posemachines.model import load_model
 
 
 def main(model_dir: str, image_path: str):

@@ -10,6 +10,8 @@ The public surface (see the README's "Python" section)::
     evaluate(model, dataset)                -> EvaluationResult
     compare(entries, dataset)               -> report folder
     TestTimeAugmentation(flip, scales)
+    register_backend(name, settings=, trainer=, stages=)   (see docs/design.md)
+    register_dataset(name, splits=, load=, splits_present=)
 
 Names are imported on first use, so ``import posemachines`` stays light (and never imports
 torch).
@@ -22,11 +24,13 @@ _PUBLIC = {
     "train": "posemachines.api",
     "evaluate": "posemachines.api",
     "compare": "posemachines.api",
-    "load_model": "posemachines.io",
+    "load_model": "posemachines.model",
     "PoseModel": "posemachines.model",
     "Predictions": "posemachines.model",
     "TestTimeAugmentation": "posemachines.tta",
     "PoseMachinesError": "posemachines.errors",
+    "register_backend": "posemachines.backends",
+    "register_dataset": "posemachines.data",
 }
 __all__ = sorted(_PUBLIC)
 

@@ -12,56 +12,145 @@ model.save("runs/my-forest")
 from __future__ import annotations
 
 import tempfile
+from dataclasses import dataclass, fields
 from pathlib import Path
 
+from .backends import TrainingRun, backends, get_backend, options_of
 from .data import PoseDataset
 from .errors import PoseMachinesError
 from .evaluation import EvaluationResult
 from .model import PoseModel
 from .tta import NO_TTA, TestTimeAugmentation
 
-BACKENDS = ("mean", "forest", "cnn")
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    """What ``train`` will do, checked before any data is read: the backend (a registered
+    name, or a stack such as ``"cnn:1,forest:2"``), the settings of each backend it uses, and
+    a stack's folds."""
+
+    backend: str
+    settings: dict
+    folds: int | None = None
+
+    @property
+    def is_stack(self) -> bool:
+        return ":" in self.backend
+
+    @property
+    def trains_on_device(self) -> bool:
+        """Only networks, which train on --device (a dask scheduler has nothing to do)."""
+        classes = [get_backend(name).trainer_class() for name in self.settings]
+        return all(getattr(c, "trains_on_device", False) for c in classes)
+
+    def keeps_checkpoint(self) -> bool:
+        """Whether ``OUT/checkpoint`` is worth keeping once the model is saved."""
+        if self.is_stack:
+            return False
+        return getattr(get_backend(self.backend).trainer_class(), "keeps_checkpoint", False)
+
+
+def plan_training(backend: str, *, folds: int | None = None, seed: int = 0, **options):
+    """Check ``options`` against the settings of ``backend`` (or of every kind of part of a
+    stack) and build those settings; an option no part uses is an error naming it."""
+    if ":" in backend:
+        from .backends.stack import parse_stack
+
+        kinds = list(dict.fromkeys(part.kind for part in parse_stack(backend)))
+        target = "--stack (its SPEC counts the stages)"
+        if "stages" in options and options["stages"] is not None:
+            raise PoseMachinesError(f"--stages does not apply to {target}")
+    else:
+        kinds, target = [get_backend(backend).name], f"--backend {backend}"
+    given = {k: v for k, v in options.items() if v is not None}
+    fields_of = {kind: _field_names(get_backend(kind).settings) for kind in kinds}
+    if folds is not None and ":" not in backend:
+        if "folds" not in fields_of[backend]:
+            raise PoseMachinesError(f"--folds does not apply to {target}")
+        given["folds"] = folds
+    if folds is not None and folds < (1 if ":" in backend else 2):
+        raise PoseMachinesError(
+            f"--folds must be at least 2 (or 1 for a stack without cross-fitting), got {folds}"
+        )
+    unused = [k for k in given if not any(k in names for names in fields_of.values())]
+    if unused:
+        raise PoseMachinesError(
+            f"{', '.join(map(_flag, unused))} does not apply to {target}{_owner_hint(unused)}"
+        )
+    settings = {}
+    for kind in kinds:
+        mine = {k: v for k, v in given.items() if k in fields_of[kind]}
+        if "seed" in fields_of[kind]:
+            mine.setdefault("seed", seed)
+        settings[kind] = get_backend(kind).make_settings(**mine)
+    if ":" in backend and any(getattr(s, "packed", None) for s in settings.values()):
+        raise PoseMachinesError("--stack trains from a dataset, not a --data pack")
+    return TrainingPlan(backend, settings, (folds or 3) if ":" in backend else None)
+
+
+def run_training(plan: TrainingPlan, dataset: PoseDataset | None, run: TrainingRun):
+    """Train what ``plan`` says on ``dataset``; the model (None on a ``torchrun`` rank other
+    than 0)."""
+    if plan.is_stack:
+        from .backends.stack import train_stack
+
+        return train_stack(dataset, plan.backend, plan.settings, run, plan.folds)
+    trainer = get_backend(plan.backend).trainer_class()(plan.settings[plan.backend], run)
+    return trainer.fit(dataset).model_
 
 
 def train(
     backend: str,
-    dataset: PoseDataset,
+    dataset: PoseDataset | None,
     *,
     out: str | Path | None = None,
     seed: int = 0,
     n_jobs: int = -1,
     progress: bool = False,
+    resume: bool = False,
+    on_bad_image: str = "skip",
+    folds: int | None = None,
     **options,
 ) -> PoseModel:
-    """Train a model of ``backend`` ("mean", "forest" or "cnn") on ``dataset``.
+    """Train a model of ``backend`` on ``dataset``: what ``pm train`` runs.
 
-    ``options`` are the backend's settings (``ForestSettings`` or ``CNNSettings`` fields, e.g.
-    ``stages=2, trees=20`` or ``config="cpm-small", epochs=5``; the mean prior takes
-    ``input_size``, ``stride`` and ``sigma``). ``out`` keeps the training checkpoints (and the
-    CNN's log) in that folder; without it they go to a temporary one. The model is returned,
-    not saved: ``model.save(path)`` writes it.
+    ``backend`` is a registered backend ("mean", "forest", "cnn", or a plugin's) or a stack,
+    bottom-up, such as ``"cnn:1,forest:2"``. ``options`` are the backend's settings (the
+    fields of ``ForestSettings``, ``CNNSettings``, ...: ``stages=2, trees=20`` or
+    ``config="cpm-small", epochs=5``); an option the backend does not use is an error.
+    ``folds`` is a stack's (or a forest's own) number of folds. ``out`` keeps the training
+    checkpoints (and the CNN's log) in that folder, and ``resume`` continues an interrupted
+    run there; without it they go to a temporary folder. The model is returned, not saved:
+    ``model.save(path)`` writes it.
     """
-    if backend not in BACKENDS:
-        raise PoseMachinesError(f"unknown backend {backend!r}; use one of {BACKENDS}")
-    if backend == "mean":
-        from .training.mean import train_mean
-
-        return train_mean(dataset, n_jobs=n_jobs, **options)
+    plan = plan_training(backend, folds=folds, seed=seed, **options)
+    if resume and out is None:
+        raise PoseMachinesError("resume needs out: the folder of the interrupted run")
     if out is None:
         with tempfile.TemporaryDirectory(prefix="posemachines-") as tmp:
-            return train(
-                backend, dataset, out=tmp, seed=seed, n_jobs=n_jobs, progress=progress, **options
-            )
-    if backend == "forest":
-        from .training.forest import ForestSettings, train_forest
+            run = TrainingRun(Path(tmp), seed, n_jobs, progress, on_bad_image)
+            return run_training(plan, dataset, run)
+    run = TrainingRun(Path(out), seed, n_jobs, progress, on_bad_image, resume)
+    return run_training(plan, dataset, run)
 
-        settings = ForestSettings.from_options(**options)
-        settings.validate()
-        return train_forest(dataset, settings, out, seed=seed, n_jobs=n_jobs, progress=progress)
-    from .training.cnn import CNNSettings, train_cnn
 
-    settings = CNNSettings.from_options(seed=seed, **options)
-    return train_cnn(dataset, settings, out, progress=progress)
+def _field_names(settings: type) -> set[str]:
+    return {f.name for f in fields(settings)}
+
+
+def _flag(name: str) -> str:
+    """The command-line spelling of a setting, as errors name it."""
+    for backend in backends().values():
+        for field_name, how, _ in options_of(backend.settings):
+            if field_name == name:
+                flag = how.flag or "--" + name.replace("_", "-")
+                return f"{flag}/{how.negative}" if how.negative else flag
+    return "--" + name.replace("_", "-")
+
+
+def _owner_hint(names: list[str]) -> str:
+    owners = [n for n, b in backends().items() if set(names) <= _field_names(b.settings)]
+    return f" (it is for --backend {owners[0]})" if len(owners) == 1 else ""
 
 
 def evaluate(
@@ -82,9 +171,77 @@ def evaluate(
     return result
 
 
-def compare(entries, dataset: str | None = None, *, out=None, **options) -> Path:
-    """Compare model directories and prediction files as ``pm compare`` does; returns the
-    report folder (``options``: split, data_root, tta, device, ...)."""
-    from .comparison import run_compare
+def compare(
+    entries,
+    dataset: str | None = None,
+    *,
+    split="test",
+    data_root=None,
+    synthetic_size=None,
+    images=None,
+    protocol=None,
+    out=None,
+    device="cpu",
+    timing_images=20,
+    runs_root="runs",
+    tta=None,
+    on_bad_image="skip",
+    overwrite=False,
+    parts=True,
+    on_bad_annotation="stop",
+) -> Path:
+    """Compare model directories and prediction files as ``pm compare`` does: ``entries``
+    (default: the latest run of each backend under ``runs_root``) scored on one dataset split,
+    and the report folder written; returns its path. ``out`` must be new, empty or a
+    previous report unless ``overwrite``; nothing is left behind when the comparison fails.
+    With ``parts``, each stack is shown beside its lower parts."""
+    import sys
 
-    return run_compare(list(entries), dataset=dataset, out=out, **options)
+    from .comparison import compare_entries, default_entries, load_entry, lower_parts
+    from .data import load_split, skipped_annotations_line
+    from .devices import resolve_device
+    from .report import write_report
+    from .runs import check_output_folder
+
+    tta = tta or NO_TTA
+    device = resolve_device(device)
+    if out is not None:
+        check_output_folder(out, "compare", overwrite)
+    paths = [Path(p) for p in (entries or [])] or default_entries(runs_root)
+    loaded = []
+    for p in paths:
+        label = p.name if p.name not in {e.label for e in loaded} else f"{p.parent.name}/{p.name}"
+        loaded.append(load_entry(p, device, label))
+        if parts:
+            loaded += lower_parts(loaded[-1])
+    if dataset is None:
+        names = {e.model.record.dataset_name for e in loaded if e.model} - {""}
+        if len(names) > 1:
+            raise PoseMachinesError(
+                f"entries were trained on different datasets {sorted(names)}: pass --dataset"
+            )
+        if names == {"packed"}:
+            raise PoseMachinesError("the models were trained from a packed cache: pass --dataset")
+        dataset = names.pop() if names else "synthetic"
+    data = load_split(
+        dataset,
+        split,
+        data_root,
+        synthetic_size=synthetic_size,
+        protocol=protocol,
+        images=images,
+        on_bad_annotation=on_bad_annotation,
+    )
+    line = skipped_annotations_line(data)
+    if line:
+        print(line, file=sys.stderr)
+    comparison = compare_entries(
+        loaded,
+        data,
+        tta=tta,
+        on_bad_image=on_bad_image,
+        timing_images=timing_images,
+        device=device,
+    )
+    command = " ".join(["pm"] + sys.argv[1:])
+    return write_report(comparison, out, command, overwrite=overwrite, runs_root=runs_root)

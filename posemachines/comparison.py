@@ -14,7 +14,7 @@ import numpy as np
 
 from .data import PoseDataset, SkippedImages, iter_samples
 from .errors import PoseMachinesError
-from .evaluation import EvaluationResult, evaluate
+from .evaluation import EvaluationResult, score_keypoints
 from .model import PoseModel, backend_of
 from .tta import NO_TTA, TestTimeAugmentation
 
@@ -57,7 +57,8 @@ def lower_parts(entry: Entry) -> list[Entry]:
 
 
 def load_entry(path: str | Path, device: str = "cpu", label: str | None = None) -> Entry:
-    from .io import load_model, read_manifest
+    from .io import read_manifest
+    from .model import load_model
 
     path = Path(path)
     if path.is_dir():
@@ -97,7 +98,7 @@ def score_entry(
             entry.path, dataset.skeleton, len(dataset), one_based, names=dataset.names
         )
         protocol = "external"
-    result = evaluate(
+    result = score_keypoints(
         preds,
         dataset.joints,
         dataset.labelled,
@@ -120,7 +121,6 @@ def time_model(
     n: int = 20,
     warmup: int = 3,
     batch_size: int = 1,
-    device: str = "cpu",
     tta: TestTimeAugmentation = NO_TTA,
     on_bad_image: str = "skip",
 ) -> dict:
@@ -150,10 +150,16 @@ def time_model(
         "batch_size": batch_size,
         "images": len(indices),
         "skipped_images": skipped.names,
-        "device": device,
+        "device": model_device(model),
         "test_time_augmentation": tta.to_dict(),
         "includes": "image decoding, crop, all stages and views, decoding",
     }
+
+
+def model_device(model: PoseModel) -> str:
+    """Where a model's stages run: its network's device, else the CPU."""
+    networks = [s.network for s in model.stages if getattr(s, "network", None) is not None]
+    return str(networks[0].device) if networks else "cpu"
 
 
 # -- comparisons ---------------------------------------------------------------------------------
@@ -308,7 +314,7 @@ def compare_entries(
         if e.model is not None:
             row.update(_cnn_figures(e, row["pck_by_joint_and_stage"], data.skeleton))
             row["timing"] = time_model(
-                e.model, data, timing_images, device=device, tta=tta, on_bad_image=on_bad_image
+                e.model, data, timing_images, tta=tta, on_bad_image=on_bad_image
             )
             row["input_size"] = e.model.input_size
             row["stages"] = e.model.num_stages
@@ -347,7 +353,7 @@ def _cnn_figures(entry: Entry, pck_by_joint_and_stage, skeleton) -> dict:
     if kinds != {"cnn"}:
         return {}  # receptive fields are a network's; a stack's forest stages have none
     network = entry.model.stages[0].network
-    from .stages.cnn import receptive_fields
+    from .backends.cnn.analysis import receptive_fields
 
     groups = skeleton.kinematic_groups()
     figures = {
@@ -385,74 +391,3 @@ def training_gradients(folder: Path, points: int = 3) -> list[dict]:
         return []
     picks = sorted({int(round(i)) for i in np.linspace(0, len(records) - 1, points)})
     return [records[i] for i in picks]
-
-
-def run_compare(
-    entries,
-    dataset=None,
-    split="test",
-    data_root=None,
-    synthetic_size=None,
-    protocol=None,
-    out=None,
-    device="cpu",
-    timing_images=20,
-    runs_root="runs",
-    tta=None,
-    on_bad_image="skip",
-    overwrite=False,
-    parts=True,
-    on_bad_annotation="stop",
-) -> Path:
-    """Compare ``entries`` (default: the latest run of each backend) and write the report
-    folder; returns its path. ``out`` must be new, empty or a previous report unless
-    ``overwrite``; nothing is left behind when the comparison fails. With ``parts``, each
-    stack is shown beside its lower parts."""
-    import sys
-
-    from .data import load_dataset
-    from .devices import resolve_device
-    from .report import write_report
-    from .runs import check_output_folder
-
-    tta = tta or NO_TTA
-    device = resolve_device(device)
-    if out is not None:
-        check_output_folder(out, "compare", overwrite)
-    paths = [Path(p) for p in entries] or default_entries(runs_root)
-    loaded = []
-    for p in paths:
-        label = p.name if p.name not in {e.label for e in loaded} else f"{p.parent.name}/{p.name}"
-        loaded.append(load_entry(p, device, label))
-        if parts:
-            loaded += lower_parts(loaded[-1])
-    if dataset is None:
-        names = {e.model.record.dataset_name for e in loaded if e.model}
-        names -= {"", "packed"}
-        if len(names) > 1:
-            raise PoseMachinesError(
-                f"entries were trained on different datasets {sorted(names)}: pass --dataset"
-            )
-        dataset = names.pop() if names else "synthetic"
-    options = {"size": synthetic_size} if dataset == "synthetic" else {}
-    data = load_dataset(
-        dataset,
-        split,
-        data_root,
-        protocol=protocol,
-        on_bad_annotation=on_bad_annotation,
-        **options,
-    )
-    if data.skipped_annotations:
-        bad = data.skipped_annotations
-        print(f"{len(bad)} bad annotation(s) left out ({bad[0]})", file=sys.stderr)
-    comparison = compare_entries(
-        loaded,
-        data,
-        tta=tta,
-        on_bad_image=on_bad_image,
-        timing_images=timing_images,
-        device=device,
-    )
-    command = " ".join(["pm"] + sys.argv[1:])
-    return write_report(comparison, out, command, overwrite=overwrite, runs_root=runs_root)

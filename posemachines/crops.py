@@ -8,14 +8,11 @@ to the original image exactly.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
 from .skeletons import Skeleton
-
-if TYPE_CHECKING:  # crops sit below data: Sample is only named, never needed at run time
-    from .data import Sample
 
 
 @dataclass(frozen=True)
@@ -128,8 +125,20 @@ class Crop:
     transform: np.ndarray
 
 
+class PersonSample(Protocol):
+    """What a crop needs of a sample (``data.Sample`` is one): crops sit below the datasets
+    and know nothing of them."""
+
+    image: np.ndarray
+    joints: np.ndarray
+    visible: np.ndarray
+    labelled: np.ndarray
+    centre: np.ndarray
+    box_side: float
+
+
 def person_crop(
-    sample: Sample,
+    sample: PersonSample,
     size: int,
     skeleton: Skeleton,
     augmentation: Augmentation = NO_AUGMENTATION,

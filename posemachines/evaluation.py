@@ -20,7 +20,6 @@ import numpy as np
 from .skeletons import Skeleton
 
 PCK_THRESHOLDS = np.linspace(0.0, 0.2, 21)  # the range of the CPM paper's LSP curves
-METRIC_KEYS = ("pck@0.2", "pck@0.1", "pckh@0.5", "pcp", "auc", "pck_bbox@0.2")
 OKS_THRESHOLDS = np.linspace(0.5, 0.95, 10)  # COCO's
 # COCO's per-keypoint OKS sigmas, in the order of COCO-17 (cocoapi's COCOeval).
 COCO_SIGMAS = (
@@ -243,7 +242,7 @@ class EvaluationResult:
         return asdict(self)
 
 
-def evaluate(
+def score_keypoints(
     stage_predictions: np.ndarray,
     gt: np.ndarray,
     labelled: np.ndarray,

@@ -128,7 +128,7 @@ def predict_files(
     An unreadable image or video stops the run (``on_bad_image="stop"``) or is passed over and
     recorded in ``skipped``.
     """
-    from tqdm.auto import tqdm
+    from .progress import progress_bar
 
     p = model.skeleton.num_joints
     batch = []
@@ -140,7 +140,7 @@ def predict_files(
             yield source, s.name, s.image, k, c
         batch.clear()
 
-    with tqdm(desc="predict", unit="img", disable=not progress) as bar:
+    with progress_bar(desc="predict", unit="img", disable=not progress) as bar:
         for path in files:
             try:
                 for name, image in iter_frames(path):

@@ -10,7 +10,8 @@ import numpy as np
 
 from .errors import PoseMachinesError
 from .files import atomic_write_bytes, check_replaceable
-from .io import load_model, read_manifest
+from .io import read_manifest
+from .model import load_model
 
 
 def describe(folder: str | Path) -> dict:
@@ -29,7 +30,7 @@ def describe(folder: str | Path) -> dict:
     }
     network = _network(model)
     if network is not None:
-        from .stages.cnn import flops_per_image, receptive_fields
+        from .backends.cnn.analysis import flops_per_image, receptive_fields
 
         cfg = network.cfg
         doc["network"] = cfg.to_dict()
@@ -51,10 +52,8 @@ def _parameter_count(model) -> int:
             seen.add(id(state.network))
             total += sum(p.numel() for p in state.network.module.parameters())
         total += sum(int(np.asarray(a).size) for a in state.arrays.values())
-        total += sum(
-            sum(tree.tree_.node_count for tree in forest.estimators_)
-            for forest in state.estimators.values()
-        )
+        if hasattr(stage, "parameter_count"):
+            total += stage.parameter_count()
     return total
 
 
@@ -108,7 +107,11 @@ def draw_effective_receptive_fields(folder: str | Path, path: str | Path) -> lis
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .stages.cnn import effective_radius, effective_receptive_fields, receptive_fields
+    from .backends.cnn.analysis import (
+        effective_radius,
+        effective_receptive_fields,
+        receptive_fields,
+    )
 
     network = _network(load_model(folder))
     if network is None:

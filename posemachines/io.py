@@ -1,58 +1,42 @@
 """Model directories: a manifest and weight files that run no code when loaded.
 
-A model directory holds ``manifest.json`` and one weight file per stage (or per network shared
-by several stages). What a stage is made of comes from the stage itself (``stage.state()``,
-``cls.from_state()``; see ``stages``): named arrays go to safetensors, forests to safetensors as
-tree arrays (``stages.tree_arrays``: what prediction reads, about a seventeenth of scikit-learn's
-size), a shared network to safetensors. Each file's SHA-256 is recorded in the manifest and
-checked on load, so a tampered or swapped file is refused. Every file is written atomically
-(``files``), the manifest last.
+A model directory holds ``manifest.json`` and the files of its stages and shared networks.
+What a stage is made of comes from the stage itself, through the contract in
+``posemachines.stage``: ``state()`` gives its JSON settings, its named arrays (written here as
+``stageN.safetensors``), the files it encodes itself (a forest's tree arrays,
+``stageN.forest.safetensors``, written and read by ``backends.forest``) and the network it
+shares (written here as safetensors); ``from_state()`` rebuilds it from the same. Nothing here
+knows a kind of stage. Each file's SHA-256 is recorded in the manifest and checked on load, so
+a tampered or swapped file is refused. Every file is written atomically (``files``), the
+manifest last.
 
-Format 3 stores forests as tree arrays (``stageN.forest.safetensors``); format 2 stored them
-through skops (``stageN.skops``, loaded with an explicit allow-list of scikit-learn types) and
-the belief-map codec as one object (``codec``) with the training record (``training``); format
-1 directories (codec fields at the top level, settings under the backend's name) still load.
+Migrations: format 2 stored forests through skops (``stageN.skops``, read by the forest stage
+with an allow-list of scikit-learn types) and the codec as one object (``codec``) with the
+training record (``training``); format 1 directories (codec fields at the top level, settings
+under the backend's name) still load.
 """
 
 from __future__ import annotations
 
 import json
 import platform
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
 from . import __version__
+from .backends import stage_class
 from .errors import PoseMachinesError
 from .files import atomic_write_bytes, atomic_write_json, make_folder, plain_name, sha256
-from .model import PoseModel, TrainingRecord
 from .skeletons import get_skeleton
-from .stages import StageState, stage_class
+from .stage import StageFile, StageState
 from .targets import BeliefCodec
 
 MANIFEST = "manifest.json"
 FORMAT = "posemachines-model"
 FORMAT_VERSION = 3
-
-# scikit-learn types a forest stage may contain; anything else in a .skops file is refused.
-TRUSTED_SKOPS_TYPES = {
-    "sklearn.ensemble._forest.RandomForestClassifier",
-    "sklearn.ensemble._forest.ExtraTreesClassifier",
-    "sklearn.tree._classes.DecisionTreeClassifier",
-    "sklearn.tree._classes.ExtraTreeClassifier",
-    "sklearn.tree._tree.Tree",
-    "numpy.float64",
-    "numpy.int64",
-}
-
-# Manifest keys of a stage's forests: the joint level and the part level, and their file names.
-ESTIMATOR_KEYS = {
-    "joints": ("file", "forest.safetensors"),
-    "parts": ("part_file", "parts.forest.safetensors"),
-}
-FOREST_SUFFIX = ".forest.safetensors"
-FOREST_METADATA = "forest"  # the one metadata entry of a forest file: its fields as JSON
 
 
 def package_versions() -> dict:
@@ -82,52 +66,6 @@ def _load_arrays(path: Path) -> dict:
     return load_file(str(path))
 
 
-def _save_forest(path: Path, forest) -> None:
-    from safetensors.numpy import save
-
-    from .stages.tree_arrays import forest_to_arrays
-
-    arrays, metadata = forest_to_arrays(forest)
-    # One metadata entry: safetensors writes several in no fixed order, and the same forest
-    # should be the same bytes (its checksum then says "the same model").
-    packed = {FOREST_METADATA: json.dumps(metadata, sort_keys=True)}
-    atomic_write_bytes(path, save(arrays, metadata=packed))
-
-
-def _load_forest(path: Path):
-    from safetensors import safe_open
-
-    from .stages.tree_arrays import forest_from_arrays
-
-    with safe_open(str(path), framework="np") as f:
-        arrays = {k: f.get_tensor(k) for k in f.keys()}
-        metadata = f.metadata() or {}
-    if FOREST_METADATA in metadata:  # older files hold the entries themselves
-        try:
-            metadata = json.loads(metadata[FOREST_METADATA])
-        except ValueError:
-            raise PoseMachinesError(f"{path}: unreadable forest metadata") from None
-        if not isinstance(metadata, dict):
-            raise PoseMachinesError(f"{path}: unreadable forest metadata")
-    return forest_from_arrays(arrays, metadata)
-
-
-def _load_estimator(path: Path):
-    """A forest of a format 2 model, stored through skops."""
-    import skops.io
-
-    untrusted = set(skops.io.get_untrusted_types(file=str(path)))
-    unexpected = sorted(untrusted - TRUSTED_SKOPS_TYPES)
-    if unexpected:
-        raise PoseMachinesError(f"{path}: refuses to load unexpected types {unexpected}")
-    from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
-
-    estimator = skops.io.load(str(path), trusted=sorted(untrusted))
-    if not isinstance(estimator, (RandomForestClassifier, ExtraTreesClassifier)):
-        raise PoseMachinesError(f"{path}: holds a {type(estimator).__name__}, not a forest")
-    return estimator
-
-
 def _save_network(path: Path, network) -> None:
     from safetensors.torch import save
 
@@ -142,22 +80,32 @@ def _load_tensors(path: Path) -> dict:
 
 
 def _read_weights(path: Path, reader):
-    """Run ``reader`` on a weight file, turning a file of the wrong kind into one line."""
+    """Run ``reader`` on a safetensors file, turning a file of the wrong kind into one line."""
     try:
         return reader(path)
     except PoseMachinesError:
         raise
-    except Exception as exc:  # safetensors, zip and skops each raise their own types
-        kind = "safetensors" if path.suffix == ".safetensors" else "skops"
+    except Exception as exc:  # safetensors raises its own types
         raise PoseMachinesError(
-            f"{path}: not a readable {kind} file ({type(exc).__name__}: {exc})"
+            f"{path}: not a readable safetensors file ({type(exc).__name__}: {exc})"
         ) from None
+
+
+def _is_file_field(key: str) -> bool:
+    """Manifest fields of a stage that name one of its files."""
+    return key == "file" or key.endswith("_file")
+
+
+def _holds_arrays(name: str) -> bool:
+    """A stage's named arrays are ``stageN.safetensors``; any other file the stage reads."""
+    stem, _, suffix = name.partition(".")
+    return suffix == "safetensors" and stem.startswith("stage")
 
 
 # -- saving -------------------------------------------------------------------------------------
 
 
-def save_model(model: PoseModel, folder: str | Path, overwrite: bool = True) -> Path:
+def save_model(model, folder: str | Path, overwrite: bool = True) -> Path:
     """Write ``model`` into the directory ``folder``, leaving every other file there alone.
 
     Each weight file is written atomically, the manifest last: until it is renamed into place
@@ -177,19 +125,19 @@ def save_model(model: PoseModel, folder: str | Path, overwrite: bool = True) -> 
         if state.arrays:
             entry["file"] = f"stage{t + 1}.safetensors"
             _save_arrays(folder / entry["file"], state.arrays)
-        for key, forest in state.estimators.items():
-            field, suffix = ESTIMATOR_KEYS[key]
-            entry[field] = f"stage{t + 1}.{suffix}"
-            _save_forest(folder / entry[field], forest)
+        for field, stage_file in state.files.items():
+            if not _is_file_field(field) or field in entry or _holds_arrays(stage_file.name):
+                raise PoseMachinesError(f"stage {t + 1}: cannot store a file as {field!r}")
+            entry[field] = f"stage{t + 1}.{stage_file.name}"
+            atomic_write_bytes(folder / entry[field], stage_file.data)
         if state.network is not None:
             known = [n for n in networks if n is state.network]
             if not known:
                 networks.append(state.network)
             entry["network"] = f"network{networks.index(state.network) + 1}"
         stages.append(entry)
-        for field, _ in ESTIMATOR_KEYS.values():
-            if field in entry:
-                files[entry[field]] = sha256(folder / entry[field])
+        for field in filter(_is_file_field, entry):
+            files[entry[field]] = sha256(folder / entry[field])
     network_entries = {}
     for i, network in enumerate(networks, 1):
         name = f"network{i}"
@@ -287,8 +235,20 @@ def _codec(manifest: dict) -> BeliefCodec:
     return BeliefCodec(int(fields["input_size"]), int(fields["stride"]), float(fields["sigma"]))
 
 
-def load_model(folder: str | Path, device: str = "cpu") -> PoseModel:
-    """Load a model directory, verifying every file; ``device`` places CNN stages."""
+@dataclass
+class ModelFiles:
+    """What a model directory holds, read and verified: ``model.load_model`` makes a
+    ``PoseModel`` of it."""
+
+    manifest: dict
+    skeleton: object
+    codec: BeliefCodec
+    stages: list
+    info: dict  # the manifest's descriptive fields (evaluations, ...)
+
+
+def read_model(folder: str | Path, device: str = "cpu") -> ModelFiles:
+    """Read a model directory, verifying every file; ``device`` places CNN stages."""
     folder = Path(folder)
     manifest = read_manifest(folder)
     _check_structure(folder, manifest)
@@ -309,16 +269,15 @@ def load_model(folder: str | Path, device: str = "cpu") -> PoseModel:
         stages = []
         for entry in manifest["stages"]:
             state = StageState(config=entry.get("config", {}))
-            file = entry.get("file", "")
-            if file.endswith(".safetensors") and not file.endswith(FOREST_SUFFIX):
-                state.arrays = _read_weights(_verified(folder, manifest, file), _load_arrays)
-            for key, (field, _) in ESTIMATOR_KEYS.items():
-                name = entry.get(field, "")
-                # Format 3 stores tree arrays; format 2 stored skops files.
-                loader = _load_forest if name.endswith(FOREST_SUFFIX) else _load_estimator
-                if name.endswith((FOREST_SUFFIX, ".skops")):
-                    path = _verified(folder, manifest, name)
-                    state.estimators[key] = _read_weights(path, loader)
+            for field in filter(_is_file_field, entry):
+                name = entry[field]
+                if not name:
+                    continue
+                path = _verified(folder, manifest, name)
+                if _holds_arrays(name):
+                    state.arrays = _read_weights(path, _load_arrays)
+                else:
+                    state.files[field] = StageFile(name, path.read_bytes())
             state.network = networks.get(entry.get("network"))
             stages.append(stage_class(entry["kind"]).from_state(state))
         _check_arrays(stages, skeleton.num_joints + 1, codec.map_size)
@@ -331,8 +290,7 @@ def load_model(folder: str | Path, device: str = "cpu") -> PoseModel:
             raise
         raise PoseMachinesError(f"{folder}: {exc}") from None
     info = {k: v for k, v in manifest.items() if k not in _STRUCTURAL}
-    record = TrainingRecord.from_manifest(manifest)
-    return PoseModel(manifest["backend"], skeleton, codec, stages, info, record)
+    return ModelFiles(manifest, skeleton, codec, stages, info)
 
 
 def _check_arrays(stages, channels: int, side: int) -> None:
@@ -363,7 +321,7 @@ def _check_structure(folder: Path, manifest: dict) -> None:
             raise PoseMachinesError(f"{folder / MANIFEST}: every stage needs a 'kind'")
         if not isinstance(entry.get("config", {}), dict):
             raise PoseMachinesError(f"{folder / MANIFEST}: a stage's 'config' is not an object")
-        for key in ("file", "part_file", "network"):
+        for key in [k for k in entry if _is_file_field(k)] + ["network"]:
             if not isinstance(entry.get(key, ""), str):
                 raise PoseMachinesError(f"{folder / MANIFEST}: a stage's {key!r} is not a name")
     for entry in manifest.get("networks", {}).values():
@@ -371,7 +329,7 @@ def _check_structure(folder: Path, manifest: dict) -> None:
             raise PoseMachinesError(f"{folder / MANIFEST}: a network entry has no 'config'")
         if not isinstance(entry.get("file"), str):
             raise PoseMachinesError(f"{folder / MANIFEST}: a network entry has no 'file'")
-    named = [e.get(key) for e in manifest["stages"] for key in ("file", "part_file")]
+    named = [e[key] for e in manifest["stages"] for key in e if _is_file_field(key)]
     named += [e["file"] for e in manifest.get("networks", {}).values()]
     for name in [n for n in named if n] + list(manifest["sha256"]):
         _check_contained(folder, name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 
 import numpy as np
 
@@ -27,10 +28,6 @@ class Predictions:
     confidence: np.ndarray
     names: list = field(default_factory=list)
     skipped: SkippedImages = field(default_factory=SkippedImages)
-
-    @property
-    def final(self) -> np.ndarray:
-        return self.keypoints[-1]
 
 
 @dataclass
@@ -161,7 +158,7 @@ class PoseModel:
     ) -> Predictions:
         """Keypoints of every stage for a dataset, or for images (arrays (H, W, 3) or paths;
         the person box is then the whole image)."""
-        from tqdm.auto import tqdm
+        from .progress import progress_bar
 
         dataset = data if isinstance(data, PoseDataset) else ImageList(data, self.skeleton)
         self.check_dataset(dataset)
@@ -169,7 +166,7 @@ class PoseModel:
         keypoints = np.full((t, n, p, 2), np.nan)
         confidence = np.zeros((t, n, p))
         batch_idx, batch = [], []
-        bar = tqdm(total=n, desc="predict", unit="img", disable=not progress)
+        bar = progress_bar(total=n, desc="predict", unit="img", disable=not progress)
 
         def flush():
             if batch:
@@ -188,3 +185,15 @@ class PoseModel:
         flush()
         bar.close()
         return Predictions(keypoints, confidence, list(dataset.names), skipped)
+
+
+def load_model(folder: str | Path, device: str = "cpu") -> PoseModel:
+    """Load a model directory, verifying every file (``io.read_model``); ``device`` places
+    CNN stages."""
+    from .io import read_model
+
+    files = read_model(folder, device)
+    record = TrainingRecord.from_manifest(files.manifest)
+    return PoseModel(
+        files.manifest["backend"], files.skeleton, files.codec, files.stages, files.info, record
+    )

@@ -96,7 +96,7 @@ def make_figures(comparison: Comparison) -> dict[str, bytes]:
 def gradient_figure(rows) -> bytes:
     """Per stage (rows) and moment of training (columns), the distribution of gradient
     magnitudes of every run that recorded them, one line per run."""
-    from .training.gradients import GRADIENT_EDGES
+    from .backends.cnn.gradients import GRADIENT_EDGES
 
     plt = _plt()
     runs = [r for r in rows if "gradients" in r]

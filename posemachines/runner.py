@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .stages import Stage
+from .stage import Stage
 
 
 def run_stages(

@@ -53,18 +53,18 @@ def synthetic_test():
 
 @pytest.fixture(scope="session")
 def mean_model_dir(tmp_path_factory, synthetic_train):
+    from posemachines.api import train
     from posemachines.io import save_model
-    from posemachines.training.mean import train_mean
 
     out = tmp_path_factory.mktemp("models") / "mean"
-    model = train_mean(synthetic_train, input_size=64, stride=4, sigma=4.0)
+    model = train("mean", synthetic_train, input_size=64, stride=4, sigma=4.0)
     save_model(model, out)
     return out
 
 
 @pytest.fixture(scope="session")
 def tiny_forest_settings():
-    from posemachines.training.forest import ForestSettings
+    from posemachines.backends.forest.settings import ForestSettings
 
     return ForestSettings(
         stages=2,
@@ -89,10 +89,9 @@ def forest_train():
 @pytest.fixture(scope="session")
 def forest_model_dir(tmp_path_factory, forest_train, tiny_forest_settings):
     from posemachines.io import save_model
-    from posemachines.training.forest import train_forest
 
     out = tmp_path_factory.mktemp("models") / "forest"
-    model = train_forest(forest_train, tiny_forest_settings, out, seed=0, n_jobs=1)
+    model = fit_forest(forest_train, tiny_forest_settings, out, seed=0, n_jobs=1)
     save_model(model, out)
     return out
 
@@ -108,3 +107,16 @@ def run_in_fresh_python(*statements: str) -> None:
     import sys
 
     subprocess.run([sys.executable, "-c", ";".join(statements)], check=True)
+
+
+def fit_forest(dataset, settings, out, seed=0, n_jobs=-1, resume=False, init_model=None):
+    """A forest trained by its estimator, as ``pm train`` does (settings given whole)."""
+    from dataclasses import replace
+
+    from posemachines.backends import TrainingRun
+    from posemachines.backends.forest.trainer import ForestTrainer
+
+    if init_model is not None:
+        settings = replace(settings, init=str(init_model))
+    run = TrainingRun(Path(out), seed, n_jobs, resume=resume)
+    return ForestTrainer(settings, run).fit(dataset).model_

@@ -122,7 +122,7 @@ def cases(files, model):
         "scales out of range": ["evaluate", model, *synthetic, "--scales", "0"],
         "image missing": ["predict", model, "/no/such/image.jpg"],
         "negative box": ["predict", model, "/no/such/image.jpg", "--box-side", "-3"],
-        "bench zero images": ["bench", model, "--images", "0"],
+        "bench zero images": ["bench", model, "--timing-images", "0"],
         "pack side": ["data", "pack", "synthetic:train", "--side", "8", "--out", "x.npz"],
         "pack pad": ["data", "pack", "synthetic:train", "--pad", "9", "--out", "x.npz"],
         "compare into a full folder": ["compare", model, *synthetic, "--out", files["full"]],
@@ -212,7 +212,7 @@ def test_files_and_folders_follow_the_umask(tmp_path):
 def test_the_nan_advice_works_when_followed(tmp_path, monkeypatch):
     """The loss turns NaN above a learning rate; the message says to train again with a lower
     --lr into a new --out or with --overwrite, and doing so trains."""
-    import posemachines.training.cnn as tc
+    import posemachines.backends.cnn.trainer as tc
 
     real = tc.train_step
 
@@ -251,10 +251,10 @@ def test_skipped_images_are_counted_everywhere(tmp_path, mean_model_dir):
     model = tmp_path / "m"
     shutil.copytree(mean_model_dir, model)
     lsp = ["--dataset", "lsp", "--data-root", tmp_path / "data"]
-    res = invoke("bench", model, *lsp, "--images", "3")
+    res = invoke("bench", model, *lsp, "--timing-images", "3")
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["skipped_images"] == ["im1002.jpg"]
-    res = invoke("bench", model, *lsp, "--images", "3", "--on-bad-image", "stop")
+    res = invoke("bench", model, *lsp, "--timing-images", "3", "--on-bad-image", "stop")
     assert res.exit_code == 1 and "im1002.jpg" in res.output
     folder = tmp_path / "imgs"
     folder.mkdir()

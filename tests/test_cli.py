@@ -22,6 +22,10 @@ def test_help_does_not_import_torch():
         "r = CliRunner().invoke(cli, ['--help'])",
         "assert r.exit_code == 0",
         "assert 'torch' not in sys.modules, 'torch imported'",
+        # pm train's options include the CNN's, made from its settings without torch
+        "r = CliRunner().invoke(cli, ['train', '--help'])",
+        "assert r.exit_code == 0 and '--time-budget' in r.output",
+        "assert 'torch' not in sys.modules, 'torch imported by pm train --help'",
     )
 
 
@@ -130,7 +134,7 @@ def test_unknown_backend_is_refused():
 
 def test_skeleton_mismatch_is_refused(mean_model_dir, tmp_path):
     from posemachines.errors import PoseMachinesError
-    from posemachines.io import load_model
+    from posemachines.model import load_model
     from posemachines.skeletons import MPII16
 
     model = load_model(mean_model_dir)

@@ -9,11 +9,14 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from posemachines.backends.cnn.batches import warp_batch  # noqa: E402
+from posemachines.backends.cnn.config import CONFIGS  # noqa: E402
+from posemachines.backends.cnn.network import CPM  # noqa: E402
+from posemachines.backends.cnn.settings import CNNSettings  # noqa: E402
+from posemachines.backends.cnn.trainer import train_cnn  # noqa: E402
 from posemachines.crops import crop_transform, warp_image  # noqa: E402
 from posemachines.data.pack import load_pack, pack_crops, save_pack  # noqa: E402
 from posemachines.errors import PoseMachinesError  # noqa: E402
-from posemachines.stages.cnn import CONFIGS, CPM  # noqa: E402
-from posemachines.training.cnn import CNNSettings, train_cnn, warp_batch  # noqa: E402
 
 
 def tiny(device="cpu", **kw):
@@ -77,7 +80,7 @@ def test_resume_with_a_different_configuration_is_refused(synthetic_train, tmp_p
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(synthetic_train, tmp_path, monkeypatch):
-    import posemachines.training.cnn as tc
+    import posemachines.backends.cnn.steps as tc
 
     real = tc.stage_losses
     calls = {"n": 0}
@@ -223,8 +226,8 @@ def test_cuda_training_step(device, synthetic_train, tmp_path):
 def test_batch_norm_network_predicts_each_image_alone(synthetic_test):
     """cpm-small has BatchNorm: prediction must use its running statistics, so an image's
     beliefs do not depend on the other images in the batch."""
+    from posemachines.backends.cnn.stage import CPMNetwork, CPMStage
     from posemachines.runner import run_stages
-    from posemachines.stages.cnn import CPMNetwork, CPMStage
     from posemachines.training import crop_dataset
 
     cfg = CONFIGS["cpm-small"]
@@ -240,7 +243,7 @@ def test_batch_norm_network_predicts_each_image_alone(synthetic_test):
 def test_time_budget_plans_the_steps_that_fit():
     import time
 
-    from posemachines.training.cnn import Budget
+    from posemachines.backends.cnn.steps import Budget
 
     budget = Budget(100.0, time.perf_counter() - 9.8)  # 9.8 s already gone
     # 100 - 9.8 - 3 validations of 2 s - 1 % reserve (1 s) - 2 s = 81.2 s at 0.5 s per step
@@ -289,7 +292,7 @@ def test_the_log_is_read_every_log_every_steps(synthetic_train, tmp_path):
 
 
 def test_gpu_network_shapes_and_old_configs_keep_their_layers():
-    from posemachines.stages.cnn import CPMConfig
+    from posemachines.backends.cnn.config import CPMConfig
 
     cfg = CONFIGS["cpm-gpu"]
     out = CPM(cfg)(torch.zeros(1, 3, cfg.input_size, cfg.input_size))
@@ -304,7 +307,7 @@ def test_gpu_network_shapes_and_old_configs_keep_their_layers():
 
 
 def test_learning_rate_warms_up_then_decays():
-    from posemachines.training.cnn import learning_rate
+    from posemachines.backends.cnn.steps import learning_rate
 
     s = CNNSettings(lr=1e-3, warmup=0.1)
     lrs = [learning_rate(k, 100, s) for k in range(100)]
@@ -319,10 +322,10 @@ def test_learning_rate_warms_up_then_decays():
 def test_device_augmentation_matches_person_crop(synthetic_test):
     """The CNN's path (pack the person once, then warp the packed crop on the device) gives
     the crop and joints person_crop gives, for the same draw."""
+    from posemachines.backends.cnn.batches import BatchMaker, crop_matrices
     from posemachines.crops import Augmentation, person_crop
     from posemachines.skeletons import LSP14
     from posemachines.targets import BeliefCodec
-    from posemachines.training.cnn import BatchMaker, crop_matrices
 
     sample = synthetic_test[3]
     pack = pack_crops([synthetic_test.subset([3])], side=192, pad=1.5, n_jobs=1)
@@ -334,7 +337,7 @@ def test_device_augmentation_matches_person_crop(synthetic_test):
         mats, flips = crop_matrices(pack, 64, np.array([0]), aug, np.random.default_rng(seed))
         (x,), _, _ = maker.make(np.array([0]), mats, flips)
         crop = person_crop(sample, 64, LSP14, aug, np.random.default_rng(seed))
-        from posemachines.training.cnn import target_joints
+        from posemachines.backends.cnn.batches import target_joints
 
         joints, labelled = target_joints(pack, np.array([0]), mats, flips, perm)
         np.testing.assert_allclose(joints[0], crop.joints, atol=1e-3)
@@ -359,7 +362,7 @@ def test_receptive_field_of_the_papers_stage_1_is_the_hand_computed_one():
     (+16 -> 27), pool (+4 -> 31), 9x9 conv at stride 4 (+32 -> 63), pool (+8 -> 71), 5x5 conv
     at stride 8 (+32 -> 103), 9x9 conv (+64 -> 167), two 1x1 convs: 167 px. Each later stage
     adds three 11x11 convs at stride 8: +240 px."""
-    from posemachines.stages.cnn import receptive_fields
+    from posemachines.backends.cnn.analysis import receptive_fields
 
     assert receptive_fields(CONFIGS["cpm-paper"]) == [167, 407, 647, 887, 1127, 1367]
     # cpm-gpu shares its trunk: stage 1 = trunk + 3x3 feature conv + 1x1 head

@@ -12,7 +12,7 @@ from PIL import Image
 from posemachines.data import load_dataset
 from posemachines.data.coco import COCO_NAMES
 from posemachines.errors import PoseMachinesError
-from posemachines.evaluation import evaluate, object_keypoint_similarity
+from posemachines.evaluation import object_keypoint_similarity, score_keypoints
 from posemachines.skeletons import COCO17, FLIC9, MPII16
 
 
@@ -75,6 +75,24 @@ def test_mpii_json_split_files(mpii_root):
     assert "head_size" not in train.scoring  # no head boxes in the JSON files
 
 
+def test_an_evaluation_only_mpii_root_is_found(mpii_root):
+    """mpii/annotations holding only mpii_val.json (the common evaluation set-up) is MPII with
+    one split, not "not found"."""
+    from click.testing import CliRunner
+    from posemachines.cli.main import cli
+
+    from posemachines.data import dataset_splits
+
+    (mpii_root / "mpii" / "annotations" / "mpii_train.json").unlink()
+    assert dataset_splits("mpii", mpii_root) == ("val",)
+    assert len(load_dataset("mpii", "val", mpii_root)) == 1
+    listing = CliRunner().invoke(cli, ["data", "--data-root", str(mpii_root)]).output
+    line = next(line for line in listing.splitlines() if line.split()[:1] == ["mpii"])
+    assert line.endswith("val 1 (train: not there)"), line
+    with pytest.raises(PoseMachinesError, match="mpii_train.json"):
+        load_dataset("mpii", "train", mpii_root)
+
+
 def test_mpii_official_release_mat(tmp_path):
     root = tmp_path / "data"
     draw(root / "mpii" / "images" / "a.jpg")
@@ -127,7 +145,9 @@ def test_mpii_scorer_pckh_with_head_boxes():
     pred[0, :, 0] = 4.0  # 4 px off: within 0.5 x 10 for person 0 ...
     pred[1, :, 0] = 12.0  # 12 px off: beyond 0.5 x 20 for person 1
     pred[1, 6, 0] = pred[1, 7, 0] = 1.0  # pelvis and thorax right, left out of the mean
-    result = evaluate(pred, gt, labelled, MPII16, scoring={"head_size": np.array([10.0, 20.0])})
+    result = score_keypoints(
+        pred, gt, labelled, MPII16, scoring={"head_size": np.array([10.0, 20.0])}
+    )
     assert result.metrics["pckh@0.5"] == pytest.approx(18 / 32)
     assert result.metrics["pckh@0.5_mean"] == pytest.approx(14 / 28)
     assert result.metrics["pckh@0.1"] == pytest.approx(2 / 32)  # only the two 1-px ones
@@ -215,7 +235,9 @@ def test_oks_ap_by_hand_and_against_pycocotools(coco_root, tmp_path):
     rng = np.random.default_rng(1)
     pred = val.joints + rng.normal(0, 1, val.joints.shape) * np.array([1, 2, 4, 12])[:, None, None]
     scores = np.array([0.9, 0.8, 0.7, 0.6])
-    result = evaluate(pred, val.joints, val.labelled, COCO17, scoring=val.scoring, scores=scores)
+    result = score_keypoints(
+        pred, val.joints, val.labelled, COCO17, scoring=val.scoring, scores=scores
+    )
     # by hand for person 0: OKS = mean over labelled joints of exp(-d^2 / (2 area (2 sigma)^2))
     from posemachines.evaluation import COCO_SIGMAS
 
@@ -304,7 +326,7 @@ def test_flic_loader_and_its_scorer(flic_root):
     assert train.protocol == "gt" and train.boxes[0][2] == pytest.approx(2.5 * 60)
     pred = test.joints.copy()
     pred[0, 1] += 100  # l_elbow far off, the other arm joints right
-    result = evaluate(pred, test.joints, test.labelled, FLIC9, scoring=test.scoring)
+    result = score_keypoints(pred, test.joints, test.labelled, FLIC9, scoring=test.scoring)
     assert result.metrics["pck@0.2_elbows_wrists"] == pytest.approx(3 / 4)
 
 
@@ -357,7 +379,7 @@ def test_pm_data_lists_each_dataset_and_a_mean_model_gets_each_scorer(
     assert listing.exit_code == 0, listing.output
     lines = {line.split()[0]: line for line in listing.output.splitlines()[1:]}
     assert lines["mpii"].endswith("train 3, val 1")
-    assert lines["coco"].endswith("val 4")  # no train annotations in this root
+    assert lines["coco"].endswith("val 4 (train: not there)")  # no train annotations here
     assert lines["flic"].endswith("train 2, test 1")
     assert lines["hands"].endswith("train 2, val 1")
     for name, split, metric in (

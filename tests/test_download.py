@@ -8,7 +8,8 @@ import pytest
 from click.testing import CliRunner
 from posemachines.cli.main import cli
 
-from posemachines.data.download import SOURCES, download, fetch_dataset, unpack
+from posemachines.data import datasets
+from posemachines.data.download import download, fetch_dataset, unpack
 from posemachines.errors import PoseMachinesError
 
 
@@ -180,7 +181,7 @@ def test_coco_val_split_skips_the_train_archive(tmp_path):
     assert (folder / "annotations" / "person_keypoints_val2017.json").is_file()
     assert (folder / "val2017" / "000000000139.jpg").is_file()
     assert not (folder / "train2017").exists()
-    assert [a.split for a in SOURCES["coco"]] == [None, "val", "train"]
+    assert [a.split for a in datasets()["coco"].sources] == [None, "val", "train"]
 
 
 def test_unpack_never_replaces_an_existing_folder(tmp_path):

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from posemachines.evaluation import evaluate, pck, pcp_correct, torso_size
+from posemachines.evaluation import pck, pcp_correct, score_keypoints, torso_size
 from posemachines.skeletons import LSP14
 
 
@@ -18,7 +18,7 @@ def _person():
 
 def test_ground_truth_scores_one():
     gt = _person()
-    r = evaluate(gt, gt, np.ones((1, 14), bool), LSP14)
+    r = score_keypoints(gt, gt, np.ones((1, 14), bool), LSP14)
     assert all(v == 1.0 for v in r.metrics.values())
     assert r.per_stage[0]["pck@0.2"] == 1.0
 
@@ -34,7 +34,7 @@ def test_known_perturbations_give_exact_values():
     assert torso[0] == 10
     assert pck(pred, gt, labelled, torso, 0.2) == pytest.approx(13 / 14)
     assert pck(pred, gt, labelled, torso, 0.1) == pytest.approx(12 / 14)
-    r = evaluate(pred, gt, labelled, LSP14)
+    r = score_keypoints(pred, gt, labelled, LSP14)
     assert r.metrics["pck@0.2"] == pytest.approx(13 / 14)
     assert r.per_joint["r_knee"]["pck@0.2"] == 0.0
     assert r.per_joint["r_ankle"]["pck@0.1"] == 0.0
@@ -62,7 +62,7 @@ def test_unlabelled_joints_are_excluded_and_missing_predictions_are_wrong():
     pred = gt.copy()
     pred[0, 0] = [1e6, 1e6]  # unlabelled: does not count
     pred[0, 1] = np.nan  # missing: counts as wrong
-    r = evaluate(pred, gt, labelled, LSP14)
+    r = score_keypoints(pred, gt, labelled, LSP14)
     assert r.metrics["pck@0.2"] == pytest.approx(12 / 13)
 
 
@@ -71,20 +71,20 @@ def test_zero_normaliser_leaves_the_person_out():
     gt[1, 2] = gt[1, 9]  # coincident torso joints: no normaliser for person 2
     pred = gt.copy()
     pred[1] += 1000  # would all be wrong, but cannot be scored
-    r = evaluate(pred, gt, np.ones((2, 14), bool), LSP14)
+    r = score_keypoints(pred, gt, np.ones((2, 14), bool), LSP14)
     assert r.metrics["pck@0.2"] == 1.0
 
 
 def test_nothing_scorable_is_nan_not_zero():
     gt = _person()
-    r = evaluate(gt, gt, np.zeros((1, 14), bool), LSP14)
+    r = score_keypoints(gt, gt, np.zeros((1, 14), bool), LSP14)
     assert r.metrics["pck@0.2"] is None
 
 
 def test_auc_of_a_constant_error():
     gt = _person()
     pred = gt + np.array([1.0, 0.0])  # every joint 1 px off: 0.1 of the torso
-    r = evaluate(pred, gt, np.ones((1, 14), bool), LSP14)
+    r = score_keypoints(pred, gt, np.ones((1, 14), bool), LSP14)
     thresholds = np.linspace(0, 0.2, 21)
     assert r.metrics["auc"] == pytest.approx(np.mean(thresholds >= 0.1 - 1e-12))
 
@@ -92,5 +92,5 @@ def test_auc_of_a_constant_error():
 def test_per_stage_order():
     gt = _person()
     stages = np.stack([gt + 5.0, gt])
-    r = evaluate(stages, gt, np.ones((1, 14), bool), LSP14)
+    r = score_keypoints(stages, gt, np.ones((1, 14), bool), LSP14)
     assert r.per_stage[0]["pck@0.2"] == 0.0 and r.per_stage[1]["pck@0.2"] == 1.0

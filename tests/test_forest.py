@@ -1,12 +1,14 @@
 import numpy as np
 import pytest
+from conftest import fit_forest
 
+from posemachines.backends.forest.features.context import belief_peaks, context_features
+from posemachines.backends.forest.features.image import dense_image_features
+from posemachines.backends.forest.levels import sample_locations
+from posemachines.backends.forest.settings import ForestSettings
 from posemachines.errors import PoseMachinesError
-from posemachines.features.context import belief_peaks, context_features
-from posemachines.features.image import dense_image_features
-from posemachines.io import load_model
+from posemachines.model import load_model
 from posemachines.targets import BeliefCodec
-from posemachines.training.forest import ForestSettings, sample_locations, train_forest
 
 
 def test_dense_image_features_shape_and_position():
@@ -20,7 +22,7 @@ def test_dense_image_features_shape_and_position():
 
 
 def test_colour_self_similarity_follows_a_limb_and_sees_its_end():
-    from posemachines.features.image import colour_self_similarity, lab_image
+    from posemachines.backends.forest.features.image import colour_self_similarity, lab_image
 
     crop = np.full((64, 64, 3), 200, np.uint8)
     crop[29:35, 8:42] = (200, 30, 30)  # a red horizontal limb, 6 px thick, ending at x = 41
@@ -35,7 +37,7 @@ def test_colour_self_similarity_follows_a_limb_and_sees_its_end():
 
 
 def test_appearance_context_compares_colours_with_the_joint_peak():
-    from posemachines.features.context import appearance_context
+    from posemachines.backends.forest.features.context import appearance_context
 
     colour = np.zeros((10, 10, 3), np.float32)
     colour[5, 1:6] = (1.0, 0.2, 0.0)  # one colour from the peak at (x=1, y=5) to z = (5, 5)
@@ -50,7 +52,7 @@ def test_appearance_context_compares_colours_with_the_joint_peak():
 
 
 def test_models_saved_before_the_colour_features_keep_their_features():
-    from posemachines.stages.forest import stage_image_features, stage_inputs
+    from posemachines.backends.forest.stage import stage_image_features, stage_inputs
 
     crop = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
     beliefs = np.random.default_rng(1).random((15, 16, 16)).astype(np.float32)
@@ -130,7 +132,7 @@ def test_bad_settings_fail_before_work(settings, message):
 def test_more_folds_than_images(synthetic_train, tmp_path):
     s = ForestSettings(folds=3, input_size=64, hog_cells=(4, 8), colour_cell=6)
     with pytest.raises(PoseMachinesError, match="at least 3 training images"):
-        train_forest(synthetic_train.subset([0, 1]), s, tmp_path)
+        fit_forest(synthetic_train.subset([0, 1]), s, tmp_path)
 
 
 def test_small_forest_learns_and_is_deterministic(
@@ -143,14 +145,14 @@ def test_small_forest_learns_and_is_deterministic(
     mean, _ = score_entry(Entry("m", mean_model_dir, load_model(mean_model_dir)), synthetic_test)
     assert len(result.per_stage) == 2
     assert result.metrics["pck@0.2"] > mean.metrics["pck@0.2"] + 0.05
-    again = train_forest(forest_train, tiny_forest_settings, tmp_path, seed=0, n_jobs=2)
+    again = fit_forest(forest_train, tiny_forest_settings, tmp_path, seed=0, n_jobs=2)
     np.testing.assert_array_equal(again.predict(synthetic_test).keypoints, preds)
 
 
 def test_interrupted_training_resumes_to_the_same_model(
     forest_train, synthetic_test, tiny_forest_settings, forest_model_dir, tmp_path, monkeypatch
 ):
-    import posemachines.training.forest as tf
+    import posemachines.backends.forest.trainer as tf
 
     real = tf._save_checkpoint
 
@@ -160,9 +162,9 @@ def test_interrupted_training_resumes_to_the_same_model(
 
     monkeypatch.setattr(tf, "_save_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
-        train_forest(forest_train, tiny_forest_settings, tmp_path, seed=0, n_jobs=1)
+        fit_forest(forest_train, tiny_forest_settings, tmp_path, seed=0, n_jobs=1)
     monkeypatch.setattr(tf, "_save_checkpoint", real)
-    resumed = train_forest(
+    resumed = fit_forest(
         forest_train, tiny_forest_settings, tmp_path, seed=0, n_jobs=1, resume=True
     )
     expected = load_model(forest_model_dir).predict(synthetic_test).keypoints
@@ -170,7 +172,7 @@ def test_interrupted_training_resumes_to_the_same_model(
     with pytest.raises(
         PoseMachinesError, match="different configuration.*seed: checkpoint 0, now 1"
     ):
-        train_forest(forest_train, tiny_forest_settings, tmp_path, seed=1, resume=True)
+        fit_forest(forest_train, tiny_forest_settings, tmp_path, seed=1, resume=True)
     record = resumed.record
     assert len(record.details["train_seconds_stages"]) == 2  # the stage before the kill too
     assert record.seconds >= sum(record.details["train_seconds_stages"])
@@ -182,7 +184,7 @@ def test_hybrid_on_top_of_another_model(
     from dataclasses import replace
 
     settings = replace(tiny_forest_settings, stages=1)
-    model = train_forest(synthetic_train, settings, tmp_path, init_model=mean_model_dir, n_jobs=1)
+    model = fit_forest(synthetic_train, settings, tmp_path, init_model=mean_model_dir, n_jobs=1)
     assert model.backend == "hybrid" and [s.kind for s in model.stages] == ["mean", "forest"]
     assert model.predict(synthetic_test).keypoints.shape[0] == 2
 
@@ -207,11 +209,11 @@ def test_part_hierarchy_trains_saves_and_locates_parts(
     from posemachines.skeletons import part_positions
 
     settings = replace(tiny_forest_settings, hierarchy=True)
-    model = train_forest(forest_train, settings, tmp_path / "run", seed=0, n_jobs=2)
+    model = fit_forest(forest_train, settings, tmp_path / "run", seed=0, n_jobs=2)
     parts = forest_train.skeleton.composite_parts()
     for stage in model.stages:
-        assert stage.state().estimators["parts"] is not None
-        assert stage.state().estimators["parts"].n_classes_ == len(parts) + 1
+        assert stage.part_forest_ is not None
+        assert stage.part_forest_.n_classes_ == len(parts) + 1
     save_model(model, tmp_path / "model")
     loaded = load_model(tmp_path / "model")
     assert (tmp_path / "model" / "stage1.parts.forest.safetensors").is_file()
@@ -219,7 +221,7 @@ def test_part_hierarchy_trains_saves_and_locates_parts(
     np.testing.assert_array_equal(loaded.predict(synthetic_test).keypoints, expected)
 
     # The part level finds the whole body: its belief peak lies near the joints' centre.
-    from posemachines.stages.forest import stage_image_features
+    from posemachines.backends.forest.stage import stage_image_features
     from posemachines.training import crop_dataset
 
     crops, joints, labelled, _ = crop_dataset(synthetic_test, settings.input_size)
@@ -234,8 +236,8 @@ def test_part_hierarchy_trains_saves_and_locates_parts(
 
 
 def test_out_of_fold_pck_scores_held_out_beliefs():
+    from posemachines.backends.forest.levels import out_of_fold_pck
     from posemachines.skeletons import LSP14
-    from posemachines.training.forest import out_of_fold_pck
 
     codec = BeliefCodec(64, 4, 3.0)
     joints = np.random.default_rng(0).uniform(16, 48, size=(6, 14, 2))
@@ -248,7 +250,7 @@ def test_out_of_fold_pck_scores_held_out_beliefs():
 
 
 def test_final_smoothing_is_chosen_on_out_of_fold_beliefs(forest_model_dir):
-    from posemachines.training.forest import FINAL_SMOOTH_CHOICES
+    from posemachines.backends.forest.levels import FINAL_SMOOTH_CHOICES
 
     model = load_model(forest_model_dir)
     base = model.record.settings["smooth"]
@@ -261,9 +263,9 @@ def test_final_smoothing_is_chosen_on_out_of_fold_beliefs(forest_model_dir):
 
 
 def test_two_thread_prediction_equals_scikit_learn(forest_model_dir):
-    from posemachines.stages.forest import _predict_proba
+    from posemachines.backends.forest.stage import _predict_proba
 
-    forest = load_model(forest_model_dir).stages[0].state().estimators["joints"]
+    forest = load_model(forest_model_dir).stages[0].forest_
     x = np.random.default_rng(0).normal(size=(300, forest.n_features_in_)).astype(np.float32)
     assert forest.n_jobs == 1
     proba = _predict_proba(forest, x)
@@ -278,14 +280,14 @@ def test_given_final_smoothing_needs_no_held_out_beliefs(
 
     # One stage with its smoothing given: nothing is held out (it once failed here).
     settings = replace(tiny_forest_settings, stages=1, final_smooth=0.5)
-    model = train_forest(forest_train.subset(range(8)), settings, tmp_path, seed=0, n_jobs=1)
+    model = fit_forest(forest_train.subset(range(8)), settings, tmp_path, seed=0, n_jobs=1)
     extra = np.sqrt(model.stages[0].config()["smooth"] ** 2 - settings.smooth**2)
     assert extra == pytest.approx(0.5)
     assert model.record.details["out_of_fold_pck@0.2"] == []
 
 
 def test_segment_colours_read_the_colours_along_the_believed_segments():
-    from posemachines.features.context import segment_colours
+    from posemachines.backends.forest.features.context import segment_colours
     from posemachines.skeletons import COCO17, LSP14
 
     colour = np.random.default_rng(0).random((10, 12, 3)).astype(np.float32)
@@ -304,16 +306,16 @@ def test_segment_colours_read_the_colours_along_the_believed_segments():
 def test_segment_colours_are_context_of_later_stages(forest_train, tiny_forest_settings, tmp_path):
     from dataclasses import replace
 
+    from posemachines.backends.forest.stage import stage_image_features, stage_inputs
     from posemachines.io import save_model
-    from posemachines.stages.forest import stage_image_features, stage_inputs
 
     settings = replace(tiny_forest_settings, segment_colours=True, hard_negatives=0.5)
     data = forest_train.subset(range(20))
-    model = train_forest(data, settings, tmp_path / "run", seed=0, n_jobs=1)
-    plain = train_forest(data, tiny_forest_settings, tmp_path / "plain", seed=0, n_jobs=1)
-    first, second = (s.state().estimators["joints"].n_features_in_ for s in model.stages)
-    assert second == plain.stages[1].state().estimators["joints"].n_features_in_ + 2 * 5 * 3
-    assert first == plain.stages[0].state().estimators["joints"].n_features_in_
+    model = fit_forest(data, settings, tmp_path / "run", seed=0, n_jobs=1)
+    plain = fit_forest(data, tiny_forest_settings, tmp_path / "plain", seed=0, n_jobs=1)
+    first, second = (s.forest_.n_features_in_ for s in model.stages)
+    assert second == plain.stages[1].forest_.n_features_in_ + 2 * 5 * 3
+    assert first == plain.stages[0].forest_.n_features_in_
     config = model.stages[1].config()
     assert config["segment_colours"] == [[[12], [13]], [[8, 9], [2, 3]]]
     save_model(model, tmp_path / "model")

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from posemachines.backends.forest.tree_arrays import forest_from_arrays, forest_to_arrays
 from posemachines.crops import person_crop
 from posemachines.errors import PoseMachinesError
-from posemachines.io import load_model
-from posemachines.stages.tree_arrays import forest_from_arrays, forest_to_arrays
+from posemachines.model import load_model
 
 
 @pytest.mark.parametrize("kind", ["ExtraTreesClassifier", "RandomForestClassifier"])
@@ -75,12 +75,12 @@ def test_forest_files_are_compact_and_format_2_skops_directories_still_load(
     manifest = json.loads((old / "manifest.json").read_text())
     skops_bytes = compact_bytes = 0
     for stage, entry in zip(model.stages, manifest["stages"]):
-        for key, field in (("joints", "file"), ("parts", "part_file")):
+        for key, field in (("forest_", "file"), ("part_forest_", "part_file")):
             if field not in entry:
                 continue
             compact = old / entry[field]
             name = entry[field].replace(".forest.safetensors", ".skops")
-            skops.io.dump(stage.state().estimators[key], old / name)
+            skops.io.dump(getattr(stage, key), old / name)
             skops_bytes += (old / name).stat().st_size
             compact_bytes += compact.stat().st_size
             compact.unlink()
@@ -108,10 +108,10 @@ def test_a_forest_trained_on_a_dask_cluster_equals_the_local_one(
     forest_train, tiny_forest_settings, forest_model_dir, tmp_path
 ):
     pytest.importorskip("distributed")
+    from conftest import fit_forest
     from distributed import LocalCluster
 
     from posemachines.parallel import dask_backend
-    from posemachines.training.forest import train_forest
 
     cluster = LocalCluster(
         n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None
@@ -119,16 +119,18 @@ def test_a_forest_trained_on_a_dask_cluster_equals_the_local_one(
     try:
         with dask_backend(cluster.scheduler_address) as client:
             assert len(client.scheduler_info()["workers"]) == 2
-            model = train_forest(forest_train, tiny_forest_settings, tmp_path, seed=0, n_jobs=-1)
+            model = fit_forest(forest_train, tiny_forest_settings, tmp_path, seed=0, n_jobs=-1)
             executed = client.run(lambda dask_worker: dask_worker.state.executed_count)
     finally:
         cluster.close()
     assert all(n > 0 for n in executed.values()), executed  # both workers did the work
     local = load_model(forest_model_dir)
     for ours, theirs in zip(model.stages, local.stages):
-        for key, forest in ours.state().estimators.items():
-            a, _ = forest_to_arrays(forest)
-            b, _ = forest_to_arrays(theirs.state().estimators[key])
+        for key in ("forest_", "part_forest_"):
+            if getattr(ours, key) is None:
+                continue
+            a, _ = forest_to_arrays(getattr(ours, key))
+            b, _ = forest_to_arrays(getattr(theirs, key))
             assert a.keys() == b.keys()
             for name in a:
                 np.testing.assert_array_equal(a[name], b[name], err_msg=f"{key} {name}")
@@ -212,7 +214,7 @@ def test_kill_9_of_pm_train_leaves_no_workers(tmp_path):
 def test_joined_forests_average_all_their_trees_and_refuse_mismatches():
     from sklearn.ensemble import ExtraTreesClassifier
 
-    from posemachines.stages.tree_arrays import compact_forest, joined_forests
+    from posemachines.backends.forest.tree_arrays import compact_forest, joined_forests
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(400, 5)).astype(np.float32)
@@ -232,17 +234,19 @@ def test_joined_forests_average_all_their_trees_and_refuse_mismatches():
 
 
 def test_fold_forests_become_the_stage_forest(forest_train, synthetic_test, tmp_path):
+    from conftest import fit_forest
+
+    from posemachines.backends.forest.settings import ForestSettings
     from posemachines.io import save_model
-    from posemachines.training.forest import ForestSettings, train_forest
 
     settings = ForestSettings(
         stages=2, trees=3, folds=3, depth=10, input_size=64, hog_cells=(4, 8), colour_cell=6,
         background=40, fold_forests=True,
     )  # fmt: skip
     data = forest_train.subset(range(30))
-    model = train_forest(data, settings, tmp_path / "run", seed=0, n_jobs=1)
+    model = fit_forest(data, settings, tmp_path / "run", seed=0, n_jobs=1)
     for stage in model.stages:
-        assert len(stage.state().estimators["joints"].estimators_) == 3 * 3
+        assert len(stage.forest_.estimators_) == 3 * 3
     # Every stage's held-out beliefs cover every fold, the last one's too.
     assert len(model.record.details["out_of_fold_pck@0.2"]) == 2
     save_model(model, tmp_path / "model")
@@ -250,7 +254,7 @@ def test_fold_forests_become_the_stage_forest(forest_train, synthetic_test, tmp_
     np.testing.assert_array_equal(
         load_model(tmp_path / "model").predict(synthetic_test).keypoints, expected
     )
-    again = train_forest(data, settings, tmp_path / "again", seed=0, n_jobs=2)
+    again = fit_forest(data, settings, tmp_path / "again", seed=0, n_jobs=2)
     np.testing.assert_array_equal(again.predict(synthetic_test).keypoints, expected)
 
 
@@ -268,7 +272,7 @@ def test_pm_train_takes_the_fast_recipe_options(tmp_path):
     settings = model.record.settings
     assert settings["fold_forests"] and settings["segment_colours"]
     assert settings["hard_negatives"] == 0.5
-    assert [len(s.state().estimators["joints"].estimators_) for s in model.stages] == [6, 6]
+    assert [len(s.forest_.estimators_) for s in model.stages] == [6, 6]
     assert model.stages[1].config()["segment_colours"]
     res = CliRunner().invoke(cli, [*args[:-4], "--hard-negatives", "2", "--out", str(out) + "2"])
     assert res.exit_code != 0 and "--hard-negatives must be a share" in res.output

@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 from posemachines.cli.main import cli
 
-from posemachines.comparison import run_compare
+from posemachines.api import compare
 from posemachines.errors import PoseMachinesError
 
 
@@ -22,7 +22,7 @@ def report_dir(tmp_path_factory, mean_model_dir, forest_model_dir, synthetic_tes
         0, 3, synthetic_test.joints.shape
     )
     scipy.io.savemat(tmp / "published.mat", {"pred": noisy.transpose(1, 2, 0) + 1})
-    return run_compare(
+    return compare(
         [mean_model_dir, forest_model_dir, tmp / "published.mat"],
         dataset="synthetic",
         synthetic_size=len(synthetic_test),
@@ -55,14 +55,14 @@ def test_report_files_and_numbers(report_dir):
 
 
 def test_report_is_reproducible(report_dir, mean_model_dir, forest_model_dir, tmp_path):
-    again = run_compare(
+    again = compare(
         [mean_model_dir],
         dataset="synthetic",
         synthetic_size=20,
         out=tmp_path / "a",
         timing_images=2,
     )
-    twice = run_compare(
+    twice = compare(
         [mean_model_dir],
         dataset="synthetic",
         synthetic_size=20,
@@ -73,10 +73,10 @@ def test_report_is_reproducible(report_dir, mean_model_dir, forest_model_dir, tm
 
 
 def test_different_skeletons_are_refused(tmp_path, synthetic_test):
+    from posemachines.backends.mean.stage import MeanPoseStage
     from posemachines.io import save_model
     from posemachines.model import PoseModel
     from posemachines.skeletons import MPII16
-    from posemachines.stages.mean import MeanPoseStage
     from posemachines.targets import BeliefCodec
 
     model = PoseModel(
@@ -84,7 +84,7 @@ def test_different_skeletons_are_refused(tmp_path, synthetic_test):
     )
     save_model(model, tmp_path / "mpii")
     with pytest.raises(PoseMachinesError, match="different skeletons are not comparable"):
-        run_compare([tmp_path / "mpii"], dataset="synthetic", synthetic_size=4, out=tmp_path / "r")
+        compare([tmp_path / "mpii"], dataset="synthetic", synthetic_size=4, out=tmp_path / "r")
 
 
 def test_bare_compare_uses_latest_runs(tmp_path, monkeypatch, mean_model_dir, forest_model_dir):
@@ -109,7 +109,7 @@ def test_bare_compare_without_runs_is_a_clear_error(tmp_path, monkeypatch):
 
 def test_bench_prints_timing(mean_model_dir):
     result = CliRunner().invoke(
-        cli, ["bench", str(mean_model_dir), "--images", "3", "--dataset", "synthetic"]
+        cli, ["bench", str(mean_model_dir), "--timing-images", "3", "--dataset", "synthetic"]
     )
     assert result.exit_code == 0, result.output
     doc = json.loads(result.output)
@@ -148,7 +148,8 @@ def test_two_supervisions_report_gradients_and_receptive_fields(tmp_path, synthe
     """The report of a run with a loss at every stage and one with the last stage only embeds
     both experiment figures, and its JSON holds the numbers they show."""
     torch = pytest.importorskip("torch")  # noqa: F841
-    from posemachines.training.cnn import CNNSettings, train_cnn
+    from posemachines.backends.cnn.settings import CNNSettings
+    from posemachines.backends.cnn.trainer import train_cnn
 
     outs = []
     for supervision in ("all", "final"):
@@ -158,7 +159,7 @@ def test_two_supervisions_report_gradients_and_receptive_fields(tmp_path, synthe
         out = tmp_path / supervision
         train_cnn(synthetic_train, settings, out).save(out)
         outs.append(out)
-    report = run_compare(outs, dataset="synthetic", synthetic_size=6, out=tmp_path / "r")
+    report = compare(outs, dataset="synthetic", synthetic_size=6, out=tmp_path / "r")
     html = (report / "report.html").read_text()
     for name in ("gradients_by_stage", "receptive_field"):
         assert f"alt='{name}'" in html and (report / f"{name}.png").stat().st_size > 1000

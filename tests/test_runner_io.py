@@ -3,13 +3,14 @@ import json
 import numpy as np
 import pytest
 
+from posemachines.backends.mean.stage import MeanPoseStage
 from posemachines.errors import PoseMachinesError
 from posemachines.files import atomic_write_json
-from posemachines.io import load_model, save_model, update_manifest
+from posemachines.io import save_model, update_manifest
+from posemachines.model import load_model
 from posemachines.predictions import read_predictions
 from posemachines.runner import run_stages
 from posemachines.skeletons import LSP14
-from posemachines.stages.mean import MeanPoseStage
 
 
 class AddOne:
@@ -44,9 +45,9 @@ def test_mean_stage_is_the_average_target():
 
 def test_model_round_trip_predicts_the_same(synthetic_train, synthetic_test, tmp_path):
     """Trained in memory, saved, loaded: the same predictions, codec and training record."""
-    from posemachines.training.mean import train_mean
+    from posemachines.api import train
 
-    model = train_mean(synthetic_train, input_size=64, stride=4, sigma=4.0)
+    model = train("mean", synthetic_train, input_size=64, stride=4, sigma=4.0)
     loaded = load_model(save_model(model, tmp_path / "m"))
     a = model.predict(synthetic_test).keypoints
     np.testing.assert_array_equal(a, loaded.predict(synthetic_test).keypoints)
@@ -111,14 +112,14 @@ def test_skops_file_with_unexpected_types_is_refused(tmp_path):
     import skops.io
     from sklearn.linear_model import LogisticRegression
 
-    from posemachines.io import _load_estimator
+    from posemachines.backends.forest.files import read_forest
 
     skops.io.dump({"x": Gadget()}, tmp_path / "x.skops")
     with pytest.raises(PoseMachinesError, match="refuses to load unexpected types"):
-        _load_estimator(tmp_path / "x.skops")
+        read_forest("x.skops", (tmp_path / "x.skops").read_bytes())
     skops.io.dump(LogisticRegression(), tmp_path / "y.skops")
     with pytest.raises(PoseMachinesError, match="not a forest"):
-        _load_estimator(tmp_path / "y.skops")
+        read_forest("y.skops", (tmp_path / "y.skops").read_bytes())
 
 
 def test_save_is_atomic_when_writing_fails(mean_model_dir, tmp_path, monkeypatch):

@@ -1,4 +1,4 @@
-"""Stacks of forest and CNN stages with cross-fitting (training.stack)."""
+"""Stacks of forest and CNN stages with cross-fitting (backends.stack)."""
 
 import json
 
@@ -8,10 +8,11 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from posemachines.api import evaluate  # noqa: E402
+from posemachines.backends import TrainingRun  # noqa: E402
+from posemachines.backends.cnn.settings import CNNSettings  # noqa: E402
+from posemachines.backends.stack import Part, parse_stack, train_stack  # noqa: E402
 from posemachines.data import load_dataset  # noqa: E402
 from posemachines.errors import PoseMachinesError  # noqa: E402
-from posemachines.training.cnn import CNNSettings  # noqa: E402
-from posemachines.training.stack import Part, parse_stack, train_stack  # noqa: E402
 
 # A CNN that fits its training images well (no augmentation, many epochs): its beliefs on
 # them flatter it, as a real CPM's do on its own training set.
@@ -48,7 +49,13 @@ def stacks(tmp_path_factory, tiny_forest_settings):
     train = load_dataset("synthetic", "train", size=100, seed=0)
     out = tmp_path_factory.mktemp("stacks")
     return {
-        folds: train_stack(train, "cnn:1,forest:1", forest, CNN, out / str(folds), folds=folds)
+        folds: train_stack(
+            train,
+            "cnn:1,forest:1",
+            {"cnn": CNN, "forest": forest},
+            TrainingRun(out / str(folds)),
+            folds=folds,
+        )
         for folds in (3, 1)
     }
 
@@ -133,8 +140,9 @@ def test_cnn_refinement_reads_the_beliefs_below(tmp_path):
     given (it really reads them), and they are resampled from the model's grid to its own."""
     from dataclasses import replace
 
+    from posemachines.backends.cnn.config import CONFIGS
+    from posemachines.backends.cnn.stage import CPMNetwork, CPMStage
     from posemachines.runner import run_stages
-    from posemachines.stages.cnn import CONFIGS, CPMNetwork, CPMStage
 
     torch.manual_seed(0)
     cfg = replace(CONFIGS["cpm-tiny"], foreign_input=True, stages=1)
@@ -156,8 +164,8 @@ def test_residual_refinement_starts_from_the_beliefs_it_reads():
     at zero it passes the beliefs below through unchanged (a plain one would output zero)."""
     from dataclasses import replace
 
-    from posemachines.stages.cnn import CONFIGS, CPM
-    from posemachines.training.stack import _cnn_part_settings
+    from posemachines.backends.cnn.config import CONFIGS
+    from posemachines.backends.cnn.network import CPM
 
     torch.manual_seed(0)
     below = torch.rand(2, 15, 8, 8)
@@ -175,5 +183,5 @@ def test_residual_refinement_starts_from_the_beliefs_it_reads():
             torch.testing.assert_close(beliefs, expected)
     part = parse_stack("forest:1,cnn:2")[1]
     settings = CNNSettings.from_options(config="cpm-tiny")
-    cfg = _cnn_part_settings(settings, part, codec=CONFIGS["cpm-tiny"].codec(), on_beliefs=True)
+    cfg = settings.for_stack(part.stages, CONFIGS["cpm-tiny"].codec(), on_beliefs=True)
     assert cfg.network_config().residual and cfg.network_config().foreign_input

@@ -286,7 +286,7 @@ def test_a_bad_annotation_is_one_line_or_skipped_and_counted(tmp_path, edit, fie
     res = invoke(*args, "--out", out, "--on-bad-annotation", "skip")
     assert res.exit_code == 0, res.output
     assert "bad annotation(s) left out" in res.stderr
-    from posemachines.io import load_model
+    from posemachines.model import load_model
 
     model = load_model(out)
     assert np.isfinite(model.stages[0].mean_beliefs_).all()
@@ -330,7 +330,7 @@ def test_a_deeply_nested_file_is_one_line(tmp_path, mean_model_dir):
 
 def test_predictions_are_matched_by_name_not_order(tmp_path, mean_model_dir):
     from posemachines.data import load_dataset
-    from posemachines.io import load_model
+    from posemachines.model import load_model
     from posemachines.predictions import write_predictions
 
     test = load_dataset("synthetic", "test", size=12, seed=0)
@@ -501,7 +501,8 @@ def test_a_decompression_bomb_is_skipped_and_counted(tmp_path, mean_model_dir, m
 
 
 def test_the_mean_prior_streams_its_crops(monkeypatch):
-    import posemachines.training.mean as mean
+    import posemachines.backends.mean.trainer as mean
+    from posemachines.api import train
     from posemachines.data import load_dataset
 
     seen = []
@@ -512,10 +513,10 @@ def test_the_mean_prior_streams_its_crops(monkeypatch):
         return real(dataset, *args, **kwargs)
 
     data = load_dataset("synthetic", "train", size=50, seed=0)
-    whole = mean.train_mean(data, input_size=64).stages[0].mean_beliefs_
+    whole = train("mean", data, input_size=64).stages[0].mean_beliefs_
     monkeypatch.setattr(mean, "CHUNK", 16)
     monkeypatch.setattr(mean, "crop_dataset", spy)
-    streamed = mean.train_mean(data, input_size=64).stages[0].mean_beliefs_
+    streamed = train("mean", data, input_size=64).stages[0].mean_beliefs_
     assert seen == [16, 16, 16, 2]
     assert np.allclose(whole, streamed, atol=1e-6)
 
@@ -573,7 +574,7 @@ def test_saved_predictions_replace_only_earlier_predictions(tmp_path, mean_model
 
 
 def test_the_python_api_never_replaces_a_users_files_either(tmp_path, mean_model_dir):
-    from posemachines.io import load_model
+    from posemachines.model import load_model
 
     model = load_model(mean_model_dir)
     folder = tmp_path / "mine"

@@ -63,8 +63,9 @@ def test_mirrored_view_swaps_left_and_right():
 
 def random_cnn_model(skeleton):
     torch = pytest.importorskip("torch")
+    from posemachines.backends.cnn.config import CONFIGS
+    from posemachines.backends.cnn.stage import CPMNetwork, CPMStage
     from posemachines.model import PoseModel
-    from posemachines.stages.cnn import CONFIGS, CPMNetwork, CPMStage
     from posemachines.targets import BeliefCodec
 
     torch.manual_seed(0)
@@ -133,7 +134,7 @@ def test_flip_and_scale_averaged_beliefs_of_a_mirrored_image_are_mirrored(synthe
 
 
 def test_identity_augmentation_predicts_as_without(synthetic_test, mean_model_dir):
-    from posemachines.io import load_model
+    from posemachines.model import load_model
 
     model = load_model(mean_model_dir)
     samples = [synthetic_test[i] for i in range(3)]

@@ -20,7 +20,8 @@ import numpy as np
 
 from ..errors import PoseMachinesError
 from ..skeletons import COCO17, skeleton_from_keypoints
-from . import ImageFolderDataset, PoseDataset, read_json
+from .dataset import ImageFolderDataset, PoseDataset
+from .reading import read_json
 
 BOX_MARGIN = 1.25
 COCO_NAMES = (
@@ -44,8 +45,9 @@ COCO_NAMES = (
 )
 
 
-def coco_available(folder: Path) -> bool:
-    return any((Path(folder) / "annotations").glob("person_keypoints_*2017.json"))
+def coco_splits(folder: Path) -> tuple[str, ...]:
+    ann = Path(folder) / "annotations"
+    return tuple(s for s in ("train", "val") if (ann / f"person_keypoints_{s}2017.json").is_file())
 
 
 def load_coco(

@@ -19,55 +19,11 @@ import urllib.parse
 import urllib.request
 import zipfile
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import PoseMachinesError
 from ..files import sha256 as file_sha256
-from . import _loader, default_cache_dir
-
-
-@dataclass(frozen=True)
-class Archive:
-    """One published archive of a dataset: where it is, which sub-folder of the dataset's
-    folder its contents go to ("" for the folder itself), the split it alone serves (None:
-    every split) and its SHA-256 where one was recorded."""
-
-    url: str
-    into: str = ""
-    split: str | None = None
-    sha256: str | None = None
-
-    @property
-    def file_name(self) -> str:
-        return Path(urllib.parse.urlparse(self.url).path).name
-
-
-# The official addresses. None of the publishers lists a checksum and none could be verified
-# from here, so none is pinned: each download prints the SHA-256 it got, to pin with --sha256.
-SOURCES = {
-    "lsp": (Archive("http://sam.johnson.io/research/lsp_dataset.zip"),),
-    "lspet": (Archive("http://sam.johnson.io/research/lspet_dataset.zip"),),
-    "mpii": (
-        Archive(
-            "https://datasets.d2.mpi-inf.mpg.de/andriluka14cvpr/mpii_human_pose_v1_u12_2.zip",
-            "annotations",
-        ),
-        Archive(
-            "https://datasets.d2.mpi-inf.mpg.de/andriluka14cvpr/mpii_human_pose_v1.tar.gz",
-            "images",
-        ),
-    ),
-    "coco": (
-        Archive(
-            "http://images.cocodataset.org/annotations/annotations_trainval2017.zip",
-            "annotations",
-        ),
-        Archive("http://images.cocodataset.org/zips/val2017.zip", "val2017", split="val"),
-        Archive("http://images.cocodataset.org/zips/train2017.zip", "train2017", split="train"),
-    ),
-    "flic": (Archive("http://vision.grasp.upenn.edu/video/FLIC.zip"),),
-}
+from .registry import Archive, datasets, default_cache_dir
 
 
 def download(
@@ -78,7 +34,7 @@ def download(
     progress: bool = False,
 ) -> Path:
     """Fetch ``url`` to ``dest``, resuming a previous partial download; verify ``sha256``."""
-    from tqdm.auto import tqdm
+    from ..progress import progress_bar
 
     dest = Path(dest)
     if dest.is_file() and (sha256 is None or file_sha256(dest) == sha256):
@@ -94,7 +50,7 @@ def download(
             total = int(total) + (have if resumed else 0) if total else None
             with (
                 open(part, "ab" if resumed else "wb") as f,
-                tqdm(
+                progress_bar(
                     total=total,
                     initial=have if resumed else 0,
                     unit="B",
@@ -172,19 +128,20 @@ def fetch_dataset(
     Parameters
     ----------
     name : str
-        A dataset of ``SOURCES``, or any name when ``urls`` are given.
+        A registered dataset with download sources, or any name when ``urls`` are given.
     split : str, optional
         Only the archives this split needs (e.g. COCO's 1 GB ``val`` without its 18 GB
         ``train``); default all.
     urls, sha256 : sequence of str
         Other addresses (a mirror), and expected checksums, one per archive in the order
-        ``SOURCES`` lists them.
+        the registry lists them.
     overwrite : bool
         Replace parts already unpacked; without it they are kept and not downloaded again.
     say : callable
         Where the checksums and progress lines go.
     """
-    archives = [a for a in SOURCES.get(name, ()) if split is None or a.split in (None, split)]
+    sources = {n: d.sources for n, d in datasets().items() if d.sources}
+    archives = [a for a in sources.get(name, ()) if split is None or a.split in (None, split)]
     if urls:
         if archives and len(urls) != len(archives):
             names = ", ".join(a.file_name for a in archives)
@@ -198,7 +155,7 @@ def fetch_dataset(
             Archive(u, a.into, a.split) for u, a in zip(urls, archives or [Archive(urls[0])])
         ]
     if not archives:
-        known = ", ".join(SOURCES)
+        known = ", ".join(sources)
         raise PoseMachinesError(f"no known source for {name!r} (known: {known}); pass --url")
     if sha256 and len(sha256) != len(archives):
         raise PoseMachinesError(f"pass --sha256 once for each of the {len(archives)} archive(s)")
@@ -221,6 +178,6 @@ def fetch_dataset(
             shutil.rmtree(target)
         target.parent.mkdir(parents=True, exist_ok=True)
         unpack(path, target)
-    if name in SOURCES and not _loader(name)[1](folder):
+    if name in sources and not datasets()[name].present(folder):
         raise PoseMachinesError(f"{folder}: unpacked, but does not hold the {name} layout")
     return folder

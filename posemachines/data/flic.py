@@ -18,7 +18,8 @@ import numpy as np
 
 from ..errors import PoseMachinesError
 from ..skeletons import FLIC9
-from . import ImageFolderDataset, PoseDataset, read_matlab
+from .dataset import ImageFolderDataset, PoseDataset
+from .reading import read_matlab
 
 # FLIC's coords rows (0-based) of the nine joints; the head is the mean of the last three.
 COORD_ROWS = {
@@ -33,10 +34,6 @@ COORD_ROWS = {
 }
 HEAD_ROWS = (12, 13, 16)  # left eye, right eye, nose
 TORSO_BOX_MARGIN = 2.5
-
-
-def flic_available(folder: Path) -> bool:
-    return (Path(folder) / "examples.mat").is_file()
 
 
 def load_flic(folder: Path, split: str = "train", protocol: str | None = None) -> PoseDataset:

@@ -8,7 +8,8 @@ import numpy as np
 
 from ..errors import PoseMachinesError
 from ..skeletons import LSP14
-from . import ImageFolderDataset, PoseDataset, read_matlab
+from .dataset import ImageFolderDataset, PoseDataset
+from .reading import read_matlab
 
 LSP_SPLITS = {"train": (0, 1000), "test": (1000, 2000), "all": (0, 2000)}
 

@@ -24,7 +24,8 @@ import numpy as np
 
 from ..errors import PoseMachinesError
 from ..skeletons import MPII16
-from . import ImageFolderDataset, PoseDataset, read_json, read_matlab
+from .dataset import ImageFolderDataset, PoseDataset
+from .reading import read_json, read_matlab
 
 RELEASE_FILE = "mpii_human_pose_v1_u12_1.mat"
 BOX_MARGIN = 1.25
@@ -36,9 +37,11 @@ def given_box(centre, scale: float) -> np.ndarray:
     return np.array([centre[0], centre[1] + 15 * scale, BOX_MARGIN * 200 * scale])
 
 
-def mpii_available(folder: Path) -> bool:
+def mpii_splits(folder: Path) -> tuple[str, ...]:
+    """The splits whose annotations are there: train (the JSON file or the release), val."""
     ann = Path(folder) / "annotations"
-    return (ann / RELEASE_FILE).is_file() or (ann / "mpii_train.json").is_file()
+    train = (ann / RELEASE_FILE).is_file() or (ann / "mpii_train.json").is_file()
+    return ("train",) * train + ("val",) * (ann / "mpii_val.json").is_file()
 
 
 def load_mpii(folder: Path, split: str = "train", protocol: str | None = None) -> PoseDataset:

@@ -23,7 +23,8 @@ from ..crops import apply_affine, crop_transform, warp_image
 from ..errors import PoseMachinesError
 from ..files import atomic_write_bytes
 from ..parallel import workers
-from . import CorruptImageError, PoseDataset, SkippedImages
+from .dataset import PoseDataset, SkippedImages
+from .reading import CorruptImageError
 
 PACK_FORMAT = "posemachines-pack"
 

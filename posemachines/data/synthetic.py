@@ -16,7 +16,7 @@ from skimage import draw
 
 from ..errors import PoseMachinesError
 from ..skeletons import LSP14
-from . import PoseDataset
+from .dataset import PoseDataset
 
 SPLIT_STREAMS = {"train": 1, "test": 2, "val": 3}
 DEFAULT_SIZES = {"train": 400, "test": 100, "val": 100}

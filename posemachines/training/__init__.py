@@ -10,7 +10,7 @@ from joblib import delayed
 from ..crops import NO_AUGMENTATION, Augmentation, person_crop
 from ..data import CorruptImageError, PoseDataset, SkippedImages
 from ..errors import PoseMachinesError
-from ..evaluation import evaluate
+from ..evaluation import score_keypoints
 from ..parallel import workers
 
 
@@ -28,7 +28,7 @@ def crop_pck(stage_beliefs, joints, labelled, codec, skeleton) -> list[float]:
     beliefs, the CNN's validation crops)."""
     p = skeleton.num_joints
     keypoints = np.stack([codec.decode(np.asarray(b)[:, :p])[0] for b in stage_beliefs])
-    return [s["pck@0.2"] for s in evaluate(keypoints, joints, labelled, skeleton).per_stage]
+    return [s["pck@0.2"] for s in score_keypoints(keypoints, joints, labelled, skeleton).per_stage]
 
 
 def _crop_one(dataset, i, size, augmentation, seed, on_bad_image):

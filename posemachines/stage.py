@@ -13,36 +13,43 @@ returns  : (N, P+1, h, w) float32 belief maps (P joints, then background).
 
 A stage also says what it is made of, so that a model directory can hold it without knowing
 its type: ``kind`` names it in the manifest, ``state()`` returns a ``StageState`` (its JSON
-settings and its parameters), and ``from_state(state)`` rebuilds it. ``stage_class(kind)``
-finds the class of a kind.
+settings and its parameters), and ``from_state(state)`` rebuilds it. The backend registry
+(``backends.stage_class(kind)``) finds the class of a kind.
 """
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 
-from ..errors import PoseMachinesError
+
+@dataclass(frozen=True)
+class StageFile:
+    """A file a stage encodes itself: ``name`` is its suffix when saved (the model directory
+    calls it ``stageN.NAME``) and its whole name when loaded; ``data`` its bytes."""
+
+    name: str
+    data: bytes
 
 
 @dataclass
 class StageState:
     """What a stage is made of, in forms that load without running code.
 
-    config     : JSON settings.
-    arrays     : named numpy arrays (stored as one safetensors file).
-    estimators : named scikit-learn forests, ``"joints"`` and optionally ``"parts"`` (stored
-                 as tree arrays).
-    network    : a network that several stages share (stored once, as safetensors); it has
-                 ``config_dict()`` and ``state_dict()``.
+    config  : JSON settings.
+    arrays  : named numpy arrays (stored as one safetensors file, the manifest's ``file``).
+    files   : files the stage writes and reads itself, by manifest field (``"file"``, or a
+              name ending in ``_file``): a forest stage's tree arrays, say.
+    network : a network that several stages share (stored once, as safetensors); it has
+              ``config_dict()`` and ``state_dict()``, and the stage class rebuilds it with
+              ``network_from_state(config, tensors, device)``.
     """
 
     config: dict = field(default_factory=dict)
     arrays: dict = field(default_factory=dict)
-    estimators: dict = field(default_factory=dict)
+    files: dict = field(default_factory=dict)
     network: Any = None
 
 
@@ -60,17 +67,5 @@ class Stage(Protocol):
     @classmethod
     def from_state(cls, state: StageState) -> Stage: ...
 
-
-# The class of each kind of stage, imported only when a model uses it (torch for "cnn").
-STAGE_CLASSES = {
-    "mean": ("posemachines.stages.mean", "MeanPoseStage"),
-    "forest": ("posemachines.stages.forest", "ForestStage"),
-    "cnn": ("posemachines.stages.cnn", "CPMStage"),
-}
-
-
-def stage_class(kind: str):
-    if kind not in STAGE_CLASSES:
-        raise PoseMachinesError(f"unknown stage kind {kind!r}; known: {sorted(STAGE_CLASSES)}")
-    module, name = STAGE_CLASSES[kind]
-    return getattr(importlib.import_module(module), name)
+    # Optional: ``parameter_count()``, the numbers it learned beyond its arrays and network
+    # (a forest's tree nodes), for ``pm inspect``.

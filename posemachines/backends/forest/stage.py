@@ -7,9 +7,10 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from scipy import ndimage
 
-from ..features.context import context_parts
-from ..features.image import dense_image_features, lab_image, location_colour
-from . import StageState
+from ...stage import StageFile, StageState
+from .features.context import context_parts
+from .features.image import dense_image_features, lab_image, location_colour
+from .files import SUFFIX, forest_bytes, read_forest
 
 
 def image_features(crops: np.ndarray, config: dict, cache: dict) -> list[tuple]:
@@ -125,6 +126,9 @@ class ForestStage:
     kind = "forest"
 
     def __init__(self, forest, config: dict, part_forest=None):
+        for f in (forest, part_forest):
+            if f is not None:
+                f.n_jobs = 1  # prediction goes through _predict_proba, not joblib
         self.forest_ = forest
         self.part_forest_ = part_forest
         self.config_ = dict(config)
@@ -150,16 +154,20 @@ class ForestStage:
     def config(self) -> dict:
         return self.config_
 
+    def parameter_count(self) -> int:
+        """Tree nodes: what the forests learned."""
+        forests = [f for f in (self.forest_, self.part_forest_) if f is not None]
+        return sum(tree.tree_.node_count for f in forests for tree in f.estimators_)
+
     def state(self) -> StageState:
-        estimators = {"joints": self.forest_}
+        """The joint level's forest in the manifest's ``file``, the part level's in
+        ``part_file``."""
+        files = {"file": StageFile(SUFFIX, forest_bytes(self.forest_))}
         if self.part_forest_ is not None:
-            estimators["parts"] = self.part_forest_
-        return StageState(config=self.config_, estimators=estimators)
+            files["part_file"] = StageFile("parts." + SUFFIX, forest_bytes(self.part_forest_))
+        return StageState(config=self.config_, files=files)
 
     @classmethod
     def from_state(cls, state: StageState) -> ForestStage:
-        forest, part_forest = state.estimators["joints"], state.estimators.get("parts")
-        for f in (forest, part_forest):
-            if f is not None:
-                f.n_jobs = 1  # prediction goes through _predict_proba, not joblib
-        return cls(forest, state.config, part_forest)
+        forests = {k: read_forest(f.name, f.data) for k, f in state.files.items()}
+        return cls(forests["file"], state.config, forests.get("part_file"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import StageState
+from ...stage import StageState
 
 
 class MeanPoseStage:
