@@ -84,6 +84,7 @@ def evaluate(
     otherwise; the scores are recorded in its manifest.
     """
     from posemachines.comparison import load_entry, score_entry
+
     if batch_size < 1:
         raise PoseMachinesError(f"--batch-size must be at least 1, got {batch_size}")
     if save_predictions:
