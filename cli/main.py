@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 
 import click
-import numpy as np
 
 from posemachines.errors import PoseMachinesError
 
@@ -118,13 +117,9 @@ def evaluate(
     )
     doc = result.to_dict()
     if save_predictions:
-        from posemachines.model import Predictions
         from posemachines.predictions import write_predictions
 
-        confidence = np.zeros(preds.shape[:3])
-        write_predictions(
-            save_predictions, Predictions(preds, confidence, data.names), data.skeleton
-        )
+        write_predictions(save_predictions, preds, data.skeleton)
     if entry.model is not None:
         record_scores(model, entry.manifest, data, tta, result)
     if result.skipped_images:

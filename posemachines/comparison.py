@@ -15,7 +15,7 @@ import numpy as np
 from .data import PoseDataset, SkippedImages, iter_samples
 from .errors import PoseMachinesError
 from .evaluation import EvaluationResult, score_keypoints
-from .model import PoseModel, backend_of
+from .model import PoseModel, Predictions, backend_of
 from .tta import NO_TTA, TestTimeAugmentation
 
 
@@ -78,8 +78,10 @@ def score_entry(
     progress: bool = False,
     one_based: bool = True,
     tta: TestTimeAugmentation = NO_TTA,
-) -> tuple[EvaluationResult, np.ndarray]:
-    """Evaluate an entry on ``dataset``; returns the result and keypoints (T, N, P, 2).
+) -> tuple[EvaluationResult, Predictions]:
+    """Evaluate an entry on ``dataset``; returns the result and the predictions: keypoints
+    (T, N, P, 2) and, for a model, each joint's confidence (the belief at its peak; 0 for a
+    prediction file, which holds none).
 
     ``tta`` applies to models; prediction files are scored as they are.
     """
@@ -90,14 +92,16 @@ def score_entry(
         predictions = entry.model.predict(
             dataset, batch_size=batch_size, on_bad_image=on_bad_image, progress=progress, tta=tta
         )
-        preds, skipped = predictions.keypoints, predictions.skipped.names
+        skipped = predictions.skipped.names
         scores = predictions.confidence.mean(-1)  # (T, N): ranks the people for OKS AP
         protocol = dataset.protocol
     else:
-        preds = read_predictions(
+        keypoints = read_predictions(
             entry.path, dataset.skeleton, len(dataset), one_based, names=dataset.names
         )
+        predictions = Predictions(keypoints, np.zeros(keypoints.shape[:3]), list(dataset.names))
         protocol = "external"
+    preds = predictions.keypoints
     result = score_keypoints(
         preds,
         dataset.joints,
@@ -112,7 +116,7 @@ def score_entry(
     if entry.model is not None:
         result.test_time_augmentation = tta.to_dict()
     result.skipped_images = list(skipped)
-    return result, preds
+    return result, predictions
 
 
 def time_model(
@@ -297,7 +301,8 @@ def compare_entries(
     check_comparable(entries, data)
     rows, skipped = [], set()
     for e in entries:
-        result, preds = score_entry(e, data, on_bad_image=on_bad_image, tta=tta)
+        result, predictions = score_entry(e, data, on_bad_image=on_bad_image, tta=tta)
+        preds = predictions.keypoints
         skipped |= set(result.skipped_images)
         row = {
             "label": e.label,

@@ -170,3 +170,24 @@ def test_predict_on_a_video_with_boxes(mean_model_dir, tmp_path, synthetic_test)
     doc = json.loads((out / "keypoints.json").read_text())
     assert [r["image_id"] for r in doc["results"]] == [f"clip.mp4#{k:06d}" for k in range(4)]
     assert (out / "clip_overlay.mp4").stat().st_size > 0
+
+
+def test_saved_predictions_carry_each_joints_confidence(tmp_path, forest_model_dir):
+    """`pm evaluate --save-predictions` writes the belief at each joint's peak, every stage,
+    as the Python API predicts it (it wrote zeros before)."""
+    import json
+
+    import numpy as np
+
+    from posemachines.data import load_dataset
+    from posemachines.model import load_model
+
+    out = tmp_path / "p.json"
+    run("evaluate", forest_model_dir, "--dataset", "synthetic", "--synthetic-size", "6",
+        "--save-predictions", out, "--json")  # fmt: skip
+    saved = np.array(json.loads(out.read_text())["confidence"], dtype=float)
+    test = load_dataset("synthetic", "test", size=6, seed=0)
+    expected = load_model(forest_model_dir).predict(test).confidence
+    assert saved.shape == expected.shape == (2, 6, 14)
+    np.testing.assert_allclose(saved, expected, rtol=1e-6)
+    assert (saved > 0).all() and (saved <= 1).all()
