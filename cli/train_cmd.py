@@ -59,10 +59,12 @@ def backend_parameters() -> list[click.Option]:
 def _option(name: str, settings: type, how, owners: list[str]) -> click.Option:
     from dataclasses import fields
 
+    from posemachines.backends import flag_of
+
     annotation = next(f.type for f in fields(settings) if f.name == name)
     # "int | None" under postponed annotations, the class itself otherwise
     annotation = annotation.__name__ if isinstance(annotation, type) else str(annotation)
-    flag = how.flag or "--" + name.replace("_", "-")
+    flag = flag_of(name, how)
     help_text = f"[{', '.join(owners)}] {how.help}"
     if "bool" in annotation:
         if how.negative:

@@ -12,10 +12,10 @@ model.save("runs/my-forest")
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
-from .backends import TrainingRun, backends, get_backend, options_of
+from .backends import TrainingRun, backends, field_names, flag_of, get_backend, options_of
 from .data import PoseDataset
 from .errors import PoseMachinesError
 from .evaluation import EvaluationResult
@@ -53,7 +53,8 @@ class TrainingPlan:
 def plan_training(backend: str, *, folds: int | None = None, seed: int = 0, **options):
     """Check ``options`` against the settings of ``backend`` (or of every kind of part of a
     stack) and build those settings; an option no part uses is an error naming it."""
-    if ":" in backend:
+    stack = ":" in backend
+    if stack:
         from .backends.stack import parse_stack
 
         kinds = list(dict.fromkeys(part.kind for part in parse_stack(backend)))
@@ -63,12 +64,12 @@ def plan_training(backend: str, *, folds: int | None = None, seed: int = 0, **op
     else:
         kinds, target = [get_backend(backend).name], f"--backend {backend}"
     given = {k: v for k, v in options.items() if v is not None}
-    fields_of = {kind: _field_names(get_backend(kind).settings) for kind in kinds}
-    if folds is not None and ":" not in backend:
+    fields_of = {kind: field_names(get_backend(kind).settings) for kind in kinds}
+    if folds is not None and not stack:
         if "folds" not in fields_of[backend]:
             raise PoseMachinesError(f"--folds does not apply to {target}")
         given["folds"] = folds
-    if folds is not None and folds < (1 if ":" in backend else 2):
+    if folds is not None and folds < (1 if stack else 2):
         raise PoseMachinesError(
             f"--folds must be at least 2 (or 1 for a stack without cross-fitting), got {folds}"
         )
@@ -83,9 +84,9 @@ def plan_training(backend: str, *, folds: int | None = None, seed: int = 0, **op
         if "seed" in fields_of[kind]:
             mine.setdefault("seed", seed)
         settings[kind] = get_backend(kind).make_settings(**mine)
-    if ":" in backend and any(getattr(s, "packed", None) for s in settings.values()):
+    if stack and any(getattr(s, "packed", None) for s in settings.values()):
         raise PoseMachinesError("--stack trains from a dataset, not a --data pack")
-    return TrainingPlan(backend, settings, (folds or 3) if ":" in backend else None)
+    return TrainingPlan(backend, settings, (folds or 3) if stack else None)
 
 
 def run_training(plan: TrainingPlan, dataset: PoseDataset | None, run: TrainingRun):
@@ -134,22 +135,18 @@ def train(
     return run_training(plan, dataset, run)
 
 
-def _field_names(settings: type) -> set[str]:
-    return {f.name for f in fields(settings)}
-
-
 def _flag(name: str) -> str:
     """The command-line spelling of a setting, as errors name it."""
     for backend in backends().values():
         for field_name, how, _ in options_of(backend.settings):
             if field_name == name:
-                flag = how.flag or "--" + name.replace("_", "-")
+                flag = flag_of(name, how)
                 return f"{flag}/{how.negative}" if how.negative else flag
-    return "--" + name.replace("_", "-")
+    return flag_of(name)
 
 
 def _owner_hint(names: list[str]) -> str:
-    owners = [n for n, b in backends().items() if set(names) <= _field_names(b.settings)]
+    owners = [n for n, b in backends().items() if set(names) <= field_names(b.settings)]
     return f" (it is for --backend {owners[0]})" if len(owners) == 1 else ""
 
 

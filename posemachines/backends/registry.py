@@ -3,13 +3,13 @@
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from ..errors import PoseMachinesError
+from ..plugins import load_entry_points, resolve
 
 OPTION = "posemachines.option"  # the key of a field's command-line description in its metadata
 
@@ -61,12 +61,12 @@ class Backend:
     summary: str = ""
 
     def trainer_class(self) -> type:
-        return _resolve(self.trainer)
+        return resolve(self.trainer)
 
     def make_settings(self, **options) -> Any:
         """Settings from options (None = the default), every range and the backend's own
         checks applied."""
-        known = {f.name for f in fields(self.settings)}
+        known = field_names(self.settings)
         unknown = sorted(set(options) - known)
         if unknown:
             raise PoseMachinesError(
@@ -120,7 +120,10 @@ def unregister_backend(name: str) -> None:
 
 def backends() -> dict[str, Backend]:
     """Every registered backend by name, plugins included."""
-    _load_plugins()
+    global _PLUGINS_LOADED
+    if not _PLUGINS_LOADED:
+        _PLUGINS_LOADED = True
+        load_entry_points("posemachines.backends")
     return dict(_BACKENDS)
 
 
@@ -135,12 +138,22 @@ def stage_class(kind: str) -> type:
     """The class of the stages a manifest calls ``kind``."""
     for backend in backends().values():
         if kind in backend.stages:
-            return _resolve(backend.stages[kind])
+            return resolve(backend.stages[kind])
     kinds = sorted(k for b in backends().values() for k in b.stages)
     raise PoseMachinesError(
         f"unknown stage kind {kind!r} (known: {', '.join(kinds)}); is the package that "
         "registers it installed?"
     )
+
+
+def field_names(settings) -> set[str]:
+    """The fields of a settings dataclass (or of one of its values)."""
+    return {f.name for f in fields(settings)}
+
+
+def flag_of(name: str, how: Option | None = None) -> str:
+    """The command-line spelling of setting ``name``: its option's flag, else ``--the-name``."""
+    return (how.flag if how is not None else None) or "--" + name.replace("_", "-")
 
 
 def options_of(settings: type) -> list[tuple[str, Option, Any]]:
@@ -172,7 +185,7 @@ def check_ranges(settings: Any) -> None:
         value = getattr(settings, name)
         if value is None or isinstance(value, bool):
             continue
-        flag = how.flag or "--" + name.replace("_", "-")
+        flag = flag_of(name, how)
         if how.choices is not None and value not in how.choices:
             raise PoseMachinesError(
                 f"{flag} must be one of {', '.join(map(str, how.choices))}, got {value!r}"
@@ -191,7 +204,7 @@ def stack_settings(settings: Any, stages: int, codec, on_beliefs: bool) -> Any:
     ``stages``, ``input_size``, ``stride`` and ``sigma`` are replaced where it has them."""
     if hasattr(settings, "for_stack"):
         return settings.for_stack(stages, codec, on_beliefs)
-    names = {f.name for f in fields(settings)}
+    names = field_names(settings)
     wanted = {
         "stages": stages,
         "input_size": codec.input_size,
@@ -199,28 +212,3 @@ def stack_settings(settings: Any, stages: int, codec, on_beliefs: bool) -> Any:
         "sigma": codec.sigma,
     }
     return replace(settings, **{k: v for k, v in wanted.items() if k in names})
-
-
-def _resolve(target: type | str | Callable) -> Any:
-    if not isinstance(target, str):
-        return target
-    module, _, name = target.partition(":")
-    return getattr(importlib.import_module(module), name)
-
-
-def _load_plugins() -> None:
-    """Import the modules that other installed packages name in the ``posemachines.backends``
-    entry-point group; one that fails to import is named in one line."""
-    global _PLUGINS_LOADED
-    if _PLUGINS_LOADED:
-        return
-    _PLUGINS_LOADED = True
-    from importlib.metadata import entry_points
-
-    for point in entry_points(group="posemachines.backends"):
-        try:
-            point.load()
-        except Exception as exc:  # a broken plugin must not take the built-in backends down
-            import warnings
-
-            warnings.warn(f"backend plugin {point.name!r} not loaded: {exc}", stacklevel=2)

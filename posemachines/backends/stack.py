@@ -20,7 +20,7 @@ from __future__ import annotations
 import io
 import shutil
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +32,7 @@ from ..model import PoseModel, TrainingRecord, backend_of
 from ..targets import BeliefCodec
 from ..training import background_beliefs, crop_pck
 from ..training.checkpoint import Checkpoint
-from .registry import TrainingRun, get_backend, stack_settings
+from .registry import TrainingRun, field_names, get_backend, stack_settings
 
 
 @dataclass(frozen=True)
@@ -91,8 +91,9 @@ def train_stack(dataset, spec: str, settings: dict, run: TrainingRun, folds: int
         raise PoseMachinesError(f"{folds} folds need at least {folds} images")
     start = time.time()
     plan = _Plan.make(dataset, parts, settings, run.seed, folds)
+    described = {kind: _settings_dict(s) for kind, s in settings.items()}
     identity = {"stack": spec, "folds": folds, "seed": run.seed, "dataset": dataset.describe()}
-    identity.update({kind: _settings_dict(s) for kind, s in settings.items()})
+    identity.update(described)
     stages, below, summary, skipped = [], None, [], []
     for i, part in enumerate(parts):
         folder = Path(run.out_dir) / "parts" / f"{i + 1}-{part.kind}"
@@ -116,8 +117,7 @@ def train_stack(dataset, spec: str, settings: dict, run: TrainingRun, folds: int
     for i, part in enumerate(parts):  # the stack's model holds every part now
         shutil.rmtree(Path(run.out_dir) / "parts" / f"{i + 1}-{part.kind}" / "finished", True)
     model = PoseModel(backend_of(stages), dataset.skeleton, plan.codec, stages)
-    record_settings = {"stack": ",".join(map(str, parts)), "folds": folds}
-    record_settings.update({kind: _settings_dict(s) for kind, s in settings.items()})
+    record_settings = {"stack": ",".join(map(str, parts)), "folds": folds, **described}
     model.record = TrainingRecord.for_dataset(
         dataset,
         run.seed,
@@ -163,7 +163,7 @@ def _resolved(settings, dataset, folds: int):
     stack's)."""
     if hasattr(settings, "resolved"):
         settings = settings.resolved(dataset)
-    if "folds" in {f.name for f in fields(settings)}:
+    if "folds" in field_names(settings):
         settings = replace(settings, folds=max(folds, 2))
     return settings
 

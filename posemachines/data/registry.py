@@ -17,7 +17,6 @@ through the ``posemachines.datasets`` entry-point group or by calling ``register
 
 from __future__ import annotations
 
-import importlib
 import os
 import urllib.parse
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import PoseMachinesError
+from ..plugins import load_entry_points, resolve
 
 DATA_ROOT_ENV = "POSEMACHINES_DATA"
 
@@ -61,13 +61,13 @@ class DatasetInfo:
         return self.splits_present is None
 
     def loader(self) -> Callable:
-        return _resolve(self.load)
+        return resolve(self.load)
 
     def present(self, folder: Path) -> tuple[str, ...]:
         """The splits ``folder`` holds (every split of a built-in dataset)."""
         if self.built_in:
             return self.splits
-        return tuple(_resolve(self.splits_present)(Path(folder)))
+        return tuple(resolve(self.splits_present)(Path(folder)))
 
 
 _DATASETS: dict[str, DatasetInfo] = {}
@@ -104,7 +104,7 @@ def datasets() -> dict[str, DatasetInfo]:
     global _PLUGINS_LOADED
     if not _PLUGINS_LOADED:
         _PLUGINS_LOADED = True
-        _load_plugins("posemachines.datasets")
+        load_entry_points("posemachines.datasets")
     return dict(_DATASETS)
 
 
@@ -131,24 +131,6 @@ def find_data_root(data_root: str | Path | None = None) -> tuple[Path, str]:
             raise PoseMachinesError(f"${DATA_ROOT_ENV}={env} does not exist or is not a directory")
         return root, f"${DATA_ROOT_ENV}"
     return default_cache_dir() / "data", "cache directory"
-
-
-def _resolve(target):
-    if not isinstance(target, str):
-        return target
-    module, _, name = target.partition(":")
-    return getattr(importlib.import_module(module), name)
-
-
-def _load_plugins(group: str) -> None:
-    import warnings
-    from importlib.metadata import entry_points
-
-    for point in entry_points(group=group):
-        try:
-            point.load()
-        except Exception as exc:  # a broken plugin must not take the built-in datasets down
-            warnings.warn(f"{group} plugin {point.name!r} not loaded: {exc}", stacklevel=2)
 
 
 # -- the built-in datasets ------------------------------------------------------------------------
