@@ -88,7 +88,8 @@ def data_options(default_split: str):
                 "--synthetic-size",
                 type=int,
                 default=None,
-                help="Number of synthetic images in the split (train 400, test 100).",
+                help="Number of synthetic images in the split (synthetic: train 400, test "
+                "100; synthetic-crowd: train 800, test 100).",
             ),
             click.option(
                 "--protocol",

@@ -15,6 +15,7 @@ from .common import (
     overwrite_option,
     tta_options,
 )
+from .people_opts import people_options
 
 
 @click.command()
@@ -36,6 +37,7 @@ from .common import (
     show_default=True,
     help="Show each stack (--stack) beside its lower parts, made from the same model.",
 )
+@people_options(min_score=0.0)
 @friendly_errors
 def compare(
     entries,
@@ -54,6 +56,9 @@ def compare(
     scales,
     timing_images,
     parts,
+    people,
+    boxes,
+    min_box_score,
 ):
     """Evaluate models and prediction files side by side and write an HTML/Markdown/JSON report.
 
@@ -81,6 +86,9 @@ def compare(
         overwrite=overwrite,
         parts=parts,
         on_bad_annotation=on_bad_annotation,
+        people=people,
+        boxes=boxes,
+        min_box_score=min_box_score,
     )
     click.echo(f"report written to {report}/report.html")
 

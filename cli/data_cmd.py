@@ -118,7 +118,7 @@ def pack(
     parts = []
     for spec in datasets:
         name, _, split = spec.partition(":")
-        options = {"size": synthetic_size} if name == "synthetic" else {}
+        options = {"size": synthetic_size} if name.startswith("synthetic") else {}
         parts.append(load_dataset(name, split or "train", data_root, **options))
     info = pack_datasets(
         parts,

@@ -23,6 +23,14 @@ from .common import (
     report_skipped,
     tta_options,
 )
+from .people_opts import (
+    evaluate_people_model,
+    format_detected,
+    is_people_model,
+    people_options,
+    people_source,
+    report_boxes,
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -56,8 +64,10 @@ def cli():
     "--save-predictions",
     type=click.Path(dir_okay=False),
     default=None,
-    help="Also write every stage's keypoints to this JSON file.",
+    help="Also write every stage's keypoints to this JSON file (with --people or --boxes: "
+    "COCO's keypoint results, for the official scorer).",
 )
+@people_options(min_score=0.0)
 @friendly_errors
 def evaluate(
     model,
@@ -76,25 +86,30 @@ def evaluate(
     scales,
     zero_based,
     save_predictions,
+    people,
+    boxes,
+    min_box_score,
 ):
     """Score MODEL (a model directory, or a .mat/.json prediction file) on a dataset split.
 
     A model directory is evaluated on the dataset it was trained on unless --dataset says
-    otherwise; the scores are recorded in its manifest.
+    otherwise; the scores are recorded in its manifest. With --people or --boxes, a pose for
+    every person box of every image, scored as COCO's keypoint benchmark (detected boxes:
+    OKS-NMS, box score x joint confidence, pycocotools' AP); a people model as MODEL is
+    scored by its box AP@0.5 and recall.
     """
-    from posemachines.comparison import load_entry, score_entry
-
     if batch_size < 1:
         raise PoseMachinesError(f"--batch-size must be at least 1, got {batch_size}")
-    if save_predictions:
-        from posemachines.predictions import check_replaceable
-
-        check_replaceable(save_predictions)  # before the work, not after it
-    tta = make_tta(flip, scales)
-    entry = load_entry(model, device_name(device))
-    name = dataset or (entry.model and entry.model.record.dataset_name) or "synthetic"
-    if name == "packed":
-        raise PoseMachinesError("this model was trained from a packed cache: pass --dataset")
+    if is_people_model(model):
+        if people or boxes:
+            raise PoseMachinesError(
+                f"{model} is a people model: --people and --boxes go with a pose model"
+            )
+        name, entry = dataset or "synthetic-crowd", None
+    else:
+        source, label = people_source(people, boxes, min_box_score, device_name(device))
+        tta = make_tta(flip, scales)
+        entry, name = _pose_entry(model, dataset, device, save_predictions)
     data = load_data(
         name,
         split,
@@ -104,8 +119,24 @@ def evaluate(
         images=images,
         on_bad_annotation=on_bad_annotation,
     )
+    if entry is None:
+        return evaluate_people_model(model, data, device_name(device), as_json)
     if entry.model is not None:
         entry.model.check_dataset(data)
+    if source is not None:
+        options = (tta, batch_size, on_bad_image, as_json, save_predictions)
+        return evaluate_detected_cmd(model, entry, data, source, label, *options)
+    _score_on_given_boxes(
+        model, entry, data, tta, batch_size, on_bad_image, as_json, zero_based, save_predictions
+    )
+
+
+def _score_on_given_boxes(
+    model, entry, data, tta, batch_size, on_bad_image, as_json, zero_based, save_predictions
+) -> None:
+    """Score an entry on the dataset's own person boxes (its protocol) and print it."""
+    from posemachines.comparison import score_entry
+
     result, preds = score_entry(
         entry,
         data,
@@ -132,6 +163,59 @@ def evaluate(
         click.echo(json.dumps(doc))
         return
     click.echo(format_result(doc))
+
+
+def _pose_entry(model, dataset, device, save_predictions):
+    """The entry to score (a pose model or a prediction file) and the dataset to score it
+    on; a file ``--save-predictions`` may not replace is refused first."""
+    from posemachines.comparison import load_entry
+
+    if save_predictions:
+        from posemachines.predictions import check_replaceable
+
+        check_replaceable(save_predictions)  # before the work, not after it
+    entry = load_entry(model, device_name(device))
+    name = dataset or (entry.model and entry.model.record.dataset_name) or "synthetic"
+    if name == "packed":
+        raise PoseMachinesError("this model was trained from a packed cache: pass --dataset")
+    return entry, name
+
+
+def evaluate_detected_cmd(
+    path, entry, data, source, label, tta, batch_size, on_bad_image, as_json, save_to
+) -> None:
+    """``pm evaluate MODEL --people/--boxes``: COCO's detected-box protocol."""
+    from posemachines.detected_boxes import evaluate_detected
+    from posemachines.files import atomic_write_json
+    from posemachines.io import update_manifest
+
+    if entry.model is None:
+        raise PoseMachinesError("--people and --boxes need a model directory, not predictions")
+    result = evaluate_detected(
+        entry.model,
+        data,
+        source,
+        label,
+        tta=tta,
+        batch_size=batch_size,
+        on_bad_image=on_bad_image,
+        progress=not as_json,
+    )
+    report_boxes(source)
+    if result.skipped:
+        report_skipped(result.skipped.summary() + "; their people count as missed")
+    if save_to:
+        atomic_write_json(save_to, result.results)
+    doc = {"dataset": data.name, "split": data.split, **result.to_dict()}
+    key = f"{data.name}:{data.split}:detected" + (
+        "" if tta.is_identity else f":tta={tta.describe()}"
+    )
+    evaluations = {**entry.manifest.get("evaluations", {}), key: doc}
+    try:
+        update_manifest(path, evaluations=evaluations)
+    except OSError as exc:
+        echo_err(f"the scores are not recorded in {path}/manifest.json ({exc.strerror or exc})")
+    click.echo(json.dumps(doc) if as_json else format_detected(doc, f"{data.name}:{data.split}"))
 
 
 def record_scores(model, manifest: dict, data, tta, result) -> None:

@@ -6,6 +6,8 @@ import math
 
 import click
 
+from posemachines.errors import PoseMachinesError
+
 from .common import (
     device_name,
     device_option,
@@ -16,6 +18,7 @@ from .common import (
     report_skipped,
     tta_options,
 )
+from .people_opts import people_options, people_source, report_boxes
 
 
 @click.command()
@@ -43,12 +46,7 @@ from .common import (
     default=None,
     help="Side of the person box in pixels (default: the longer image side).",
 )
-@click.option(
-    "--boxes",
-    type=click.Path(exists=True, dir_okay=False),
-    default=None,
-    help="JSON {image name: [x, y, w, h]} giving each image's person box.",
-)
+@people_options(min_score=0.3)
 @click.option("--no-overlays", is_flag=True, help="Write keypoints only.")
 @overwrite_option
 @device_option
@@ -61,7 +59,9 @@ def predict(
     out,
     centre,
     box_side,
+    people,
     boxes,
+    min_box_score,
     no_overlays,
     overwrite,
     device,
@@ -71,22 +71,19 @@ def predict(
 ):
     """Predict keypoints with MODEL for image files, folders of images and videos.
 
-    Writes OUT/keypoints.json (COCO-results style: image_id, flat [x, y, score] keypoints,
-    0-based pixels) and overlays with the skeleton drawn (right limbs red, left blue):
-    OUT/NAME.png per image, OUT/NAME_overlay.mp4 per video (needs posemachines[video]).
+    One person per image (the whole image, or --centre/--box-side), or with --people or
+    --boxes every person found: a pose for every box. Writes OUT/keypoints.json (COCO's
+    keypoint results: one entry per person with image_id, flat [x, y, confidence]
+    keypoints in 0-based pixels, score, bbox; track_id in videos) and overlays with the
+    skeletons drawn (right limbs red, left blue): OUT/NAME.png per image,
+    OUT/NAME_overlay.mp4 per video (needs posemachines[video]).
     OUT may be new, empty or an earlier prediction folder (else --overwrite, which still
     replaces only files posemachines wrote there); if the command fails, the files it wrote
     are removed again.
     """
     from posemachines.data import SkippedImages
     from posemachines.files import claim
-    from posemachines.inference import (
-        OverlayWriter,
-        coco_results,
-        collect_inputs,
-        load_boxes,
-        predict_files,
-    )
+    from posemachines.inference import OverlayWriter, collect_inputs, predict_files
     from posemachines.model import load_model
     from posemachines.runs import check_output_folder, output_folder
 
@@ -95,11 +92,13 @@ def predict(
     if centre is not None and not all(math.isfinite(v) for v in centre):
         raise click.ClickException(f"--centre must be two finite numbers, got {centre}")
     tta = make_tta(flip, scales)
+    finder, _ = people_source(people, boxes, min_box_score, device_name(device))
+    if finder is not None and (centre is not None or box_side is not None):
+        raise PoseMachinesError("--centre and --box-side are for one person, not --people/--boxes")
     check_output_folder(out, "predict", overwrite)
     pose_model = load_model(model, device_name(device))
     files = collect_inputs(inputs)
-    box_map = load_boxes(boxes) if boxes else None
-    names, kps, confs, skipped = [], [], [], SkippedImages()
+    results, images, skipped = [], 0, SkippedImages()
     with output_folder(out, "predict", overwrite=overwrite) as out_dir:
         overlays = OverlayWriter(out_dir, pose_model.skeleton)
         # Every file this command will write is claimed first: a name taken by a file of the
@@ -108,29 +107,30 @@ def predict(
         for source in files if not no_overlays else ():
             claim(overlays.path_for(source))
         try:
-            for source, name, image, kp, conf in predict_files(
+            for path, name, image, found in predict_files(
                 pose_model,
                 files,
-                boxes=box_map,
+                people=finder,
                 centre=centre,
                 box_side=box_side,
                 tta=tta,
                 on_bad_image=on_bad_image,
                 skipped=skipped,
             ):
-                names.append(name)
-                kps.append(kp)
-                confs.append(conf)
+                images += 1
+                results += [person.to_coco(name) for person in found]
                 if not no_overlays:
-                    overlays.add(source, name, image, kp)
+                    overlays.add(path, name, image, found)
             overlays.close()
-            results = coco_results(names, kps, confs)
             write_keypoints(out_dir / "keypoints.json", pose_model, tta, skipped, results)
         except BaseException:
             overlays.discard()
             raise
     report_skipped(skipped)
-    click.echo(f"{len(results)} image(s): keypoints in {out_dir / 'keypoints.json'}")
+    report_boxes(finder)
+    click.echo(
+        f"{images} image(s), {len(results)} people: keypoints in {out_dir / 'keypoints.json'}"
+    )
 
 
 def write_keypoints(path, model, tta, skipped, results) -> None:

@@ -45,18 +45,19 @@ def backend_parameters() -> list[click.Option]:
             help=f"{names}. Default: forest. A pure stack: --backend cnn is --stack cnn:T.",
         )
     ]
-    seen: dict[str, list[str]] = {}
+    helps: dict[str, dict[str, list[str]]] = {}  # option -> its help -> the backends saying it
     specs = {}
     for backend in known.values():
         for name, how, _ in options_of(backend.settings):
-            seen.setdefault(name, []).append(backend.name)
+            helps.setdefault(name, {}).setdefault(how.help, []).append(backend.name)
             specs.setdefault(name, (backend.settings, how))
     for name, (settings, how) in specs.items():
-        params.append(_option(name, settings, how, seen[name]))
+        text = " ".join(f"[{', '.join(owners)}] {h}" for h, owners in helps[name].items())
+        params.append(_option(name, settings, how, text))
     return params
 
 
-def _option(name: str, settings: type, how, owners: list[str]) -> click.Option:
+def _option(name: str, settings: type, how, help_text: str) -> click.Option:
     from dataclasses import fields
 
     from posemachines.backends import flag_of
@@ -65,7 +66,6 @@ def _option(name: str, settings: type, how, owners: list[str]) -> click.Option:
     # "int | None" under postponed annotations, the class itself otherwise
     annotation = annotation.__name__ if isinstance(annotation, type) else str(annotation)
     flag = flag_of(name, how)
-    help_text = f"[{', '.join(owners)}] {how.help}"
     if "bool" in annotation:
         if how.negative:
             return click.Option([f"{flag}/{how.negative}", name], default=None, help=help_text)
@@ -140,6 +140,7 @@ def train(**options):
     from posemachines.api import plan_training, run_training
     from posemachines.backends import TrainingRun
     from posemachines.io import save_model
+    from posemachines.model import PoseModel
     from posemachines.parallel import dask_backend
     from posemachines.runs import check_output_folder, output_folder
 
@@ -182,7 +183,10 @@ def train(**options):
         if model is None:  # a non-zero rank under torchrun: rank 0 writes
             return
         model.record.command = " ".join(["pm"] + sys.argv[1:])
-        save_model(model, out_dir)
+        if isinstance(model, PoseModel):
+            save_model(model, out_dir)
+        else:  # a model of its own kind (the people model) writes its own folder
+            model.save(out_dir)
         if not plan.keeps_checkpoint():
             shutil.rmtree(Path(out_dir) / "checkpoint", ignore_errors=True)
     skipped = model.record.skipped_images

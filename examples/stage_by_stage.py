@@ -10,8 +10,8 @@ import sys
 import numpy as np
 
 from posemachines.data import read_image
-from posemachines.inference import make_sample
 from posemachines.model import load_model
+from posemachines.multiperson import make_sample
 
 
 def main(model_dir: str, image_path: str):

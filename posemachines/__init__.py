@@ -7,6 +7,8 @@ The public surface (see the README's "Python" section)::
     load_model(path)                        -> PoseModel
     PoseModel.predict(images or dataset)    -> Predictions (keypoints per stage)
     PoseModel.save(path)
+    predict_people(model, images, people= or boxes=) -> [[Person, ...] per image]
+    load_people_model(path)                 -> PeopleModel (finds people: .detect(images))
     evaluate(model, dataset)                -> EvaluationResult
     compare(entries, dataset)               -> report folder
     TestTimeAugmentation(flip, scales)
@@ -24,6 +26,8 @@ _PUBLIC = {
     "train": "posemachines.api",
     "evaluate": "posemachines.api",
     "compare": "posemachines.api",
+    "predict_people": "posemachines.api",
+    "load_people_model": "posemachines.backends.people.model",
     "load_model": "posemachines.model",
     "PoseModel": "posemachines.model",
     "Predictions": "posemachines.model",

@@ -15,6 +15,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from .backends import TrainingRun, backends, field_names, flag_of, get_backend, options_of
 from .data import PoseDataset
 from .errors import PoseMachinesError
@@ -135,6 +137,29 @@ def train(
     return run_training(plan, dataset, run)
 
 
+def people_source(people=None, boxes=None, min_box_score: float = 0.0, device: str = "cpu"):
+    """(a people source, its label for the reader) from a people model (a folder or a loaded
+    one) or a detections file; None when neither is given."""
+    if people is not None and boxes is not None:
+        raise PoseMachinesError("give people or boxes, not both")
+    if not 0 <= min_box_score <= 1:
+        raise PoseMachinesError(f"--min-box-score must be between 0 and 1, got {min_box_score}")
+    if boxes is not None:
+        from .boxes import read_detections
+
+        return read_detections(boxes, min_box_score), f"detected boxes ({boxes})"
+    if people is None:
+        return None
+    from .multiperson import PeopleFinder
+
+    if isinstance(people, (str, Path)):
+        from .backends.people.model import load_people_model
+
+        label = f"detected boxes (people model {people})"
+        return PeopleFinder(load_people_model(people, device), min_box_score), label
+    return PeopleFinder(people, min_box_score), "detected boxes (people model)"
+
+
 def _flag(name: str) -> str:
     """The command-line spelling of a setting, as errors name it."""
     for backend in backends().values():
@@ -168,6 +193,40 @@ def evaluate(
     return result
 
 
+def predict_people(
+    model: PoseModel,
+    images,
+    *,
+    people=None,
+    boxes=None,
+    min_box_score: float = 0.3,
+    tta: TestTimeAugmentation = NO_TTA,
+    batch_size: int = 32,
+) -> list:
+    """Every person in each image (arrays (H, W, 3) uint8 or paths): a list of
+    ``multiperson.Person`` per image (box, score, keypoints and confidences of every stage),
+    from the boxes a people model (``people``: loaded or its folder) finds, or from
+    ``boxes``: a detections file, or per image a list of [x, y, w, h(, score)]."""
+    from .boxes import detections_from
+    from .data import read_image
+    from .multiperson import poses_for_boxes
+
+    images = [read_image(x) if isinstance(x, (str, Path)) else np.asarray(x) for x in images]
+    if isinstance(boxes, (list, tuple)):
+        if len(boxes) != len(images):
+            raise PoseMachinesError(f"{len(boxes)} box lists for {len(images)} images")
+        source = detections_from(dict(enumerate(boxes)), min_box_score)
+    else:
+        from .comparison import model_device
+
+        source, _ = people_source(people, boxes, min_box_score, model_device(model)) or (None, None)
+    if source is None:
+        raise PoseMachinesError("predict_people needs people (a people model) or boxes")
+    keys = [(k,) for k in range(len(images))]
+    found = source.find(images, keys)
+    return poses_for_boxes(model, images, found, tta=tta, batch_size=batch_size)
+
+
 def compare(
     entries,
     dataset: str | None = None,
@@ -186,12 +245,16 @@ def compare(
     overwrite=False,
     parts=True,
     on_bad_annotation="stop",
+    people=None,
+    boxes=None,
+    min_box_score=0.0,
 ) -> Path:
     """Compare model directories and prediction files as ``pm compare`` does: ``entries``
     (default: the latest run of each backend under ``runs_root``) scored on one dataset split,
     and the report folder written; returns its path. ``out`` must be new, empty or a
     previous report unless ``overwrite``; nothing is left behind when the comparison fails.
-    With ``parts``, each stack is shown beside its lower parts."""
+    With ``parts``, each stack is shown beside its lower parts. ``people`` (a people model's
+    folder) or ``boxes`` (a detections file) add every model's scores on detected boxes."""
     import sys
 
     from .comparison import compare_entries, default_entries, load_entry, lower_parts
@@ -239,6 +302,7 @@ def compare(
         on_bad_image=on_bad_image,
         timing_images=timing_images,
         device=device,
+        people=people_source(people, boxes, min_box_score, device),
     )
     command = " ".join(["pm"] + sys.argv[1:])
     return write_report(comparison, out, command, overwrite=overwrite, runs_root=runs_root)

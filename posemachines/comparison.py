@@ -293,8 +293,11 @@ def compare_entries(
     timing_images: int = 20,
     device: str = "cpu",
     n_examples: int = 4,
+    people=None,
 ) -> Comparison:
-    """Score and time every entry on ``data``; the tables and pictures of a report."""
+    """Score and time every entry on ``data``; the tables and pictures of a report. With
+    ``people`` (a people source and its label), every model is also scored on the boxes
+    it finds, by COCO's detected-box protocol."""
     from .crops import person_crop
     from .evaluation import torso_pck_by
 
@@ -325,6 +328,13 @@ def compare_entries(
             row["stages"] = e.model.num_stages
             row["train_seconds"] = e.model.record.seconds
             row["train_data"] = e.model.record.dataset or None
+            if people is not None:
+                from .detected_boxes import evaluate_detected
+
+                found = evaluate_detected(
+                    e.model, data, *people, tta=tta, on_bad_image=on_bad_image
+                )
+                row["detected"] = found.to_dict()
         rows.append(row)
     readable = np.array([name not in skipped for name in data.names])
     shown = np.flatnonzero(readable)

@@ -127,25 +127,41 @@ def object_keypoint_similarity(pred, gt, labelled, area, sigmas) -> np.ndarray:
 
 def average_precision(oks: np.ndarray, scores: np.ndarray, threshold: float) -> float:
     """COCO's AP at one OKS threshold for one prediction per ground-truth person (its own
-    box): predictions ranked by score, precision interpolated at 101 recall points."""
+    box)."""
     keep = np.isfinite(oks)
     oks, scores = oks[keep], np.asarray(scores, float)[keep]
     if not len(oks):
         return float("nan")
-    order = np.argsort(-scores, kind="mergesort")
-    tp = (oks[order] >= threshold).astype(float)
-    recall = np.cumsum(tp) / len(oks)
+    return ranked_ap(oks >= threshold, scores, len(oks))
+
+
+def ranked_ap(hits, scores, total: int) -> float:
+    """COCO's AP of predictions that are ``hits`` or not, ranked by ``scores``, among
+    ``total`` true objects: precision interpolated at 101 recall points."""
+    if total == 0:
+        return float("nan")
+    order = np.argsort(-np.asarray(scores, float), kind="mergesort")
+    tp = np.asarray(hits, float)[order]
+    if not len(tp):
+        return 0.0
+    recall = np.cumsum(tp) / total
     precision = np.cumsum(tp) / np.arange(1, len(tp) + 1)
     precision = np.maximum.accumulate(precision[::-1])[::-1]  # the envelope from the right
     at = np.searchsorted(recall, np.linspace(0, 1, 101), side="left")
     return float(np.mean(np.where(at < len(recall), precision[np.minimum(at, len(tp) - 1)], 0)))
 
 
+def oks_sigmas(skeleton: Skeleton, scoring: dict | None = None) -> np.ndarray:
+    """The dataset's per-joint OKS sigmas, else COCO's for COCO-17, else 0.05 each."""
+    sigmas = (scoring or {}).get("oks_sigmas")
+    if sigmas is not None:
+        return np.asarray(sigmas, float)
+    return COCO_SIGMAS if skeleton.name == "coco17" else np.full(skeleton.num_joints, 0.05)
+
+
 def oks_ap(pred, gt, labelled, skeleton: Skeleton, scoring: dict, scores) -> dict:
     """AP, AP50 and AP75 over the people, as COCO's keypoint evaluation scores them."""
-    sigmas = scoring.get("oks_sigmas")
-    if sigmas is None:
-        sigmas = COCO_SIGMAS if skeleton.name == "coco17" else np.full(skeleton.num_joints, 0.05)
+    sigmas = oks_sigmas(skeleton, scoring)
     oks = object_keypoint_similarity(pred, gt, labelled, scoring["area"], sigmas)
     scores = np.ones(len(oks)) if scores is None else np.asarray(scores, float)
     aps = [average_precision(oks, scores, t) for t in OKS_THRESHOLDS]

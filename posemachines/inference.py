@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
-from .data import CorruptImageError, Sample, SkippedImages, person_box, read_image
+from .data import CorruptImageError, SkippedImages, read_image
 from .errors import PoseMachinesError
 from .files import atomic_write, claim
 from .model import PoseModel
+from .multiperson import PeopleSource, Person, make_sample, person_score, poses_for_boxes
+from .tracking import Tracker
 from .tta import NO_TTA, TestTimeAugmentation
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
@@ -57,64 +58,11 @@ def iter_frames(path: Path) -> Iterator[tuple[str, np.ndarray]]:
         raise CorruptImageError(f"{path}: cannot read video ({exc})") from None
 
 
-def load_boxes(path: str | Path) -> dict:
-    """``{"image.jpg": [x, y, w, h], ...}`` (COCO-style boxes, 0-based pixels) from JSON."""
-    try:
-        boxes = json.loads(Path(path).read_text())
-    except (OSError, ValueError, RecursionError) as exc:
-        raise PoseMachinesError(f"{path}: cannot read boxes ({type(exc).__name__})") from None
-    if not isinstance(boxes, dict):
-        raise PoseMachinesError(f"{path}: expected {{image name: [x, y, w, h]}}")
-    for name, box in boxes.items():
-        ok = isinstance(box, list) and len(box) == 4
-        ok = ok and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box)
-        if not ok or not np.isfinite(box).all() or box[2] <= 0 or box[3] <= 0:
-            raise PoseMachinesError(
-                f"{path}: the box of {name!r} is {box!r}; expected [x, y, w, h], finite "
-                "numbers with a positive width and height"
-            )
-    return boxes
-
-
-def make_sample(
-    name: str, image: np.ndarray, skeleton_size: int, *, centre=None, box_side=None, box=None
-) -> Sample:
-    """A sample with no annotation; the person box from a box, a centre and side, or the
-    image."""
-    p = skeleton_size
-    empty = np.zeros((p, 2)), np.zeros(p, bool)
-    c, s = person_box(image.shape, empty[0], empty[1], "image")
-    if box is not None:
-        x, y, w, h = map(float, box)
-        c, s = np.array([x + (w - 1) / 2, y + (h - 1) / 2]), max(w, h) * 1.2
-    if centre is not None:
-        c = np.asarray(centre, float)
-    if box_side is not None:
-        s = float(box_side)
-    return Sample(image, empty[0], empty[1], empty[1], c, s, name)
-
-
-def coco_results(names: list[str], keypoints: np.ndarray, confidence: np.ndarray) -> list[dict]:
-    """COCO-results-style list: one entry per image with flat [x, y, score, ...] keypoints."""
-    out = []
-    for name, kp, conf in zip(names, keypoints, confidence):
-        flat = np.concatenate([kp, conf[:, None]], 1).ravel()
-        out.append(
-            {
-                "image_id": name,
-                "category_id": 1,
-                "keypoints": [round(float(v), 3) for v in flat],
-                "score": float(np.mean(conf)),
-            }
-        )
-    return out
-
-
 def predict_files(
     model: PoseModel,
     files,
     *,
-    boxes=None,
+    people: PeopleSource | None = None,
     centre=None,
     box_side=None,
     batch_size: int = 16,
@@ -123,34 +71,39 @@ def predict_files(
     on_bad_image: str = "skip",
     skipped: SkippedImages | None = None,
 ):
-    """Yield (source file, name, image, keypoints (P, 2), confidence (P,)) per image or frame.
+    """Yield (source file, name, image, people) per image or frame: a ``Person`` for every
+    box ``people`` finds (in a video each with the id of the same person in the frame
+    before), else one person per image, in the box ``centre`` and ``box_side`` give (the
+    whole image by default).
 
     An unreadable image or video stops the run (``on_bad_image="stop"``) or is passed over and
     recorded in ``skipped``.
     """
     from .progress import progress_bar
 
-    p = model.skeleton.num_joints
-    batch = []
+    batch: list = []
+    trackers: dict = {}
 
     def flush():
-        samples = [s for s, _ in batch]
-        kp, conf = model.predict_samples(samples, tta)
-        for (s, source), k, c in zip(batch, kp[-1], conf[-1]):
-            yield source, s.name, s.image, k, c
+        images = [image for _, _, image in batch]
+        if people is not None:
+            keys = [(name, source.name) for source, name, _ in batch]
+            found = poses_for_boxes(
+                model, images, people.find(images, keys), tta=tta, batch_size=batch_size
+            )
+        else:
+            found = one_person_each(model, batch, centre, box_side, tta)
+        for (source, name, image), persons in zip(batch, found):
+            if is_video(source):
+                trackers.setdefault(source, Tracker()).update(persons)
+            yield source, name, image, persons
         batch.clear()
 
     with progress_bar(desc="predict", unit="img", disable=not progress) as bar:
         for path in files:
             try:
                 for name, image in iter_frames(path):
-                    box = (boxes or {}).get(name) or (boxes or {}).get(path.name)
-                    batch.append(
-                        (
-                            make_sample(name, image, p, centre=centre, box_side=box_side, box=box),
-                            path,
-                        )
-                    )
+                    batch.append((path, name, image))
                     bar.update()
                     if len(batch) == batch_size:
                         yield from flush()
@@ -161,6 +114,24 @@ def predict_files(
                     skipped.add(path.name, str(exc))
         if batch:
             yield from flush()
+
+
+def one_person_each(model: PoseModel, batch, centre, box_side, tta) -> list[list[Person]]:
+    """The single-person case: each image one person, its box a square (the whole image
+    unless ``centre``/``box_side`` say otherwise)."""
+    p = model.skeleton.num_joints
+    samples = [
+        make_sample(name, image, p, centre=centre, box_side=box_side) for _, name, image in batch
+    ]
+    keypoints, confidence = model.predict_samples(samples, tta)
+    found = []
+    for j, s in enumerate(samples):
+        half = s.box_side / 2
+        box = np.array([s.centre[0] + 0.5 - half, s.centre[1] + 0.5 - half, 2 * half, 2 * half])
+        person = Person(box, 1.0, keypoints[:, j], confidence[:, j])
+        person.score = person_score(1.0, person.confidence[-1])
+        found.append([person])
+    return found
 
 
 class OverlayWriter:
@@ -177,12 +148,12 @@ class OverlayWriter:
             return self.out_dir / (source.stem + "_overlay.mp4")
         return self.out_dir / (Path(name or source.name).stem + ".png")
 
-    def add(self, source: Path, name: str, image: np.ndarray, keypoints: np.ndarray) -> None:
+    def add(self, source: Path, name: str, image: np.ndarray, people: list[Person]) -> None:
         from PIL import Image
 
-        from .visualize import draw_skeleton
+        from .visualize import draw_people
 
-        overlay = draw_skeleton(image, keypoints, self.skeleton)
+        overlay = draw_people(image, people, self.skeleton)
         path = self.path_for(source, name)
         if not is_video(source):
             atomic_write(path, lambda f: Image.fromarray(overlay).save(f, format="PNG"))

@@ -193,6 +193,10 @@ def read_manifest(folder: str | Path) -> dict:
         raise PoseMachinesError(f"{path}: not valid JSON ({type(exc).__name__})") from None
     except OSError as exc:
         raise PoseMachinesError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if isinstance(manifest, dict) and manifest.get("format") == "posemachines-people":
+        raise PoseMachinesError(
+            f"{folder}: a people model, not a pose model (it finds people: pass it as --people)"
+        )
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise PoseMachinesError(f"{path}: not a posemachines model manifest")
     version = manifest.get("format_version", 0)

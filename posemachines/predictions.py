@@ -38,12 +38,21 @@ def write_predictions(
 
 
 def check_replaceable(path: str | Path) -> None:
-    """Refuse ``path`` when something other than a prediction file of ours is there."""
-    files.check_replaceable(
-        path,
-        lambda p: files.read_json_object(p).get("format") == FORMAT,
-        "is not a posemachines prediction file",
-    )
+    """Refuse ``path`` when something other than a prediction file of ours is there: ours
+    say so in their ``format``, or are COCO keypoint results of ours (``box_score`` in every
+    entry, a field of our own)."""
+    files.check_replaceable(path, _ours, "is not a posemachines prediction file")
+
+
+def _ours(path: Path) -> bool:
+    if files.read_json_object(path).get("format") == FORMAT:
+        return True
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError, RecursionError):
+        return False
+    entries = isinstance(doc, list) and all(isinstance(d, dict) and "box_score" in d for d in doc)
+    return bool(entries and doc)
 
 
 def _keypoint_array(raw, path: Path) -> np.ndarray:

@@ -257,6 +257,34 @@ def summary_table(results: dict) -> tuple[list[str], list[list[str]]]:
     return head, body
 
 
+DETECTED = (
+    ("AP", "oks_ap"),
+    ("AP50", "oks_ap50"),
+    ("AP75", "oks_ap75"),
+    ("AP(M)", "oks_ap_medium"),
+    ("AP(L)", "oks_ap_large"),
+    ("AR", "oks_ar"),
+)
+
+
+def detected_table(results: dict) -> tuple[list[str], list[list[str]]] | None:
+    """Every person on detected boxes (COCO's protocol), one row per model; None without."""
+    rows = [e for e in results["entries"] if "detected" in e]
+    if not rows:
+        return None
+    head = ["entry", "protocol"] + [name for name, _ in DETECTED] + ["poses"]
+    body = [
+        [e["label"], e["detected"]["protocol"]]
+        + [_fmt(e["detected"]["metrics"][k]) for _, k in DETECTED]
+        + [str(e["detected"]["poses"])]
+        for e in rows
+    ]
+    return head, body
+
+
+DETECTED_TITLE = "Every person, on detected boxes (COCO's protocol, OKS AP by pycocotools)"
+
+
 def joint_table(results: dict) -> tuple[list[str], list[list[str]]]:
     entries = results["entries"]
     head = ["joint"] + [f"{e['label']} PCK@0.2" for e in entries]
@@ -296,7 +324,8 @@ def _intro(results: dict) -> str:
         views = "No test-time augmentation. "
     return (
         f"{results['dataset']}:{results['split']}, {results['n']} samples, person boxes by "
-        f"the '{results['protocol']}' protocol, skeleton {results['skeleton']}; timing: "
+        f"the '{results['protocol']}' protocol in the summary, stage and joint tables, "
+        f"skeleton {results['skeleton']}; timing: "
         f"median ms per image (image decoding, crop, all stages and views, decoding), batch 1, "
         f"on {results['device']}. {views}Metrics in percent; PCK uses the torso normaliser."
     )
@@ -308,6 +337,8 @@ def render_markdown(results: dict, figures: dict) -> str:
         parts += ["## Differences that affect fairness", ""]
         parts += [f"- {n}" for n in results["notes"]] + [""]
     parts += ["## Summary", "", _md_table(*summary_table(results)), ""]
+    if detected_table(results):
+        parts += [f"## {DETECTED_TITLE}", "", _md_table(*detected_table(results)), ""]
     parts += ["## PCK@0.2 by stage", "", _md_table(*stage_table(results)), ""]
     parts += ["## Per joint (final stage)", "", _md_table(*joint_table(results)), ""]
     for name in figures:
@@ -343,6 +374,9 @@ def render_html(results: dict, figures: dict) -> str:
         parts += [f"<li class='note'>{html.escape(n)}</li>" for n in results["notes"]]
         parts.append("</ul>")
     parts += ["<h2>Summary</h2>", _html_table(*summary_table(results), "summary")]
+    if detected_table(results):
+        parts += [f"<h2>{html.escape(DETECTED_TITLE)}</h2>"]
+        parts += [_html_table(*detected_table(results), "detected")]
     parts += ["<h2>PCK@0.2 by stage</h2>", _html_table(*stage_table(results), "stages")]
     parts += ["<h2>Per joint (final stage)</h2>", _html_table(*joint_table(results), "joints")]
     for name, png in figures.items():

@@ -41,6 +41,26 @@ def draw_skeleton(
     return np.asarray(im)
 
 
+def draw_people(image: np.ndarray, people: list, skeleton: Skeleton) -> np.ndarray:
+    """A copy of ``image`` with every person's skeleton (final stage) drawn; where there are
+    several people or a tracked video, each person's box too, with its id."""
+    from PIL import Image, ImageDraw
+
+    out = np.ascontiguousarray(image)
+    for person in people:
+        out = draw_skeleton(out, person.keypoints[-1], skeleton)
+    if len(people) > 1 or any(p.track_id is not None for p in people):
+        im = Image.fromarray(out)
+        draw = ImageDraw.Draw(im)
+        for person in people:
+            x, y, w, h = person.box
+            draw.rectangle([x, y, x + w, y + h], outline=(90, 220, 120))
+            label = f"#{person.track_id} " if person.track_id is not None else ""
+            draw.text((x + 2, y + 1), f"{label}{person.score:.2f}", fill=(90, 220, 120))
+        out = np.asarray(im)
+    return out
+
+
 def belief_overlay(crop: np.ndarray, beliefs: np.ndarray) -> np.ndarray:
     """The crop dimmed, with the maximum over joint maps (P+1 maps, background dropped) in heat."""
     from matplotlib import colormaps

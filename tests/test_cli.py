@@ -152,7 +152,7 @@ def test_data_lists_datasets(tmp_path):
     (tmp_path / "lspet" / "joints.mat").write_bytes(b"not a MATLAB file")
     out = run("data", "--data-root", tmp_path).stdout
     lines = {line.split()[0]: line for line in out.splitlines()[1:]}
-    assert set(lines) == {"lsp", "lspet", "mpii", "coco", "flic", "synthetic"}
+    assert set(lines) == {"lsp", "lspet", "mpii", "coco", "flic", "synthetic", "synthetic-crowd"}
     assert "not found" in lines["lsp"] and "unreadable" in lines["lspet"]
     assert "built in" in lines["synthetic"]
 
@@ -168,8 +168,13 @@ def test_predict_on_a_video_with_boxes(mean_model_dir, tmp_path, synthetic_test)
     out = tmp_path / "pred"
     run("predict", mean_model_dir, video, "--out", out, "--boxes", boxes)
     doc = json.loads((out / "keypoints.json").read_text())
-    assert [r["image_id"] for r in doc["results"]] == [f"clip.mp4#{k:06d}" for k in range(4)]
+    # a pose for the frame's one box; frames without a box have nobody
+    assert [r["image_id"] for r in doc["results"]] == ["clip.mp4#000001"]
+    assert doc["results"][0]["bbox"] == [10, 10, 100, 120]
     assert (out / "clip_overlay.mp4").stat().st_size > 0
+    run("predict", mean_model_dir, video, "--out", tmp_path / "every", "--no-overlays")
+    doc = json.loads((tmp_path / "every" / "keypoints.json").read_text())
+    assert [r["image_id"] for r in doc["results"]] == [f"clip.mp4#{k:06d}" for k in range(4)]
 
 
 def test_saved_predictions_carry_each_joints_confidence(tmp_path, forest_model_dir):

@@ -31,9 +31,9 @@ def test_specs_are_parsed_and_refused_clearly():
     assert parse_stack("cnn:1,forest:2") == [Part("cnn", 1), Part("forest", 2)]
     for bad, message in (
         ("cnn:0", "at least 1"),
-        ("tree:1", "unknown stage kind 'tree'"),
+        ("tree:1", "'tree' is not a kind of pose stage"),
         ("forest", "needs a number of stages"),
-        ("cnn:1,", "unknown stage kind ''"),
+        ("cnn:1,", "'' is not a kind of pose stage"),
     ):
         with pytest.raises(PoseMachinesError, match=message):
             parse_stack(bad)

@@ -25,7 +25,7 @@ point names a module whose import registers), or by calling ``register_backend``
 """
 
 # The built-in backends (each package's __init__ registers it without importing its trainer).
-from . import cnn, forest, mean  # noqa: E402, F401, I001
+from . import cnn, forest, mean, people  # noqa: E402, F401, I001
 from .registry import (
     Backend,
     Option,

@@ -48,17 +48,17 @@ class Part:
 
 def parse_stack(spec: str) -> list[Part]:
     """``"cnn:1,forest:2"`` -> [Part("cnn", 1), Part("forest", 2)], with a clear error for a
-    malformed one. Any registered backend may be a part."""
+    malformed one. Any registered backend that makes pose stages may be a part."""
     from .registry import backends
 
-    known = backends()
+    known = {name: b for name, b in backends().items() if b.stages}  # makers of pose stages
     parts = []
     for item in str(spec).split(","):
         kind, sep, count = item.strip().partition(":")
         if kind not in known:
             raise PoseMachinesError(
-                f"--stack {spec!r}: unknown stage kind {kind!r} (use {', '.join(known)}), "
-                "e.g. cnn:1,forest:2"
+                f"--stack {spec!r}: {kind!r} is not a kind of pose stage (use "
+                f"{', '.join(known)}), e.g. cnn:1,forest:2"
             )
         if not sep or not count.isdigit() or int(count) < 1:
             raise PoseMachinesError(

@@ -20,10 +20,9 @@ import numpy as np
 
 from ..errors import PoseMachinesError
 from ..skeletons import COCO17, skeleton_from_keypoints
-from .dataset import ImageFolderDataset, PoseDataset
+from .dataset import ImageFolderDataset, PoseDataset, person_from_box
 from .reading import read_json
 
-BOX_MARGIN = 1.25
 COCO_NAMES = (
     "nose",
     "left_eye",
@@ -119,24 +118,12 @@ def load_coco_format(
         bad.append(f"{where}: {why}")
 
     files = _files(path, doc, refuse)
-    annotations = doc.get("annotations")
-    if not isinstance(annotations, list):
-        raise PoseMachinesError(f"{path}: 'annotations' must be a list")
-    rows = []
-    for n, a in enumerate(annotations):
-        where = f"annotations[{n}]" + (
-            f" (id {a['id']})" if isinstance(a, dict) and "id" in a else ""
-        )
-        try:
-            row = _person(a, n, k, files, category.get("id"))
-        except _BadField as exc:
-            refuse(where, str(exc))
-            continue
-        if row is not None:
-            rows.append(row)
+    rows = _people(path, doc, k, files, category.get("id"), refuse)
     if not rows:
         raise PoseMachinesError(f"{path}: no person with a labelled keypoint")
-    files_, labels, xy, labelled, visible, boxes, areas = (list(x) for x in zip(*rows))
+    files_, labels, xy, labelled, visible, boxes, areas, bbox, image_ids = (
+        list(x) for x in zip(*rows)
+    )
     xy, labelled = np.stack(xy), np.stack(labelled)
     if tuple(names) == COCO_NAMES:
         skeleton = COCO17
@@ -148,7 +135,11 @@ def load_coco_format(
             xy,
             labelled,
         )
-    scoring = {"area": np.array(areas)}
+    scoring = {
+        "area": np.array(areas),
+        "bbox": np.array(bbox),
+        "image_id": np.array(image_ids, dtype=object),
+    }
     if category.get("sigmas") is not None:
         scoring["oks_sigmas"] = category["sigmas"]
     dataset = ImageFolderDataset(
@@ -167,7 +158,39 @@ def load_coco_format(
         scoring=scoring,
     )
     dataset.skipped_annotations = bad
+    _note_images(dataset, path, files)
     return dataset
+
+
+def _note_images(dataset: PoseDataset, path: Path, files: dict) -> None:
+    """What the detected-box protocol needs besides the people: the file COCOeval reads as
+    the truth, and the images of the file where nobody is labelled (a box found there is a
+    false positive)."""
+    dataset.coco_file = path
+    with_people = set(dataset.scoring["image_id"].tolist())
+    dataset.images_without_people = {
+        i: f for i, f in files.items() if f is not None and i not in with_people
+    }
+
+
+def _people(path: Path, doc: dict, k: int, files: dict, category_id, refuse) -> list:
+    """The rows of the file's people; a bad one goes to ``refuse(where, why)``."""
+    annotations = doc.get("annotations")
+    if not isinstance(annotations, list):
+        raise PoseMachinesError(f"{path}: 'annotations' must be a list")
+    rows = []
+    for n, a in enumerate(annotations):
+        where = f"annotations[{n}]" + (
+            f" (id {a['id']})" if isinstance(a, dict) and "id" in a else ""
+        )
+        try:
+            row = _person(a, n, k, files, category_id)
+        except _BadField as exc:
+            refuse(where, str(exc))
+            continue
+        if row is not None:
+            rows.append(row)
+    return rows
 
 
 class _BadField(Exception):
@@ -224,10 +247,10 @@ def _person(a, n: int, k: int, files: dict, category_id) -> tuple | None:
     file = files[image_id]
     if file is None:
         raise _BadField(f"'image_id' {image_id!r} is given to more than one image")
-    given = np.array([x + w / 2 - 0.5, y + h / 2 - 0.5, BOX_MARGIN * max(w, h, 1.0)])
+    given = person_from_box([x, y, w, h])
     xy = np.where(labelled[:, None], kp[:, :2], 0.0)
     label = f"{file}#{a.get('id', n)}"
-    return file, label, xy, labelled, kp[:, 2] == 2, given, area or w * h
+    return file, label, xy, labelled, kp[:, 2] == 2, given, area or w * h, [x, y, w, h], image_id
 
 
 def _read(path: Path) -> dict:

@@ -18,6 +18,9 @@ PROTOCOLS = ("image", "gt", "given")
 # on LSP the image-only box is a median 1.34 times the joints' box, so crops of LSPET prepared
 # with "gt" look like LSP test crops prepared with "image".
 GT_BOX_MARGIN = 1.35
+# A person box [x, y, w, h] (COCO's bbox, a detector's box) becomes a square this many times its
+# longer side, around its centre, as top-down COCO methods crop.
+BOX_MARGIN = 1.25
 
 
 @dataclass
@@ -68,6 +71,13 @@ def person_box(
         lo, hi = pts.min(0), pts.max(0)
         return (lo + hi) / 2.0, float(max(GT_BOX_MARGIN * (hi - lo).max(), 16.0))
     raise PoseMachinesError(f"unknown person-box protocol {protocol!r}; use one of {PROTOCOLS}")
+
+
+def person_from_box(box) -> np.ndarray:
+    """(centre x, centre y, side) of the square crop around a box [x, y, w, h] in 0-based
+    pixels, where ``x, y`` is the top-left pixel's outer corner (COCO's convention)."""
+    x, y, w, h = (float(v) for v in box)
+    return np.array([x + w / 2 - 0.5, y + h / 2 - 0.5, BOX_MARGIN * max(w, h, 1.0)])
 
 
 class PoseDataset:
@@ -160,6 +170,27 @@ class PoseDataset:
     def describe(self) -> str:
         return f"{self.name}:{self.split} ({len(self)} samples, {self.protocol} protocol)"
 
+    def people_by_image(self) -> dict:
+        """{image id: [sample index, ...]} in order: the people of each image, by the
+        dataset's image ids (``scoring["image_id"]``: COCO, synthetic-crowd), else by image
+        file (MPII's people of one photo), else one image per sample."""
+        ids = self.scoring.get("image_id")
+        groups: dict = {}
+        for i in range(len(self)):
+            key = self.image_key(i) if ids is None else _plain(ids[i])
+            groups.setdefault(key, []).append(i)
+        return groups
+
+    def image_key(self, i: int):
+        """What tells sample ``i``'s image from the others' (its name, unless images are
+        files)."""
+        return self.names[i]
+
+
+def _plain(value):
+    """A numpy scalar as the Python int or str it holds (JSON and COCO ids want those)."""
+    return value.item() if isinstance(value, np.generic) else value
+
 
 class ConcatDataset(PoseDataset):
     """Several datasets of one skeleton as one (LSP and LSPET, say); each sample is read, and
@@ -208,6 +239,9 @@ class ImageFolderDataset(PoseDataset):
 
     def _image(self, i: int) -> np.ndarray:
         return read_image(self.image_dir / self.files[self.ids[i]])
+
+    def image_key(self, i: int):
+        return self.files[self.ids[i]]
 
 
 class ImageList(PoseDataset):

@@ -148,7 +148,8 @@ def load_split(
 ) -> PoseDataset:
     """``load_dataset`` as the commands call it: the synthetic set's size and seed given apart
     from the other datasets' options."""
-    options = {"size": synthetic_size, "seed": seed} if name == "synthetic" else {}
+    generated = name in ("synthetic", "synthetic-crowd")
+    options = {"size": synthetic_size, "seed": seed} if generated else {}
     return load_dataset(
         name,
         split,

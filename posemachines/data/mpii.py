@@ -24,11 +24,10 @@ import numpy as np
 
 from ..errors import PoseMachinesError
 from ..skeletons import MPII16
-from .dataset import ImageFolderDataset, PoseDataset
+from .dataset import BOX_MARGIN, ImageFolderDataset, PoseDataset
 from .reading import read_json, read_matlab
 
 RELEASE_FILE = "mpii_human_pose_v1_u12_1.mat"
-BOX_MARGIN = 1.25
 P = MPII16.num_joints
 
 

@@ -246,3 +246,18 @@ register_dataset(
     splits_present=None,
     summary="built in: train 400, test 100, val 100 by default (--synthetic-size)",
 )
+
+
+def _crowd(folder, split, protocol, on_bad_annotation, **options):
+    from .crowd import SyntheticCrowdDataset
+
+    return SyntheticCrowdDataset(split=split, protocol=protocol or "given", **options)
+
+
+register_dataset(
+    "synthetic-crowd",
+    splits=("train", "test", "val"),
+    load=_crowd,
+    splits_present=None,
+    summary="built in: 1-6 figures per image, train 800, test 100, val 100 images",
+)

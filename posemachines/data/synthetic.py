@@ -71,7 +71,7 @@ def random_pose(rng: np.random.Generator, height: float) -> np.ndarray:
     return j
 
 
-def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+def background(rng: np.random.Generator, size: int) -> np.ndarray:
     noise = rng.normal(size=(size // 8 + 2, size // 8 + 2, 3))
     smooth = ndimage.zoom(noise, (size / noise.shape[0], size / noise.shape[1], 1), order=1)
     base = rng.uniform(60, 200, size=3)
@@ -112,7 +112,16 @@ def figure_layout(rng: np.random.Generator, size: int = 160):
 def render_figure(layout, rng: np.random.Generator, size: int = 160) -> np.ndarray:
     """Draw a figure laid out by ``figure_layout`` with random looks: (size, size, 3) uint8."""
     joints, _, occluder, height = layout
-    img = _background(rng, size)
+    img = background(rng, size)
+    draw_figure(img, joints, height, rng)
+    if occluder is not None:
+        x0, y0, x1, y1 = occluder
+        img[y0 : y1 + 1, x0 : x1 + 1] = rng.uniform(0, 255, 3)
+    return add_noise(img, rng)
+
+
+def draw_figure(img: np.ndarray, joints: np.ndarray, height: float, rng) -> None:
+    """Draw one figure (joints (14, 2), ``height`` pixels tall) in place, with random looks."""
     thick = rng.uniform(0.035, 0.055) * height
     cloth, legs, skin = (rng.uniform(30, 230, size=3) for _ in range(3))
     shade = rng.uniform(0.55, 0.75)  # right limbs are darker
@@ -128,11 +137,22 @@ def render_figure(layout, rng: np.random.Generator, size: int = 160) -> np.ndarr
     arms = ((8, 7, cloth * shade), (7, 6, skin * shade), (9, 10, cloth), (10, 11, skin))
     for a, b, colour in arms:
         _segment(img, joints[a], joints[b], thick, colour)
-    if occluder is not None:
-        x0, y0, x1, y1 = occluder
-        img[y0 : y1 + 1, x0 : x1 + 1] = rng.uniform(0, 255, 3)
+
+
+def add_noise(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Pixel noise, and the float canvas as uint8."""
     img += rng.normal(0, 6, img.shape)
     return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def split_size(name: str, split: str, size: int | None, defaults: dict) -> int:
+    """The number of images of a generated split: ``size``, else the split's default."""
+    if split not in defaults:
+        raise PoseMachinesError(f"{name} has splits {sorted(defaults)}, not {split!r}")
+    n = defaults[split] if size is None else int(size)
+    if n < 1:
+        raise PoseMachinesError(f"{name} split size must be at least 1, got {n}")
+    return n
 
 
 class SyntheticDataset(PoseDataset):
@@ -148,11 +168,7 @@ class SyntheticDataset(PoseDataset):
         image_size: int = 160,
         protocol: str = "image",
     ):
-        if split not in SPLIT_STREAMS:
-            raise PoseMachinesError(f"synthetic has splits {sorted(SPLIT_STREAMS)}, not {split!r}")
-        n = DEFAULT_SIZES[split] if size is None else int(size)
-        if n < 1:
-            raise PoseMachinesError(f"synthetic split size must be at least 1, got {n}")
+        n = split_size(self.name, split, size, DEFAULT_SIZES)
         self.seed, self.image_size, self._stream = int(seed), int(image_size), SPLIT_STREAMS[split]
         joints, visible = np.zeros((n, 14, 2)), np.zeros((n, 14), dtype=bool)
         for i in range(n):

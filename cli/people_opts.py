@@ -1,0 +1,109 @@
+"""Every person in the picture: the ``--people``/``--boxes`` options of ``pm predict``,
+``evaluate`` and ``compare``, and scoring a people model."""
+
+from __future__ import annotations
+
+import click
+
+from posemachines.errors import PoseMachinesError
+
+from .common import echo_err
+
+
+def people_options(min_score: float):
+    """``--people``, ``--boxes`` and ``--min-box-score`` (default ``min_score``)."""
+
+    def decorate(func):
+        options = [
+            click.option(
+                "--people",
+                type=click.Path(exists=True, file_okay=False),
+                default=None,
+                help="A people model (pm train --backend people): a pose for every person it "
+                "finds.",
+            ),
+            click.option(
+                "--boxes",
+                type=click.Path(exists=True, dir_okay=False),
+                default=None,
+                help="Person boxes from a detector: COCO detection results ([{image_id or "
+                'file_name, bbox: [x, y, w, h], score, category_id}]) or {"image.jpg": '
+                "[[x, y, w, h(, score)], ...]}: a pose for every box.",
+            ),
+            click.option(
+                "--min-box-score",
+                type=float,
+                default=min_score,
+                show_default=True,
+                help="Boxes scored below this are nobody.",
+            ),
+        ]
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return decorate
+
+
+def people_source(people, boxes, min_box_score: float, device: str):
+    """The people source the options name, with a label for the reader; (None, None) when
+    neither is given."""
+    from posemachines.api import people_source as source
+
+    if people and boxes:
+        raise PoseMachinesError("give --people or --boxes, not both")
+    return source(people, boxes, min_box_score, device) or (None, None)
+
+
+def report_boxes(source) -> None:
+    """One line for the boxes of a detections file left out or never used."""
+    summary = getattr(source, "summary", None)
+    line = summary() if summary else None
+    if line:
+        echo_err(line)
+
+
+def is_people_model(path) -> bool:
+    from pathlib import Path
+
+    from posemachines.files import read_json_object
+
+    manifest = Path(path) / "manifest.json"
+    return read_json_object(manifest).get("format") == "posemachines-people"
+
+
+def evaluate_people_model(path, data, device: str, as_json: bool) -> None:
+    """``pm evaluate PEOPLE_MODEL``: box AP at IoU 0.5 and recall, recorded in its manifest."""
+    import json
+
+    from posemachines.backends.people.model import (
+        load_people_model,
+        record_evaluation,
+        score_people,
+    )
+
+    model = load_people_model(path, device)
+    scores = score_people(model, data)
+    key = f"{data.name}:{data.split}"
+    try:
+        record_evaluation(path, key, {k: scores[k] for k in ("box_ap50", "recall")})
+    except OSError as exc:
+        echo_err(f"the scores are not recorded in {path}/manifest.json ({exc.strerror or exc})")
+    if as_json:
+        click.echo(json.dumps({"dataset": key, **scores}))
+        return
+    click.echo(
+        f"{key}  images={scores['images']}  people={scores['people']}\n"
+        f"box AP@0.5 {100 * scores['box_ap50']:.1f}   recall {100 * scores['recall']:.1f}"
+    )
+
+
+def format_detected(doc: dict, title: str) -> str:
+    names = ("AP", "AP50", "AP75", "AP(M)", "AP(L)", "AR")
+    keys = ("oks_ap", "oks_ap50", "oks_ap75", "oks_ap_medium", "oks_ap_large", "oks_ar")
+    head = "".join(f"{n:>8s}" for n in names)
+    row = "".join(f"{100 * doc['metrics'][k]:8.1f}" for k in keys)
+    return (
+        f"{title}  images={doc['images']} people={doc['people']} boxes={doc['boxes']} "
+        f"poses={doc['poses']}\nprotocol: {doc['protocol']}\n{head}\n{row}"
+    )
