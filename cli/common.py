@@ -218,3 +218,14 @@ def device_name(device: str) -> str:
     from posemachines.devices import resolve_device
 
     return resolve_device(device)
+
+
+def runtime_option(func):
+    return click.option(
+        "--runtime",
+        type=click.Choice(["torch", "onnxruntime"]),
+        default="torch",
+        show_default=True,
+        help="Run the model's CNN stages in torch, or in ONNX Runtime (exported on the fly; "
+        "needs posemachines[onnx]). An .onnx MODEL always runs in ONNX Runtime.",
+    )(func)

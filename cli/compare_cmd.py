@@ -13,6 +13,7 @@ from .common import (
     make_tta,
     on_bad_image_option,
     overwrite_option,
+    runtime_option,
     tta_options,
 )
 from .people_opts import people_options
@@ -38,6 +39,7 @@ from .people_opts import people_options
     help="Show each stack (--stack) beside its lower parts, made from the same model.",
 )
 @people_options(min_score=0.0)
+@runtime_option
 @friendly_errors
 def compare(
     entries,
@@ -59,6 +61,7 @@ def compare(
     people,
     boxes,
     min_box_score,
+    runtime,
 ):
     """Evaluate models and prediction files side by side and write an HTML/Markdown/JSON report.
 
@@ -89,12 +92,13 @@ def compare(
         people=people,
         boxes=boxes,
         min_box_score=min_box_score,
+        runtime=runtime,
     )
     click.echo(f"report written to {report}/report.html")
 
 
 @click.command()
-@click.argument("model", type=click.Path(exists=True, file_okay=False))
+@click.argument("model", type=click.Path(exists=True))
 @click.option("--dataset", default=None)
 @click.option("--split", default="test", show_default=True)
 @click.option("--data-root", type=click.Path(file_okay=False), default=None)
@@ -107,13 +111,31 @@ def compare(
 )
 @click.option("--batch-size", type=int, default=1, show_default=True)
 @device_option
+@click.option(
+    "--runtime",
+    type=click.Choice(["torch", "onnxruntime"]),
+    default=None,
+    help="Time this runtime only (default: torch, and ONNX Runtime beside it where it is "
+    "installed and the model exports).",
+)
 @tta_options
 @on_bad_image_option
 @friendly_errors
 def bench(
-    model, dataset, split, data_root, timing_images, batch_size, device, flip, scales, on_bad_image
+    model,
+    dataset,
+    split,
+    data_root,
+    timing_images,
+    batch_size,
+    device,
+    runtime,
+    flip,
+    scales,
+    on_bad_image,
 ):
-    """Median milliseconds per image of MODEL, measured as `pm compare` measures it."""
+    """Median milliseconds per image of MODEL (a model directory or an .onnx), measured as
+    `pm compare` measures it; with both runtimes side by side."""
     import json
 
     from posemachines.comparison import load_entry, time_model
@@ -125,19 +147,37 @@ def bench(
         raise click.ClickException("--timing-images and --batch-size must be at least 1")
     tta = make_tta(flip, scales)
     dev = device_name(device)
-    entry = load_entry(model, dev)
-    name = dataset or entry.model.record.dataset_name or "synthetic"
+    entries = {r: load_entry(model, dev, runtime=r) for r in _runtimes(model, runtime)}
+    first = next(iter(entries.values()))
+    name = dataset or first.model.record.dataset_name or "synthetic"
     if name == "packed":
         raise PoseMachinesError(
             "this model was trained from a packed cache: pass --dataset to say what to time it on"
         )
     data = load_dataset(name, split, data_root)
-    figures = time_model(
-        entry.model,
-        data,
-        timing_images,
-        batch_size=batch_size,
-        tta=tta,
-        on_bad_image=on_bad_image,
-    )
-    click.echo(json.dumps({"model": str(model), "dataset": data.describe(), **figures}))
+    timed = {
+        r: time_model(
+            e.model, data, timing_images, batch_size=batch_size, tta=tta, on_bad_image=on_bad_image
+        )
+        for r, e in entries.items()
+    }
+    doc = {"model": str(model), "dataset": data.describe(), **next(iter(timed.values()))}
+    doc["runtimes"] = timed
+    click.echo(json.dumps(doc))
+
+
+def _runtimes(model, runtime) -> list[str]:
+    """The runtimes to time: the one asked for, else torch (ONNX Runtime for an .onnx) and
+    ONNX Runtime beside it where it is installed and the model is made of CNN stages."""
+    import importlib.util
+
+    from posemachines.model import load_model
+    from posemachines.runtimes import is_onnx_file
+
+    if runtime is not None:
+        return [runtime]
+    if is_onnx_file(model):
+        return ["onnxruntime"]
+    has_ort = all(importlib.util.find_spec(m) for m in ("onnx", "onnxruntime"))
+    kinds = {stage.kind for stage in load_model(model).stages}
+    return ["torch", "onnxruntime"] if has_ort and kinds == {"cnn"} else ["torch"]

@@ -7,6 +7,7 @@ input are reported as one line (``Error: ...``), never as a traceback.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
@@ -21,6 +22,7 @@ from .common import (
     load_data,
     make_tta,
     report_skipped,
+    runtime_option,
     tta_options,
 )
 from .people_opts import (
@@ -68,6 +70,7 @@ def cli():
     "COCO's keypoint results, for the official scorer).",
 )
 @people_options(min_score=0.0)
+@runtime_option
 @friendly_errors
 def evaluate(
     model,
@@ -89,8 +92,10 @@ def evaluate(
     people,
     boxes,
     min_box_score,
+    runtime,
 ):
-    """Score MODEL (a model directory, or a .mat/.json prediction file) on a dataset split.
+    """Score MODEL (a model directory, an exported .onnx, or a .mat/.json prediction file) on
+    a dataset split.
 
     A model directory is evaluated on the dataset it was trained on unless --dataset says
     otherwise; the scores are recorded in its manifest. With --people or --boxes, a pose for
@@ -109,7 +114,7 @@ def evaluate(
     else:
         source, label = people_source(people, boxes, min_box_score, device_name(device))
         tta = make_tta(flip, scales)
-        entry, name = _pose_entry(model, dataset, device, save_predictions)
+        entry, name = _pose_entry(model, dataset, device, save_predictions, runtime)
     data = load_data(
         name,
         split,
@@ -151,7 +156,7 @@ def _score_on_given_boxes(
         from posemachines.predictions import write_predictions
 
         write_predictions(save_predictions, preds, data.skeleton)
-    if entry.model is not None:
+    if entry.model is not None and Path(model).is_dir():  # an .onnx file keeps no scores
         record_scores(model, entry.manifest, data, tta, result)
     if result.skipped_images:
         names = result.skipped_images
@@ -165,7 +170,7 @@ def _score_on_given_boxes(
     click.echo(format_result(doc))
 
 
-def _pose_entry(model, dataset, device, save_predictions):
+def _pose_entry(model, dataset, device, save_predictions, runtime):
     """The entry to score (a pose model or a prediction file) and the dataset to score it
     on; a file ``--save-predictions`` may not replace is refused first."""
     from posemachines.comparison import load_entry
@@ -174,7 +179,7 @@ def _pose_entry(model, dataset, device, save_predictions):
         from posemachines.predictions import check_replaceable
 
         check_replaceable(save_predictions)  # before the work, not after it
-    entry = load_entry(model, device_name(device))
+    entry = load_entry(model, device_name(device), runtime=runtime)
     name = dataset or (entry.model and entry.model.record.dataset_name) or "synthetic"
     if name == "packed":
         raise PoseMachinesError("this model was trained from a packed cache: pass --dataset")
@@ -207,6 +212,11 @@ def evaluate_detected_cmd(
     if save_to:
         atomic_write_json(save_to, result.results)
     doc = {"dataset": data.name, "split": data.split, **result.to_dict()}
+    if not Path(path).is_dir():
+        click.echo(
+            json.dumps(doc) if as_json else format_detected(doc, f"{data.name}:{data.split}")
+        )
+        return
     key = f"{data.name}:{data.split}:detected" + (
         "" if tta.is_identity else f":tta={tta.describe()}"
     )
@@ -260,6 +270,7 @@ def format_result(doc: dict) -> str:
 
 from .compare_cmd import bench, compare  # noqa: E402
 from .data_cmd import data  # noqa: E402
+from .export_cmd import export  # noqa: E402
 from .inspect_cmd import inspect  # noqa: E402
 from .predict_cmd import predict  # noqa: E402
 from .train_cmd import train  # noqa: E402
@@ -270,6 +281,7 @@ cli.add_command(data)
 cli.add_command(compare)
 cli.add_command(bench)
 cli.add_command(inspect)
+cli.add_command(export)
 
 if __name__ == "__main__":
     cli()

@@ -16,13 +16,14 @@ from .common import (
     on_bad_image_option,
     overwrite_option,
     report_skipped,
+    runtime_option,
     tta_options,
 )
 from .people_opts import people_options, people_source, report_boxes
 
 
 @click.command()
-@click.argument("model", type=click.Path(exists=True, file_okay=False))
+@click.argument("model", type=click.Path(exists=True))
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @click.option(
     "--out",
@@ -50,6 +51,7 @@ from .people_opts import people_options, people_source, report_boxes
 @click.option("--no-overlays", is_flag=True, help="Write keypoints only.")
 @overwrite_option
 @device_option
+@runtime_option
 @tta_options
 @on_bad_image_option
 @friendly_errors
@@ -65,11 +67,13 @@ def predict(
     no_overlays,
     overwrite,
     device,
+    runtime,
     flip,
     scales,
     on_bad_image,
 ):
-    """Predict keypoints with MODEL for image files, folders of images and videos.
+    """Predict keypoints with MODEL (a model directory or an exported .onnx) for image
+    files, folders of images and videos.
 
     One person per image (the whole image, or --centre/--box-side), or with --people or
     --boxes every person found: a pose for every box. Writes OUT/keypoints.json (COCO's
@@ -84,8 +88,8 @@ def predict(
     from posemachines.data import SkippedImages
     from posemachines.files import claim
     from posemachines.inference import OverlayWriter, collect_inputs, predict_files
-    from posemachines.model import load_model
     from posemachines.runs import check_output_folder, output_folder
+    from posemachines.runtimes import load_pose_model
 
     if box_side is not None and not (box_side > 0 and math.isfinite(box_side)):
         raise click.ClickException(f"--box-side must be positive, in pixels, got {box_side}")
@@ -96,7 +100,7 @@ def predict(
     if finder is not None and (centre is not None or box_side is not None):
         raise PoseMachinesError("--centre and --box-side are for one person, not --people/--boxes")
     check_output_folder(out, "predict", overwrite)
-    pose_model = load_model(model, device_name(device))
+    pose_model = load_pose_model(model, device_name(device), runtime)
     files = collect_inputs(inputs)
     results, images, skipped = [], 0, SkippedImages()
     with output_folder(out, "predict", overwrite=overwrite) as out_dir:

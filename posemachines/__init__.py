@@ -4,7 +4,8 @@ The public surface (see the README's "Python" section)::
 
     load_dataset(name, split, ...)          -> PoseDataset
     train(backend, dataset, **options)      -> PoseModel
-    load_model(path)                        -> PoseModel
+    load_model(path, runtime="torch")       -> PoseModel (a model directory or an .onnx)
+    export_onnx(model, path, int8=False)    -> path (CNN stages only)
     PoseModel.predict(images or dataset)    -> Predictions (keypoints per stage)
     PoseModel.save(path)
     predict_people(model, images, people= or boxes=) -> [[Person, ...] per image]
@@ -27,8 +28,9 @@ _PUBLIC = {
     "evaluate": "posemachines.api",
     "compare": "posemachines.api",
     "predict_people": "posemachines.api",
+    "export_onnx": "posemachines.export",
     "load_people_model": "posemachines.backends.people.model",
-    "load_model": "posemachines.model",
+    "load_model": "posemachines.runtimes",
     "PoseModel": "posemachines.model",
     "Predictions": "posemachines.model",
     "TestTimeAugmentation": "posemachines.tta",

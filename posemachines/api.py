@@ -227,6 +227,18 @@ def predict_people(
     return poses_for_boxes(model, images, found, tta=tta, batch_size=batch_size)
 
 
+def _common_dataset(entries) -> str:
+    """The dataset the models were trained on, which they are compared on by default."""
+    names = {e.model.record.dataset_name for e in entries if e.model} - {""}
+    if len(names) > 1:
+        raise PoseMachinesError(
+            f"entries were trained on different datasets {sorted(names)}: pass --dataset"
+        )
+    if names == {"packed"}:
+        raise PoseMachinesError("the models were trained from a packed cache: pass --dataset")
+    return names.pop() if names else "synthetic"
+
+
 def compare(
     entries,
     dataset: str | None = None,
@@ -248,13 +260,15 @@ def compare(
     people=None,
     boxes=None,
     min_box_score=0.0,
+    runtime="torch",
 ) -> Path:
     """Compare model directories and prediction files as ``pm compare`` does: ``entries``
     (default: the latest run of each backend under ``runs_root``) scored on one dataset split,
     and the report folder written; returns its path. ``out`` must be new, empty or a
     previous report unless ``overwrite``; nothing is left behind when the comparison fails.
     With ``parts``, each stack is shown beside its lower parts. ``people`` (a people model's
-    folder) or ``boxes`` (a detections file) add every model's scores on detected boxes."""
+    folder) or ``boxes`` (a detections file) add scores on detected boxes; ``runtime``: see
+    ``runtimes.load_pose_model``."""
     import sys
 
     from .comparison import compare_entries, default_entries, load_entry, lower_parts
@@ -271,20 +285,11 @@ def compare(
     loaded = []
     for p in paths:
         label = p.name if p.name not in {e.label for e in loaded} else f"{p.parent.name}/{p.name}"
-        loaded.append(load_entry(p, device, label))
+        loaded.append(load_entry(p, device, label, runtime))
         if parts:
             loaded += lower_parts(loaded[-1])
-    if dataset is None:
-        names = {e.model.record.dataset_name for e in loaded if e.model} - {""}
-        if len(names) > 1:
-            raise PoseMachinesError(
-                f"entries were trained on different datasets {sorted(names)}: pass --dataset"
-            )
-        if names == {"packed"}:
-            raise PoseMachinesError("the models were trained from a packed cache: pass --dataset")
-        dataset = names.pop() if names else "synthetic"
     data = load_split(
-        dataset,
+        dataset or _common_dataset(loaded),
         split,
         data_root,
         synthetic_size=synthetic_size,

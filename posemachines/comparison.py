@@ -56,17 +56,22 @@ def lower_parts(entry: Entry) -> list[Entry]:
     return out
 
 
-def load_entry(path: str | Path, device: str = "cpu", label: str | None = None) -> Entry:
+def load_entry(
+    path: str | Path, device: str = "cpu", label: str | None = None, runtime: str = "torch"
+) -> Entry:
+    """A model directory, an exported ``.onnx`` model or a prediction file, to score."""
     from .io import read_manifest
-    from .model import load_model
+    from .runtimes import is_onnx_file, load_pose_model
 
     path = Path(path)
-    if path.is_dir():
-        return Entry(label or path.name, path, load_model(path, device), read_manifest(path))
+    if path.is_dir() or is_onnx_file(path):
+        model = load_pose_model(path, device, runtime)
+        manifest = read_manifest(path) if path.is_dir() else {}
+        return Entry(label or (path.name if path.is_dir() else path.stem), path, model, manifest)
     if path.suffix.lower() in (".mat", ".json") and path.is_file():
         return Entry(label or path.stem, path)
     raise PoseMachinesError(
-        f"{path}: neither a model directory nor a prediction file (.mat or .json)"
+        f"{path}: neither a model directory, an .onnx model nor a prediction file (.mat or .json)"
     )
 
 

@@ -120,3 +120,17 @@ def fit_forest(dataset, settings, out, seed=0, n_jobs=-1, resume=False, init_mod
         settings = replace(settings, init=str(init_model))
     run = TrainingRun(Path(out), seed, n_jobs, resume=resume)
     return ForestTrainer(settings, run).fit(dataset).model_
+
+
+def run_pm(*args, expect_fail: bool = False):
+    """``pm ARGS`` in this process; a failure must be one line of error and exit status 1."""
+    from click.testing import CliRunner
+    from posemachines.cli.main import cli
+
+    result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+    if expect_fail:
+        assert result.exit_code == 1, result.output
+        assert result.stderr.startswith("Error:") and "Traceback" not in result.output
+    else:
+        assert result.exit_code == 0, result.output
+    return result

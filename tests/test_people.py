@@ -6,9 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from conftest import run_pm as run
 from PIL import Image
-from posemachines.cli.main import cli
 
 from posemachines.boxes import box_ap, read_detections
 from posemachines.data import load_dataset
@@ -19,17 +18,6 @@ from posemachines.skeletons import LSP14
 from posemachines.tracking import Tracker
 
 EXAMPLES = Path(__file__).parent.parent / "examples" / "images"
-
-
-def run(*args, expect_fail=False):
-    """``pm ARGS`` in this process; a failure must be one line of error, exit 1."""
-    result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
-    if expect_fail:
-        assert result.exit_code == 1, result.output
-        assert result.stderr.startswith("Error:") and "Traceback" not in result.output
-    else:
-        assert result.exit_code == 0, result.output
-    return result
 
 
 @pytest.fixture(scope="module")

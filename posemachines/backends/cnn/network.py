@@ -169,7 +169,7 @@ class CPM(nn.Module):
         S/8)."""
         x = self.features(image)
         beliefs = [below.to(x.dtype) if self.stage1 is None else self.first_stage(image, x)]
-        centre = self.centre_map(len(image), x)
+        centre = self.centre_map(image.shape[0], x)  # a traced size: a dynamic batch
         for stage in self.refine:
             beliefs.append(stage(x, beliefs[-1], centre))
         return beliefs[1:] if self.stage1 is None else beliefs

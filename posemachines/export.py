@@ -1,0 +1,103 @@
+"""``pm export``: a model of CNN stages written as one ONNX file, optionally quantised to int8
+(ONNX Runtime's static quantisation, calibrated on person crops of the model's own data)."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from .crops import person_crop
+from .errors import PoseMachinesError
+from .files import atomic_write_bytes, check_replaceable
+from .model import PoseModel
+from .onnx_model import METADATA_KEY, describe, with_metadata
+
+
+def onnx_file_bytes(model: PoseModel) -> bytes:
+    """The float32 ONNX file of ``model`` with its metadata (CNN stages only)."""
+    from .backends.cnn.export import onnx_bytes
+
+    return with_metadata(onnx_bytes(model.stages, model.input_size), describe(model))
+
+
+def calibration_crops(model: PoseModel, dataset, count: int) -> np.ndarray:
+    """``count`` person crops (float32, NHWC, 0-255) spread over ``dataset``."""
+    picks = np.linspace(0, len(dataset) - 1, min(count, len(dataset))).astype(int)
+    crops = [person_crop(dataset[int(i)], model.input_size, model.skeleton).image for i in picks]
+    return np.stack(crops).astype(np.float32)
+
+
+def quantised(data: bytes, crops: np.ndarray, batch: int = 8) -> bytes:
+    """``data`` (float32 ONNX) quantised to int8 weights and activations (QDQ, weights per
+    channel), the activation ranges calibrated on ``crops``."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Crops(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter(np.array_split(crops, max(1, len(crops) // batch)))
+
+        def get_next(self):
+            part = next(self.batches, None)
+            return None if part is None else {"crop": part}
+
+    with tempfile.TemporaryDirectory(prefix="posemachines-int8-") as tmp, _quiet():
+        source, target = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        prepared = Path(tmp) / "prepared.onnx"
+        source.write_bytes(data)
+        # BatchNorm folded into the convolutions first: quantised apart, it would cost a
+        # dequantise-multiply-quantise round trip per layer and undo the gain.
+        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+        quantize_static(
+            str(prepared),
+            str(target),
+            Crops(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            weight_type=QuantType.QInt8,
+            activation_type=QuantType.QUInt8,
+        )
+        return target.read_bytes()
+
+
+@contextmanager
+def _quiet():
+    """ONNX Runtime's quantiser logs advice on the root logger; the command says what counts."""
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def is_our_onnx(path: Path) -> bool:
+    """An ONNX file pm export wrote (its metadata says so), which it may replace."""
+    try:
+        head = path.read_bytes()
+    except OSError:
+        return False
+    return METADATA_KEY.encode() in head and b"posemachines-onnx" in head
+
+
+def export_onnx(model: PoseModel, out: str | Path, *, int8: bool = False, calibration=None) -> Path:
+    """Write ``model`` to ``out`` as ONNX (``int8``: quantised, calibrated on the crops of
+    ``calibration``, a dataset). Replaces only an earlier export."""
+    out = Path(out)
+    check_replaceable(out, is_our_onnx, "is not an ONNX file pm export wrote")
+    data = onnx_file_bytes(model)
+    if int8:
+        if calibration is None:
+            raise PoseMachinesError("--int8 needs crops to calibrate on: a dataset")
+        crops = calibration_crops(model, calibration[0], calibration[1])
+        data = with_metadata(quantised(data, crops), describe(model, int8=True))
+    atomic_write_bytes(out, data)
+    return out
