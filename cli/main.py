@@ -273,6 +273,7 @@ from .data_cmd import data  # noqa: E402
 from .export_cmd import export  # noqa: E402
 from .inspect_cmd import inspect  # noqa: E402
 from .predict_cmd import predict  # noqa: E402
+from .serve_cmd import serve  # noqa: E402
 from .train_cmd import train  # noqa: E402
 
 cli.add_command(train)
@@ -282,6 +283,7 @@ cli.add_command(compare)
 cli.add_command(bench)
 cli.add_command(inspect)
 cli.add_command(export)
+cli.add_command(serve)
 
 if __name__ == "__main__":
     cli()

@@ -1,5 +1,6 @@
 """Training the people model on any dataset that has every person of its images: the centre
-belief by CenterNet's focal loss, the box size and the centre's offset by L1 at the centres."""
+belief by CenterNet's focal loss, the box size by L1 near each centre, the centre's offset in
+its cell by L1 at the centre."""
 
 from __future__ import annotations
 

@@ -1,0 +1,214 @@
+"""The FastAPI application of ``pm serve``: the page at ``/``, ``POST /v1/predict``,
+``GET /v1/model``, ``GET /healthz`` and FastAPI's OpenAPI page (``/docs``).
+
+No path in a request reaches the file system: the model is loaded once, before the server
+starts, and the only files served are the page's own two, by name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from importlib import resources
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+
+from ..crops import person_crop
+from ..inference import one_person_each
+from ..model import PoseModel
+from ..multiperson import make_sample, poses_for_boxes
+from ..tta import NO_TTA
+from .batching import Batcher, Busy
+from .uploads import MAX_BYTES, MAX_PIXELS, BadUpload, decode_image
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_bytes: int = MAX_BYTES
+    max_pixels: int = MAX_PIXELS
+    timeout: float = 10.0  # seconds a request may wait and run
+    max_batch: int = 8
+    max_wait: float = 0.005  # seconds the first request of a batch waits for others
+    queue: int = 32
+
+
+def person_json(person, model: PoseModel, stages: bool) -> dict:
+    joints = np.concatenate([person.keypoints[-1], person.confidence[-1][:, None]], 1)
+    out = {
+        "box": [round(float(v), 1) for v in person.box],
+        "box_score": round(float(person.box_score), 4),
+        "score": round(float(person.score), 4),
+        "keypoints": np.round(joints, 3).tolist(),
+    }
+    if stages:
+        every = np.concatenate([person.keypoints, person.confidence[..., None]], 2)
+        out["stages"] = np.round(every, 3).tolist()
+    return out
+
+
+def beliefs_json(model: PoseModel, image: np.ndarray, person, whole_image: bool) -> dict:
+    """Every stage's belief maps over the person's square crop, for drawing over the image:
+    the crop's square in image pixels and, per stage, one g x g map per joint."""
+    box = None if whole_image else person.box
+    sample = make_sample("", image, model.skeleton.num_joints, box=box)
+    crop = person_crop(sample, model.input_size, model.skeleton)
+    maps = model.stage_beliefs(crop.image[None])
+    side = float(sample.box_side)
+    corner = [float(sample.centre[0]) + 0.5 - side / 2, float(sample.centre[1]) + 0.5 - side / 2]
+    p = model.skeleton.num_joints
+    return {
+        "square": [round(corner[0], 1), round(corner[1], 1), round(side, 1)],
+        "grid": int(maps[0].shape[-1]),
+        "stages": [np.round(np.clip(m[0, :p], 0, 1), 2).tolist() for m in maps],
+    }
+
+
+def predictor(model: PoseModel, finder=None):
+    """``predict(items)`` for the batcher: items are (image, stages, beliefs) and each
+    result the JSON of its image's people."""
+
+    def predict(items: list) -> list[dict]:
+        images = [image for image, _, _ in items]
+        start = time.perf_counter()
+        if finder is not None:
+            keys = [(k,) for k in range(len(images))]
+            people = poses_for_boxes(model, images, finder.find(images, keys), tta=NO_TTA)
+        else:
+            people = one_person_each(model, [(None, "", im) for im in images], None, None, NO_TTA)
+        ms = (time.perf_counter() - start) * 1000
+        out = []
+        for (image, stages, beliefs), found in zip(items, people):
+            doc = {
+                "width": int(image.shape[1]),
+                "height": int(image.shape[0]),
+                "people": [person_json(p, model, stages) for p in found],
+                "batch": len(items),
+                "model_ms": round(ms, 1),
+            }
+            if beliefs:
+                doc["beliefs"] = [beliefs_json(model, image, p, finder is None) for p in found]
+            out.append(doc)
+        return out
+
+    return predict
+
+
+def model_json(model: PoseModel, people_model=None) -> dict:
+    skeleton = model.skeleton
+    return {
+        "backend": model.backend,
+        "skeleton": skeleton.to_dict(),
+        "limbs": [list(pair) for pair in skeleton.limb_indices()],
+        "stages": model.num_stages,
+        "input_size": model.input_size,
+        "training": model.record.to_dict(),
+        "evaluations": model.info.get("evaluations", {}),
+        "people_model": None if people_model is None else people_model.record.to_dict(),
+    }
+
+
+def create_app(model: PoseModel, people_model=None, *, limits=Limits(), token=None, cors=None):
+    """The application around a loaded ``model`` (and ``people_model``, a PeopleModel)."""
+    from ..multiperson import PeopleFinder
+
+    finder = None if people_model is None else PeopleFinder(people_model, 0.3)
+    batcher = Batcher(predictor(model, finder), limits.max_batch, limits.max_wait, limits.queue)
+
+    @asynccontextmanager
+    async def lifespan(app):
+        batcher.start()
+        yield
+        await batcher.stop()
+
+    app = FastAPI(title="posemachines", lifespan=lifespan)
+    app.state.batcher = batcher
+    if cors:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware, allow_origins=list(cors), allow_methods=["*"], allow_headers=["*"]
+        )
+
+    def error(status: int, message: str, headers=None) -> JSONResponse:
+        return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+    def refused(request: Request) -> JSONResponse | None:
+        if token is None:
+            return None
+        given = request.headers.get("authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            return error(401, "a bearer token is required", {"WWW-Authenticate": "Bearer"})
+        return None
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def page():
+        return (resources.files(__package__) / "static" / "index.html").read_text()
+
+    @app.get("/static/app.js", include_in_schema=False)
+    def script():
+        text = (resources.files(__package__) / "static" / "app.js").read_text()
+        return Response(text, media_type="text/javascript")
+
+    @app.get("/healthz")
+    def healthz():
+        return {"status": "ok", "queued": batcher.queue.qsize()}
+
+    @app.get("/v1/model")
+    def describe(request: Request):
+        return refused(request) or model_json(model, people_model)
+
+    @app.post("/v1/predict")
+    async def predict(request: Request, stages: bool = False, beliefs: bool = False):
+        """An image as the body (image/*) or as the multipart field ``image``: every
+        person's joints ([x, y, confidence] in image pixels), box and score; ``stages``
+        adds every stage's joints, ``beliefs`` every stage's belief maps."""
+        denied = refused(request)
+        if denied is not None:
+            return denied
+        start = time.perf_counter()
+        try:
+            data = await read_body(request, limits.max_bytes)
+            image = decode_image(data, limits.max_pixels)
+            doc = await asyncio.wait_for(
+                batcher.submit((image, stages, beliefs)), timeout=limits.timeout
+            )
+        except BadUpload as exc:
+            return error(exc.status, exc.message)
+        except Busy:
+            return error(503, "the server is busy; try again shortly", {"Retry-After": "1"})
+        except asyncio.TimeoutError:
+            return error(504, f"the prediction took longer than {limits.timeout:g} s")
+        return {**doc, "latency_ms": round((time.perf_counter() - start) * 1000, 1)}
+
+    return app
+
+
+async def read_body(request, max_bytes: int) -> bytes:
+    """The image's bytes from the body (image/*) or the multipart field ``image``, refusing
+    more than ``max_bytes`` before reading them where the length is announced."""
+    announced = request.headers.get("content-length")
+    if announced and announced.isdigit() and int(announced) > max_bytes:
+        raise BadUpload(413, f"the body is over the limit of {max_bytes} bytes")
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind == "multipart/form-data":
+        form = await request.form(max_files=1, max_fields=4)
+        upload = form.get("image")
+        if upload is None or not hasattr(upload, "read"):
+            raise BadUpload(400, "the multipart body has no file field 'image'")
+        data = await upload.read(max_bytes + 1)
+    elif kind.startswith("image/") or kind == "application/octet-stream":
+        data = b""
+        async for chunk in request.stream():
+            data += chunk
+            if len(data) > max_bytes:
+                break
+    else:
+        raise BadUpload(415, f"send an image (image/jpeg, image/png, ...), not {kind or 'nothing'}")
+    if len(data) > max_bytes:
+        raise BadUpload(413, f"the body is over the limit of {max_bytes} bytes")
+    return data
