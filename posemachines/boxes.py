@@ -8,6 +8,7 @@ an ``(n, 5)`` array per image.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,10 +103,7 @@ class Detections:
         """One line for what was left out, or None."""
         parts = []
         if self.skipped:
-            kinds: dict = {}
-            for why in self.skipped:
-                kinds[why] = kinds.get(why, 0) + 1
-            each = ", ".join(f"{n} {why}" for why, n in kinds.items())
+            each = ", ".join(f"{n} {why}" for why, n in Counter(self.skipped).items())
             parts.append(f"{len(self.skipped)} box(es) left out ({each})")
         unused = self.unused()
         if unused:

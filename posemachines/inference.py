@@ -11,7 +11,14 @@ from .data import CorruptImageError, SkippedImages, read_image
 from .errors import PoseMachinesError
 from .files import atomic_write, claim
 from .model import PoseModel
-from .multiperson import PeopleSource, Person, make_sample, person_score, poses_for_boxes
+from .multiperson import (
+    PeopleSource,
+    Person,
+    make_sample,
+    person_score,
+    poses_for_boxes,
+    square_box,
+)
 from .tracking import Tracker
 from .tta import NO_TTA, TestTimeAugmentation
 
@@ -126,9 +133,7 @@ def one_person_each(model: PoseModel, batch, centre, box_side, tta) -> list[list
     keypoints, confidence = model.predict_samples(samples, tta)
     found = []
     for j, s in enumerate(samples):
-        half = s.box_side / 2
-        box = np.array([s.centre[0] + 0.5 - half, s.centre[1] + 0.5 - half, 2 * half, 2 * half])
-        person = Person(box, 1.0, keypoints[:, j], confidence[:, j])
+        person = Person(square_box(s), 1.0, keypoints[:, j], confidence[:, j])
         person.score = person_score(1.0, person.confidence[-1])
         found.append([person])
     return found

@@ -89,6 +89,13 @@ def make_sample(
     return Sample(image, empty[0], empty[1], empty[1], c, s, name)
 
 
+def square_box(sample: Sample) -> np.ndarray:
+    """[x, y, w, h] of the square a sample is cropped from (edge coordinates, as a box)."""
+    side = float(sample.box_side)
+    x, y = np.asarray(sample.centre, float) + 0.5 - side / 2
+    return np.array([x, y, side, side])
+
+
 def person_score(box_score: float, confidence: np.ndarray) -> float:
     """The box's score times the mean confidence of the joints above ``CONFIDENT`` (0 when
     none is)."""

@@ -45,12 +45,12 @@ def check_replaceable(path: str | Path) -> None:
 
 
 def _ours(path: Path) -> bool:
-    if files.read_json_object(path).get("format") == FORMAT:
-        return True
     try:
         doc = json.loads(path.read_text())
     except (OSError, ValueError, RecursionError):
         return False
+    if isinstance(doc, dict):
+        return doc.get("format") == FORMAT
     entries = isinstance(doc, list) and all(isinstance(d, dict) and "box_score" in d for d in doc)
     return bool(entries and doc)
 

@@ -21,7 +21,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from ..crops import person_crop
 from ..inference import one_person_each
 from ..model import PoseModel
-from ..multiperson import make_sample, poses_for_boxes
+from ..multiperson import make_sample, poses_for_boxes, square_box
 from ..tta import NO_TTA
 from .batching import Batcher, Busy
 from .uploads import MAX_BYTES, MAX_PIXELS, BadUpload, decode_image
@@ -58,11 +58,10 @@ def beliefs_json(model: PoseModel, image: np.ndarray, person, whole_image: bool)
     sample = make_sample("", image, model.skeleton.num_joints, box=box)
     crop = person_crop(sample, model.input_size, model.skeleton)
     maps = model.stage_beliefs(crop.image[None])
-    side = float(sample.box_side)
-    corner = [float(sample.centre[0]) + 0.5 - side / 2, float(sample.centre[1]) + 0.5 - side / 2]
+    x, y, side, _ = square_box(sample)
     p = model.skeleton.num_joints
     return {
-        "square": [round(corner[0], 1), round(corner[1], 1), round(side, 1)],
+        "square": [round(float(x), 1), round(float(y), 1), round(float(side), 1)],
         "grid": int(maps[0].shape[-1]),
         "stages": [np.round(np.clip(m[0, :p], 0, 1), 2).tolist() for m in maps],
     }
