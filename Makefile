@@ -34,5 +34,7 @@ test: install-test
 	$(BIN)/ruff check posemachines cli tests benchmarks examples
 	$(BIN)/python -m pytest -q
 
+# Only what make made: the environment, build files and the demo's runs (runs/ also holds every
+# model pm train wrote for you, which stays).
 clean:
-	rm -rf $(VENV) runs *.egg-info
+	rm -rf $(VENV) build dist *.egg-info $(OUT)

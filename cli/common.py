@@ -229,3 +229,24 @@ def runtime_option(func):
         help="Run the model's CNN stages in torch, or in ONNX Runtime (exported on the fly; "
         "needs posemachines[onnx]). An .onnx MODEL always runs in ONNX Runtime.",
     )(func)
+
+
+class ModelArgument(click.ParamType):
+    """A model: a directory, an exported .onnx or a zoo name (``pm models``). A path that
+    exists wins over a zoo name of the same spelling, and a line says so."""
+
+    name = "model"
+
+    def convert(self, value, param, ctx):
+        from posemachines.zoo import resolve
+
+        try:
+            path, note = resolve(value)
+        except PoseMachinesError as exc:
+            self.fail(str(exc), param, ctx)
+        if note:
+            echo_err(note)
+        return str(path)
+
+
+MODEL = ModelArgument()

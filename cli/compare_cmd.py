@@ -7,6 +7,7 @@ import click
 from posemachines.errors import PoseMachinesError
 
 from .common import (
+    MODEL,
     data_options,
     device_option,
     friendly_errors,
@@ -20,7 +21,7 @@ from .people_opts import people_options
 
 
 @click.command()
-@click.argument("entries", nargs=-1, type=click.Path(exists=True))
+@click.argument("entries", nargs=-1, type=MODEL)
 @data_options(default_split="test")
 @click.option(
     "--out",
@@ -61,6 +62,7 @@ def compare(
     people,
     boxes,
     min_box_score,
+    max_people,
     runtime,
 ):
     """Evaluate models and prediction files side by side and write an HTML/Markdown/JSON report.
@@ -92,13 +94,14 @@ def compare(
         people=people,
         boxes=boxes,
         min_box_score=min_box_score,
+        max_people=max_people,
         runtime=runtime,
     )
     click.echo(f"report written to {report}/report.html")
 
 
 @click.command()
-@click.argument("model", type=click.Path(exists=True))
+@click.argument("model", type=MODEL)
 @click.option("--dataset", default=None)
 @click.option("--split", default="test", show_default=True)
 @click.option("--data-root", type=click.Path(file_okay=False), default=None)

@@ -6,11 +6,11 @@ import click
 
 from posemachines.errors import PoseMachinesError
 
-from .common import friendly_errors, load_data
+from .common import MODEL, friendly_errors, load_data, overwrite_option
 
 
 @click.command()
-@click.argument("model", type=click.Path(exists=True, file_okay=False))
+@click.argument("model", type=MODEL)
 @click.option("--format", "format_", type=click.Choice(["onnx"]), default="onnx", show_default=True)
 @click.option(
     "--out",
@@ -33,8 +33,9 @@ from .common import friendly_errors, load_data
 )
 @click.option("--dataset", default=None, help="Calibrate on this dataset (default: the model's).")
 @click.option("--data-root", type=click.Path(file_okay=False), default=None)
+@overwrite_option
 @friendly_errors
-def export(model, format_, out, int8, calibration, dataset, data_root):
+def export(model, format_, out, int8, calibration, dataset, data_root, overwrite):
     """Write MODEL (CNN stages only: a CNN or a stack of CNN parts) as one ONNX file: the crop
     in (float32 RGB 0-255, N x S x S x 3, any batch), every stage's belief maps out (stage1..),
     opset 18, checked by onnx.checker, with the skeleton, codec, crop protocol, training record
@@ -54,7 +55,14 @@ def export(model, format_, out, int8, calibration, dataset, data_root):
             raise PoseMachinesError("this model was trained from a packed cache: pass --dataset")
         train = load_data(name, "train", data_root, None, None)
         calibrate = (train, calibration)
-    export_onnx(pose_model, out, int8=int8, calibration=calibrate)
+    export_onnx(
+        pose_model,
+        out,
+        int8=int8,
+        calibration=calibrate,
+        overwrite=overwrite,
+        hint="pass --overwrite to replace it, or choose another --out",
+    )
     click.echo(f"{out} written ({out.stat().st_size / 1e6:.1f} MB)")
     if int8:
         click.echo(int8_change(model, out, name, data_root))
@@ -71,7 +79,7 @@ def int8_change(model, out, name: str, data_root) -> str:
     scores = []
     for path, runtime in ((model, "onnxruntime"), (out, "onnxruntime")):
         scores.append(evaluate(load_pose_model(path, runtime=runtime), test).metrics["pck@0.2"])
-    return (
-        f"PCK@0.2 on {name}:{split}: float32 {100 * scores[0]:.1f}, int8 {100 * scores[1]:.1f} "
-        f"({100 * (scores[1] - scores[0]):+.1f} points)"
-    )
+    # The difference of the figures shown, so that the line adds up as a reader checks it.
+    fp32, int8 = (round(100 * s, 1) for s in scores)
+    change = f"{int8 - fp32:+.1f} points"
+    return f"PCK@0.2 on {name}:{split}: float32 {fp32:.1f}, int8 {int8:.1f} ({change})"

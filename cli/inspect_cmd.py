@@ -6,11 +6,11 @@ import json
 
 import click
 
-from .common import friendly_errors
+from .common import MODEL, friendly_errors
 
 
 @click.command()
-@click.argument("model", type=click.Path(exists=True, file_okay=False))
+@click.argument("model", type=MODEL)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
 @click.option(
     "--erf",

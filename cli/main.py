@@ -14,6 +14,7 @@ import click
 from posemachines.errors import PoseMachinesError
 
 from .common import (
+    MODEL,
     data_options,
     device_name,
     device_option,
@@ -50,7 +51,7 @@ def cli():
 
 
 @cli.command()
-@click.argument("model", type=click.Path(exists=True))
+@click.argument("model", type=MODEL)
 @data_options(default_split="test")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 @click.option("--batch-size", type=int, default=32, show_default=True)
@@ -92,6 +93,7 @@ def evaluate(
     people,
     boxes,
     min_box_score,
+    max_people,
     runtime,
 ):
     """Score MODEL (a model directory, an exported .onnx, or a .mat/.json prediction file) on
@@ -112,7 +114,7 @@ def evaluate(
             )
         name, entry = dataset or "synthetic-crowd", None
     else:
-        source, label = people_source(people, boxes, min_box_score, device_name(device))
+        source, label = people_source(people, boxes, min_box_score, device_name(device), max_people)
         tta = make_tta(flip, scales)
         entry, name = _pose_entry(model, dataset, device, save_predictions, runtime)
     data = load_data(
@@ -176,9 +178,9 @@ def _pose_entry(model, dataset, device, save_predictions, runtime):
     from posemachines.comparison import load_entry
 
     if save_predictions:
-        from posemachines.predictions import check_replaceable
+        from posemachines.files import check_owned_file
 
-        check_replaceable(save_predictions)  # before the work, not after it
+        check_owned_file(save_predictions)  # before the work, not after it
     entry = load_entry(model, device_name(device), runtime=runtime)
     name = dataset or (entry.model and entry.model.record.dataset_name) or "synthetic"
     if name == "packed":
@@ -191,7 +193,7 @@ def evaluate_detected_cmd(
 ) -> None:
     """``pm evaluate MODEL --people/--boxes``: COCO's detected-box protocol."""
     from posemachines.detected_boxes import evaluate_detected
-    from posemachines.files import atomic_write_json
+    from posemachines.files import json_text, write_owned_file
     from posemachines.io import update_manifest
 
     if entry.model is None:
@@ -210,7 +212,7 @@ def evaluate_detected_cmd(
     if result.skipped:
         report_skipped(result.skipped.summary() + "; their people count as missed")
     if save_to:
-        atomic_write_json(save_to, result.results)
+        write_owned_file(save_to, json_text(result.results).encode(), "evaluate")
     doc = {"dataset": data.name, "split": data.split, **result.to_dict()}
     if not Path(path).is_dir():
         click.echo(
@@ -272,6 +274,7 @@ from .compare_cmd import bench, compare  # noqa: E402
 from .data_cmd import data  # noqa: E402
 from .export_cmd import export  # noqa: E402
 from .inspect_cmd import inspect  # noqa: E402
+from .models_cmd import models  # noqa: E402
 from .predict_cmd import predict  # noqa: E402
 from .serve_cmd import serve  # noqa: E402
 from .train_cmd import train  # noqa: E402
@@ -284,6 +287,7 @@ cli.add_command(bench)
 cli.add_command(inspect)
 cli.add_command(export)
 cli.add_command(serve)
+cli.add_command(models)
 
 if __name__ == "__main__":
     cli()

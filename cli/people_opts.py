@@ -37,6 +37,14 @@ def people_options(min_score: float):
                 show_default=True,
                 help="Boxes scored below this are nobody.",
             ),
+            click.option(
+                "--max-people",
+                type=click.IntRange(min=1),
+                default=100,
+                show_default=True,
+                help="Boxes per image at most: the best-scored are kept, the others counted "
+                "and left out.",
+            ),
         ]
         for option in reversed(options):
             func = option(func)
@@ -45,14 +53,14 @@ def people_options(min_score: float):
     return decorate
 
 
-def people_source(people, boxes, min_box_score: float, device: str):
+def people_source(people, boxes, min_box_score: float, device: str, max_people: int):
     """The people source the options name, with a label for the reader; (None, None) when
     neither is given."""
     from posemachines.api import people_source as source
 
     if people and boxes:
         raise PoseMachinesError("give --people or --boxes, not both")
-    return source(people, boxes, min_box_score, device) or (None, None)
+    return source(people, boxes, min_box_score, device, max_people) or (None, None)
 
 
 def report_boxes(source) -> None:

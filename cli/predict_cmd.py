@@ -9,8 +9,10 @@ import click
 from posemachines.errors import PoseMachinesError
 
 from .common import (
+    MODEL,
     device_name,
     device_option,
+    echo_err,
     friendly_errors,
     make_tta,
     on_bad_image_option,
@@ -23,8 +25,8 @@ from .people_opts import people_options, people_source, report_boxes
 
 
 @click.command()
-@click.argument("model", type=click.Path(exists=True))
-@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.argument("model")
+@click.argument("inputs", nargs=-1, type=click.Path())
 @click.option(
     "--out",
     type=click.Path(file_okay=False),
@@ -64,6 +66,7 @@ def predict(
     people,
     boxes,
     min_box_score,
+    max_people,
     no_overlays,
     overwrite,
     device,
@@ -72,8 +75,9 @@ def predict(
     scales,
     on_bad_image,
 ):
-    """Predict keypoints with MODEL (a model directory or an exported .onnx) for image
-    files, folders of images and videos.
+    """Predict keypoints with MODEL (a model directory, an exported .onnx or a zoo name: pm
+    models) for image files, folders of images and videos. Without a model (pm predict
+    photo.jpg) the zoo's default CNN is used, and a line says so.
 
     One person per image (the whole image, or --centre/--box-side), or with --people or
     --boxes every person found: a pose for every box. Writes OUT/keypoints.json (COCO's
@@ -91,20 +95,16 @@ def predict(
     from posemachines.runs import check_output_folder, output_folder
     from posemachines.runtimes import load_pose_model
 
-    if box_side is not None and not (box_side > 0 and math.isfinite(box_side)):
-        raise click.ClickException(f"--box-side must be positive, in pixels, got {box_side}")
-    if centre is not None and not all(math.isfinite(v) for v in centre):
-        raise click.ClickException(f"--centre must be two finite numbers, got {centre}")
+    model, inputs = model_and_inputs(model, inputs)
     tta = make_tta(flip, scales)
-    finder, _ = people_source(people, boxes, min_box_score, device_name(device))
-    if finder is not None and (centre is not None or box_side is not None):
-        raise PoseMachinesError("--centre and --box-side are for one person, not --people/--boxes")
+    finder, _ = people_source(people, boxes, min_box_score, device_name(device), max_people)
+    check_person_box(centre, box_side, finder)
     check_output_folder(out, "predict", overwrite)
     pose_model = load_pose_model(model, device_name(device), runtime)
     files = collect_inputs(inputs)
     results, images, skipped = [], 0, SkippedImages()
     with output_folder(out, "predict", overwrite=overwrite) as out_dir:
-        overlays = OverlayWriter(out_dir, pose_model.skeleton)
+        overlays = OverlayWriter(out_dir, pose_model.skeleton, files)
         # Every file this command will write is claimed first: a name taken by a file of the
         # user's stops it here, before anything is computed or written.
         claim(out_dir / "keypoints.json")
@@ -151,3 +151,26 @@ def write_keypoints(path, model, tta, skipped, results) -> None:
             "results": results,
         },
     )
+
+
+def model_and_inputs(model: str, inputs: tuple) -> tuple[str, tuple]:
+    """The model and the inputs: when the first argument names no model, every argument is an
+    input and the model is the zoo's default CNN (said in one line)."""
+    from posemachines.zoo import DEFAULT_CNN, names_a_model
+
+    if names_a_model(model):
+        if not inputs:
+            raise click.UsageError("give the images, folders or videos to predict")
+        return MODEL.convert(model, None, None), inputs
+    echo_err(f"no model given: using the zoo's {DEFAULT_CNN} (pm models lists the others)")
+    return MODEL.convert(DEFAULT_CNN, None, None), (model, *inputs)
+
+
+def check_person_box(centre, box_side, finder) -> None:
+    """--centre and --box-side: finite, positive, and for one person per image only."""
+    if box_side is not None and not (box_side > 0 and math.isfinite(box_side)):
+        raise click.ClickException(f"--box-side must be positive, in pixels, got {box_side}")
+    if centre is not None and not all(math.isfinite(v) for v in centre):
+        raise click.ClickException(f"--centre must be two finite numbers, got {centre}")
+    if finder is not None and (centre is not None or box_side is not None):
+        raise PoseMachinesError("--centre and --box-side are for one person, not --people/--boxes")

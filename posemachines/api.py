@@ -12,7 +12,7 @@ model.save("runs/my-forest")
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,7 @@ from .data import PoseDataset
 from .errors import PoseMachinesError
 from .evaluation import EvaluationResult
 from .model import PoseModel
+from .multiperson import MAX_PEOPLE, AtMost
 from .tta import NO_TTA, TestTimeAugmentation
 
 
@@ -94,6 +95,9 @@ def plan_training(backend: str, *, folds: int | None = None, seed: int = 0, **op
 def run_training(plan: TrainingPlan, dataset: PoseDataset | None, run: TrainingRun):
     """Train what ``plan`` says on ``dataset``; the model (None on a ``torchrun`` rank other
     than 0)."""
+    if run.resume and not (run.out_dir / "checkpoint").exists():
+        run.log(f"nothing to resume in {run.out_dir} (no checkpoint): training from the start")
+        run = replace(run, resume=False)
     if plan.is_stack:
         from .backends.stack import train_stack
 
@@ -137,17 +141,27 @@ def train(
     return run_training(plan, dataset, run)
 
 
-def people_source(people=None, boxes=None, min_box_score: float = 0.0, device: str = "cpu"):
+def people_source(
+    people=None,
+    boxes=None,
+    min_box_score: float = 0.0,
+    device: str = "cpu",
+    max_people: int = MAX_PEOPLE,
+):
     """(a people source, its label for the reader) from a people model (a folder or a loaded
-    one) or a detections file; None when neither is given."""
+    one) or a detections file, keeping the ``max_people`` best-scored boxes of an image; None
+    when neither is given."""
     if people is not None and boxes is not None:
         raise PoseMachinesError("give people or boxes, not both")
     if not 0 <= min_box_score <= 1:
         raise PoseMachinesError(f"--min-box-score must be between 0 and 1, got {min_box_score}")
+    if max_people < 1:
+        raise PoseMachinesError(f"--max-people must be at least 1, got {max_people}")
     if boxes is not None:
         from .boxes import read_detections
 
-        return read_detections(boxes, min_box_score), f"detected boxes ({boxes})"
+        source = read_detections(boxes, min_box_score)
+        return AtMost(source, max_people), f"detected boxes ({boxes})"
     if people is None:
         return None
     from .multiperson import PeopleFinder
@@ -156,8 +170,9 @@ def people_source(people=None, boxes=None, min_box_score: float = 0.0, device: s
         from .backends.people.model import load_people_model
 
         label = f"detected boxes (people model {people})"
-        return PeopleFinder(load_people_model(people, device), min_box_score), label
-    return PeopleFinder(people, min_box_score), "detected boxes (people model)"
+        finder = PeopleFinder(load_people_model(people, device), min_box_score)
+        return AtMost(finder, max_people), label
+    return AtMost(PeopleFinder(people, min_box_score), max_people), "detected boxes (people model)"
 
 
 def _flag(name: str) -> str:
@@ -200,6 +215,7 @@ def predict_people(
     people=None,
     boxes=None,
     min_box_score: float = 0.3,
+    max_people: int = MAX_PEOPLE,
     tta: TestTimeAugmentation = NO_TTA,
     batch_size: int = 32,
 ) -> list:
@@ -215,11 +231,12 @@ def predict_people(
     if isinstance(boxes, (list, tuple)):
         if len(boxes) != len(images):
             raise PoseMachinesError(f"{len(boxes)} box lists for {len(images)} images")
-        source = detections_from(dict(enumerate(boxes)), min_box_score)
+        source = AtMost(detections_from(dict(enumerate(boxes)), min_box_score), max_people)
     else:
         from .comparison import model_device
 
-        source, _ = people_source(people, boxes, min_box_score, model_device(model)) or (None, None)
+        device = model_device(model)
+        source, _ = people_source(people, boxes, min_box_score, device, max_people) or (None, None)
     if source is None:
         raise PoseMachinesError("predict_people needs people (a people model) or boxes")
     keys = [(k,) for k in range(len(images))]
@@ -260,6 +277,7 @@ def compare(
     people=None,
     boxes=None,
     min_box_score=0.0,
+    max_people=MAX_PEOPLE,
     runtime="torch",
 ) -> Path:
     """Compare model directories and prediction files as ``pm compare`` does: ``entries``
@@ -307,7 +325,7 @@ def compare(
         on_bad_image=on_bad_image,
         timing_images=timing_images,
         device=device,
-        people=people_source(people, boxes, min_box_score, device),
+        people=people_source(people, boxes, min_box_score, device, max_people),
     )
     command = " ".join(["pm"] + sys.argv[1:])
     return write_report(comparison, out, command, overwrite=overwrite, runs_root=runs_root)

@@ -12,9 +12,9 @@ import numpy as np
 
 from .crops import person_crop
 from .errors import PoseMachinesError
-from .files import atomic_write_bytes, check_replaceable
+from .files import check_owned_file, write_owned_file
 from .model import PoseModel
-from .onnx_model import METADATA_KEY, describe, with_metadata
+from .onnx_model import describe, with_metadata
 
 
 def onnx_file_bytes(model: PoseModel) -> bytes:
@@ -79,25 +79,25 @@ def _quiet():
         logging.disable(logging.NOTSET)
 
 
-def is_our_onnx(path: Path) -> bool:
-    """An ONNX file pm export wrote (its metadata says so), which it may replace."""
-    try:
-        head = path.read_bytes()
-    except OSError:
-        return False
-    return METADATA_KEY.encode() in head and b"posemachines-onnx" in head
-
-
-def export_onnx(model: PoseModel, out: str | Path, *, int8: bool = False, calibration=None) -> Path:
+def export_onnx(
+    model: PoseModel,
+    out: str | Path,
+    *,
+    int8: bool = False,
+    calibration=None,
+    overwrite: bool = False,
+    hint: str = "",
+) -> Path:
     """Write ``model`` to ``out`` as ONNX (``int8``: quantised, calibrated on the crops of
-    ``calibration``, a dataset). Replaces only an earlier export."""
+    ``calibration``, a dataset). An existing ``out`` is replaced only with ``overwrite``, and
+    only when its folder's record says posemachines wrote it."""
     out = Path(out)
-    check_replaceable(out, is_our_onnx, "is not an ONNX file pm export wrote")
+    check_owned_file(out, replace=overwrite, hint=hint)
     data = onnx_file_bytes(model)
     if int8:
         if calibration is None:
             raise PoseMachinesError("--int8 needs crops to calibrate on: a dataset")
         crops = calibration_crops(model, calibration[0], calibration[1])
         data = with_metadata(quantised(data, crops), describe(model, int8=True))
-    atomic_write_bytes(out, data)
+    write_owned_file(out, data, "export", replace=overwrite, hint=hint)
     return out

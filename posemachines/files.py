@@ -192,10 +192,9 @@ class OwnedFolder:
     ends (it failed and took its files back) goes too, so a refused write leaves no trace.
     """
 
-    def __init__(self, root: str | Path, command: str, earlier: dict | None = None):
+    def __init__(self, root: str | Path, command: str):
         self.root = Path(os.path.abspath(root))
         self.command = command
-        self.earlier = earlier  # the record of an output written before records existed
         self.owned: set[str] = set()
         self._fd: int | None = None
         self._had_record = False
@@ -215,12 +214,13 @@ class OwnedFolder:
                 "or choose another --out"
             )
         self._fd = fd
-        record = self.read_record(self.root) or self.earlier
+        record = self.read_record(self.root)
         self._had_record = record is not None
         if record is not None:
             self.owned = {f for f in record["files"] if plain_name(f)}
-            if record is self.earlier:
-                self._write_record()
+            # A single file written into another command's folder keeps that folder's owner.
+            if isinstance(record.get("command"), str):
+                self.command = record["command"]
             for name in self.owned:  # what a killed writer of ours left half-written
                 if (self.root / name).is_dir() and not (self.root / name).is_symlink():
                     sweep_temporaries(self.root / name)
@@ -279,13 +279,37 @@ def read_json_object(path: str | Path) -> dict:
     return doc if isinstance(doc, dict) else {}
 
 
-def check_replaceable(path: str | Path, ours: Callable[[Path], bool], unless: str) -> None:
-    """Before writing the single file ``path``: refuse, saying it ``unless``, when something
-    is there that is not ours (``ours(path)`` tells by its contents; links are never ours)."""
+def write_owned_file(
+    path: str | Path, data: bytes, command: str, *, replace: bool = True, hint: str = ""
+) -> None:
+    """Write the single file ``path`` as ``command``'s output: its folder's record must list
+    an existing file as written by posemachines (and ``replace`` allow it), else nothing is
+    written. Temporaries a killed writer left in the folder are swept first."""
+    path = Path(path)
+    if is_open(path.parent):  # a command writing into the folder it already holds
+        _check_single(path, replace, hint)
+        atomic_write_bytes(path, data)
+        return
+    with OwnedFolder(make_folder(path.parent), command) as owner:
+        owner.claim(path.name)  # refuses a file posemachines did not write
+        _check_single(path, replace, hint)
+        atomic_write_bytes(path, data)
+
+
+def check_owned_file(path: str | Path, *, replace: bool = True, hint: str = "") -> None:
+    """Refuse before any work what ``write_owned_file`` would refuse after it."""
     path = Path(path)
     if not (path.exists() or path.is_symlink()):
         return
-    if path.is_symlink() or not path.is_file() or not ours(path):
+    record = OwnedFolder.read_record(path.parent) or {"files": []}
+    if path.name not in record["files"] or path.is_symlink() or not path.is_file():
         raise PoseMachinesError(
-            f"{path} exists and {unless}; it is left alone (choose another name)"
+            f"{path} was not written by posemachines and is left alone; move it or choose "
+            "another name"
         )
+    _check_single(path, replace, hint)
+
+
+def _check_single(path: Path, replace: bool, hint: str) -> None:
+    if not replace and (path.exists() or path.is_symlink()):
+        raise PoseMachinesError(f"{path} exists; {hint or 'choose another name'}")

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import os
+from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
 from .data import CorruptImageError, SkippedImages, read_image
 from .errors import PoseMachinesError
-from .files import atomic_write, claim
+from .files import atomic_write, claim, make_folder
 from .model import PoseModel
 from .multiperson import (
     PeopleSource,
@@ -28,7 +30,7 @@ VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm"}
 
 def collect_inputs(paths) -> list[Path]:
     """Image and video files named directly or found (sorted) in the folders given (a GIF is
-    read as its first frame)."""
+    read as its first frame); a file given twice is read once."""
     files = []
     for p in map(Path, paths):
         if p.is_dir():
@@ -40,17 +42,26 @@ def collect_inputs(paths) -> list[Path]:
             raise PoseMachinesError(f"{p}: no such file or folder")
     if not files:
         raise PoseMachinesError("no images found in the inputs given")
-    return files
+    unique = {os.path.abspath(f): f for f in reversed(files)}
+    return [f for f in files if unique.pop(os.path.abspath(f), None) is not None]
+
+
+def input_names(files: list[Path]) -> dict[Path, str]:
+    """Each input's name in the outputs: its path below the folder that holds them all
+    (``a/x.jpg`` and ``b/x.jpg`` stay apart; one folder's images keep their own names)."""
+    absolute = [Path(os.path.abspath(f)) for f in files]
+    root = Path(os.path.commonpath([a.parent for a in absolute]))
+    return {f: a.relative_to(root).as_posix() for f, a in zip(files, absolute)}
 
 
 def is_video(path: Path) -> bool:
     return path.suffix.lower() in VIDEO_SUFFIXES
 
 
-def iter_frames(path: Path) -> Iterator[tuple[str, np.ndarray]]:
-    """(name, image) for an image file, or for every frame of a video file."""
+def iter_frames(path: Path, name: str) -> Iterator[tuple[str, np.ndarray]]:
+    """(name, image) for an image file, or for every frame of a video file (``name#k``)."""
     if not is_video(path):
-        yield path.name, read_image(path)
+        yield name, read_image(path)
         return
     try:
         import imageio.v3 as iio
@@ -60,7 +71,7 @@ def iter_frames(path: Path) -> Iterator[tuple[str, np.ndarray]]:
         ) from None
     try:
         for k, frame in enumerate(iio.imiter(path)):
-            yield f"{path.name}#{k:06d}", np.asarray(frame)[..., :3]
+            yield f"{name}#{k:06d}", np.asarray(frame)[..., :3]
     except (OSError, ValueError, RuntimeError) as exc:
         raise CorruptImageError(f"{path}: cannot read video ({exc})") from None
 
@@ -90,6 +101,7 @@ def predict_files(
 
     batch: list = []
     trackers: dict = {}
+    names = input_names(files)
 
     def flush():
         images = [image for _, _, image in batch]
@@ -109,7 +121,7 @@ def predict_files(
     with progress_bar(desc="predict", unit="img", disable=not progress) as bar:
         for path in files:
             try:
-                for name, image in iter_frames(path):
+                for name, image in iter_frames(path, names[path]):
                     batch.append((path, name, image))
                     bar.update()
                     if len(batch) == batch_size:
@@ -118,7 +130,7 @@ def predict_files(
                 if on_bad_image == "stop" or not isinstance(exc, CorruptImageError):
                     raise
                 if skipped is not None:
-                    skipped.add(path.name, str(exc))
+                    skipped.add(names[path], str(exc))
         if batch:
             yield from flush()
 
@@ -140,18 +152,24 @@ def one_person_each(model: PoseModel, batch, centre, box_side, tta) -> list[list
 
 
 class OverlayWriter:
-    """Overlays of predictions: a PNG per image, an MP4 per video (streamed frame by frame)."""
+    """Overlays of predictions: a PNG per image, an MP4 per video (streamed frame by frame),
+    named after each input's name (``input_names``): ``a/x.jpg`` gives ``a/x.png``, or
+    ``a/x.jpg.png`` where another input shares the stem."""
 
-    def __init__(self, out_dir: Path, skeleton):
+    def __init__(self, out_dir: Path, skeleton, files: list[Path]):
         self.out_dir, self.skeleton, self.videos = Path(out_dir), skeleton, {}
         self.written: list[Path] = []
+        names = input_names(files)
+        stems = Counter(str(PurePosixPath(n).with_suffix("")) for n in names.values())
+        self.names = {}
+        for source, name in names.items():
+            stem = str(PurePosixPath(name).with_suffix(""))
+            base = stem if stems[stem] == 1 else name
+            self.names[source] = base + ("_overlay.mp4" if is_video(source) else ".png")
 
-    def path_for(self, source: Path, name: str | None = None) -> Path:
-        """Where the overlay of an image (``name``: a frame's or an image's own) or a video
-        goes."""
-        if is_video(source):
-            return self.out_dir / (source.stem + "_overlay.mp4")
-        return self.out_dir / (Path(name or source.name).stem + ".png")
+    def path_for(self, source: Path) -> Path:
+        """Where the overlay of an image or a video goes."""
+        return self.out_dir / self.names[source]
 
     def add(self, source: Path, name: str, image: np.ndarray, people: list[Person]) -> None:
         from PIL import Image
@@ -159,7 +177,7 @@ class OverlayWriter:
         from .visualize import draw_people
 
         overlay = draw_people(image, people, self.skeleton)
-        path = self.path_for(source, name)
+        path = self.path_for(source)
         if not is_video(source):
             atomic_write(path, lambda f: Image.fromarray(overlay).save(f, format="PNG"))
             self.written.append(path)
@@ -167,6 +185,7 @@ class OverlayWriter:
         if source not in self.videos:
             import imageio.v2 as imageio
 
+            make_folder(path.parent)
             claim(path)  # the video is streamed, not renamed into place
             self.written.append(path)
             self.videos[source] = imageio.get_writer(path, fps=25, macro_block_size=1)

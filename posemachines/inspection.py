@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import PoseMachinesError
-from .files import atomic_write_bytes, check_replaceable
+from .files import write_owned_file
 from .io import read_manifest
 from .model import load_model
 
@@ -133,19 +133,8 @@ def draw_effective_receptive_fields(folder: str | Path, path: str | Path) -> lis
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, metadata={"Software": DRAWN_BY})
     plt.close(fig)
-    check_replaceable(path, _drawn_by_us, "was not drawn by posemachines")
-    atomic_write_bytes(path, buf.getvalue())
+    write_owned_file(path, buf.getvalue(), "inspect")
     return radii
 
 
 DRAWN_BY = "posemachines"  # the PNG text field a figure of ours carries
-
-
-def _drawn_by_us(path: Path) -> bool:
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            return im.info.get("Software") == DRAWN_BY
-    except Exception:  # not an image at all: certainly not ours
-        return False

@@ -188,11 +188,12 @@ class PoseModel:
 
 
 def load_model(folder: str | Path, device: str = "cpu") -> PoseModel:
-    """Load a model directory, verifying every file (``io.read_model``); ``device`` places
-    CNN stages."""
+    """Load a model directory or a zoo model by name (``zoo.resolve``), verifying every
+    file (``io.read_model``); ``device`` places CNN stages."""
     from .io import read_model
+    from .zoo import resolve
 
-    files = read_model(folder, device)
+    files = read_model(resolve(folder)[0], device)
     record = TrainingRecord.from_manifest(files.manifest)
     return PoseModel(
         files.manifest["backend"], files.skeleton, files.codec, files.stages, files.info, record

@@ -23,6 +23,7 @@ from .skeletons import Skeleton
 from .tta import NO_TTA, TestTimeAugmentation
 
 NMS_OKS = 0.9
+MAX_PEOPLE = 100  # boxes per image at most (COCO scores 20 poses per image)
 CONFIDENT = 0.2  # joints above this confidence count in a person's score
 
 
@@ -105,21 +106,59 @@ def person_score(box_score: float, confidence: np.ndarray) -> float:
 
 def oks_nms(people: list[Person], skeleton: Skeleton, threshold: float = NMS_OKS) -> list:
     """The people best-scored first, without those whose pose repeats a kept one (OKS with
-    it above ``threshold``, the kept person's box area as the scale)."""
-    sigmas = oks_sigmas(skeleton)
-    kept: list[Person] = []
-    for person in sorted(people, key=lambda p: -p.score):
-        if not any(pose_oks(person, other, sigmas) > threshold for other in kept):
-            kept.append(person)
+    it above ``threshold``, the kept person's box area as the scale). Each kept person is
+    compared with all the others at once: n kept people cost n array operations."""
+    if len(people) < 2:
+        return list(people)
+    order = sorted(range(len(people)), key=lambda k: -people[k].score)
+    poses = np.stack([people[k].keypoints[-1] for k in order])  # (n, P, 2)
+    areas = np.array([people[k].box[2] * people[k].box[3] for k in order], float)
+    sigmas, every = oks_sigmas(skeleton), np.ones(poses.shape[:2], bool)
+    left = np.ones(len(order), bool)
+    kept = []
+    for i in range(len(order)):
+        if not left[i]:
+            continue
+        kept.append(people[order[i]])
+        rest = np.flatnonzero(left[i + 1 :]) + i + 1
+        if len(rest):
+            area = np.full(len(rest), areas[i])
+            oks = object_keypoint_similarity(poses[rest], poses[i], every[rest], area, sigmas)
+            left[rest[oks > threshold]] = False
     return kept
 
 
-def pose_oks(person: Person, other: Person, sigmas: np.ndarray) -> float:
-    """OKS of two people's final poses, at the scale of ``other``'s box."""
-    area = np.array([other.box[2] * other.box[3]])
-    every = np.ones((1, len(sigmas)), bool)
-    pair = person.keypoints[-1][None], other.keypoints[-1][None]
-    return float(object_keypoint_similarity(*pair, every, area, sigmas)[0])
+@dataclass
+class AtMost:
+    """A ``PeopleSource`` that keeps at most ``max_people`` boxes per image, the best-scored,
+    and counts those it drops: the work per image stays bounded whatever a detector sends."""
+
+    source: PeopleSource
+    max_people: int
+    dropped: int = 0
+    images: int = 0
+
+    def find(self, images, keys) -> list[np.ndarray]:
+        found = []
+        for boxes in self.source.find(images, keys):
+            if len(boxes) > self.max_people:
+                best = np.argsort(-boxes[:, 4], kind="stable")[: self.max_people]
+                self.dropped += len(boxes) - self.max_people
+                self.images += 1
+                boxes = boxes[np.sort(best)]
+            found.append(boxes)
+        return found
+
+    def summary(self) -> str | None:
+        """One line for the source's own left-out boxes and those dropped here, or None."""
+        own = getattr(self.source, "summary", None)
+        parts = [line for line in [own() if own else None] if line]
+        if self.dropped:
+            parts.append(
+                f"{self.dropped} box(es) beyond the {self.max_people} best-scored per image "
+                f"left out ({self.images} image(s))"
+            )
+        return "; ".join(parts) or None
 
 
 def poses_for_boxes(

@@ -3,8 +3,8 @@
 
 The file explains itself: its metadata (``posemachines``, a JSON document) holds the skeleton,
 the belief-map codec, the input (name, layout, channel order, pixel range), the crop protocol,
-the stages' output names, the training record and the scores, and the SHA-256 of the graph,
-so that an edited file is refused.
+the stages' output names, the training record and the scores; and the SHA-256 of the whole
+file (graph, weights and metadata), so that a file edited anywhere is refused.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from .skeletons import Skeleton
 from .targets import BeliefCodec
 
 METADATA_KEY = "posemachines"
+DIGEST_KEY = "posemachines_sha256"  # of the whole file, this value written as UNSIGNED
+UNSIGNED = "0" * 64
 FORMAT = "posemachines-onnx"
 CROP_PROTOCOL = (
     "a square crop around the person, resampled to input_size: centred on the person box, its "
@@ -38,7 +40,7 @@ def describe(model: PoseModel, int8: bool = False) -> dict:
     """The metadata document of ``model`` as an ONNX file."""
     return {
         "format": FORMAT,
-        "format_version": 1,
+        "format_version": 2,
         "backend": model.backend,
         "skeleton": model.skeleton.to_dict(),
         "codec": model.codec.to_dict(),
@@ -59,30 +61,37 @@ def describe(model: PoseModel, int8: bool = False) -> dict:
     }
 
 
-def graph_digest(proto) -> str:
-    return hashlib.sha256(proto.graph.SerializeToString(deterministic=True)).hexdigest()
+def file_digest(data: bytes, digest: str) -> str | None:
+    """The SHA-256 of an exported file with its own digest (found once in it) written as
+    zeros, or None when the digest is not found exactly once. It covers every byte of the
+    file: the graph, the weights and the metadata."""
+    if len(digest) != len(UNSIGNED) or data.count(digest.encode()) != 1:
+        return None
+    return hashlib.sha256(data.replace(digest.encode(), UNSIGNED.encode())).hexdigest()
 
 
 def with_metadata(data: bytes, doc: dict) -> bytes:
-    """The ONNX file ``data`` checked by ``onnx.checker``, with ``doc`` (and the graph's
-    digest) in its metadata."""
+    """The ONNX file ``data`` checked by ``onnx.checker``, with ``doc`` in its metadata and
+    the SHA-256 of the whole file (``DIGEST_KEY``), so that no byte of it can change unseen."""
     import onnx
 
     proto = onnx.load_from_string(data)
     onnx.checker.check_model(proto)
-    doc = {**doc, "graph_sha256": graph_digest(proto)}
     del proto.metadata_props[:]
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = METADATA_KEY, json.dumps(doc)
     flat = {"skeleton": doc["skeleton"]["name"], "joints": ",".join(doc["skeleton"]["joints"])}
-    for key, value in flat.items():
-        extra = proto.metadata_props.add()
-        extra.key, extra.value = key, value
-    return proto.SerializeToString()
+    for key, value in {METADATA_KEY: json.dumps(doc), **flat, DIGEST_KEY: UNSIGNED}.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    unsigned = proto.SerializeToString()
+    if unsigned.count(UNSIGNED.encode()) != 1:  # the weights happen to hold the placeholder
+        raise PoseMachinesError("cannot sign this ONNX file; export it again")
+    digest = hashlib.sha256(unsigned).hexdigest()
+    return unsigned.replace(UNSIGNED.encode(), digest.encode())
 
 
 def read_onnx(data: bytes, where: str) -> tuple[dict, bytes]:
-    """The metadata and the bytes of an ONNX file of ours, its graph checked against it."""
+    """The metadata and the bytes of an ONNX file of ours, every byte checked against its
+    digest."""
     try:
         import onnx
     except ImportError:
@@ -101,8 +110,13 @@ def read_onnx(data: bytes, where: str) -> tuple[dict, bytes]:
         doc = None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise PoseMachinesError(f"{where}: an ONNX file, but not one pm export wrote")
-    if doc.get("graph_sha256") != graph_digest(proto):
-        raise PoseMachinesError(f"{where}: the graph was changed since pm export wrote it")
+    if DIGEST_KEY not in meta:
+        raise PoseMachinesError(
+            f"{where}: written by an older pm export, whose digest covers the graph only; "
+            "export the model again"
+        )
+    if file_digest(data, meta[DIGEST_KEY]) != meta[DIGEST_KEY]:
+        raise PoseMachinesError(f"{where}: the file was changed since pm export wrote it")
     return doc, data
 
 

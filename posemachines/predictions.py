@@ -9,9 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import files
 from .errors import PoseMachinesError
-from .files import atomic_write_json
+from .files import json_text, write_owned_file
 from .model import Predictions
 from .skeletons import Skeleton
 
@@ -22,8 +21,7 @@ def write_predictions(
     path: str | Path, predictions: Predictions, skeleton: Skeleton, **meta
 ) -> None:
     """JSON with every stage's keypoints, 0-based image coordinates (null where missing).
-    Replaces an earlier prediction file, never another file of that name."""
-    check_replaceable(path)
+    Replaces an earlier prediction file that its folder's record lists, never another file."""
     doc = {
         "format": FORMAT,
         "skeleton": skeleton.name,
@@ -34,25 +32,7 @@ def write_predictions(
         "confidence": predictions.confidence,
         **meta,
     }
-    atomic_write_json(path, doc)
-
-
-def check_replaceable(path: str | Path) -> None:
-    """Refuse ``path`` when something other than a prediction file of ours is there: ours
-    say so in their ``format``, or are COCO keypoint results of ours (``box_score`` in every
-    entry, a field of our own)."""
-    files.check_replaceable(path, _ours, "is not a posemachines prediction file")
-
-
-def _ours(path: Path) -> bool:
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError, RecursionError):
-        return False
-    if isinstance(doc, dict):
-        return doc.get("format") == FORMAT
-    entries = isinstance(doc, list) and all(isinstance(d, dict) and "box_score" in d for d in doc)
-    return bool(entries and doc)
+    write_owned_file(path, json_text(doc).encode(), "evaluate")
 
 
 def _keypoint_array(raw, path: Path) -> np.ndarray:

@@ -4,7 +4,8 @@ rule that a command never writes into a folder of someone else's without being t
 A folder given with ``--out`` may be used when it does not exist, is empty, or is the same
 command's earlier output (its ``files.OwnedFolder`` record says so: a previous report of ``pm
 compare``, a prediction folder, a training run's own checkpoint with ``--resume``). Anything
-else needs ``--overwrite``, and even then only files posemachines wrote there are replaced.
+else needs ``--overwrite``, and even then only files its record lists are replaced: outputs
+are known by the record alone, never by what their contents look like.
 A folder made for a run that fails before writing anything is removed again.
 """
 
@@ -19,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .errors import PoseMachinesError
-from .files import BOOKKEEPING, RECORD, OwnedFolder, is_open, plain_name, read_json_object
+from .files import BOOKKEEPING, OwnedFolder, is_open
 
 
 def _numbered(root: Path, prefix: str) -> list[tuple[int, Path]]:
@@ -97,7 +98,7 @@ def check_output_folder(
         entries = [p for p in path.iterdir() if p.name not in BOOKKEEPING]
     except OSError as exc:
         raise PoseMachinesError(f"--out {path}: {exc.strerror or exc}") from None
-    record = OwnedFolder.read_record(path) or earlier_output(path, command)
+    record = OwnedFolder.read_record(path)
     ours = record is not None and record.get("command") == command
     if entries and not (ours and reuse):
         what = (
@@ -142,10 +143,10 @@ def output_folder(
                 folder.mkdir(parents=True, exist_ok=True)  # another process may make it too
             except OSError as exc:
                 raise PoseMachinesError(f"--out {folder}: {exc.strerror or exc}") from None
-            made = missing[-1]  # the top folder made here
+            made = missing[-1] if missing else None  # the top folder made here (if we did)
     locked = False
     try:
-        with OwnedFolder(folder, command, earlier_output(folder, command)):
+        with OwnedFolder(folder, command):
             locked = True
             if path is not None:
                 check_output_folder(path, command, overwrite, reuse)
@@ -163,38 +164,8 @@ def owned(folder: str | Path, command: str) -> Iterator[Path]:
     if is_open(folder):
         yield Path(folder)
         return
-    with OwnedFolder(folder, command, earlier_output(folder, command)):
+    with OwnedFolder(folder, command):
         yield Path(folder)
-
-
-def earlier_output(folder: str | Path, command: str) -> dict | None:
-    """A record for a folder written before records existed, made from what its files say
-    of themselves (a posemachines manifest, report or prediction set), else None."""
-    folder = Path(folder)
-    if (folder / RECORD).exists():
-        return None
-    files: set[str] = set()
-    if command == "train":
-        manifest = read_json_object(folder / "manifest.json")
-        if manifest.get("format") == "posemachines-model":
-            files = {"manifest.json", "train_log.jsonl", "checkpoint"}
-            files |= {f for f in manifest.get("sha256") or {} if isinstance(f, str)}
-    elif command == "compare":
-        versions = read_json_object(folder / "results.json").get("versions")
-        if isinstance(versions, dict) and "posemachines" in versions:
-            files = {"results.json", "report.md", "report.html"}
-            if (folder / "report.md").is_file():
-                text = (folder / "report.md").read_text(errors="replace")
-                files |= set(re.findall(r"\]\(([\w.-]+\.png)\)", text))
-    elif command == "predict":
-        doc = read_json_object(folder / "keypoints.json")
-        if doc.get("coordinates") == "0-based pixel centres" and "results" in doc:
-            files = {"keypoints.json"}
-            for r in doc["results"] if isinstance(doc["results"], list) else []:
-                if isinstance(r, dict) and isinstance(r.get("image_id"), str):
-                    files.add(Path(r["image_id"]).stem + ".png")
-    files = {f for f in files if plain_name(f)}
-    return {"command": command, "files": sorted(files)} if files else None
 
 
 def _remove_empty(folder: Path, top: Path) -> None:

@@ -410,5 +410,5 @@ def test_inspect_prints_receptive_fields_and_draws_the_effective_ones(tmp_path):
     assert CliRunner().invoke(cli, [*erf, str(tmp_path / "erf.png")]).exit_code == 0
     (tmp_path / "photo.png").write_bytes(b"not ours")
     res = CliRunner().invoke(cli, [*erf, str(tmp_path / "photo.png")])
-    assert res.exit_code == 1 and "not drawn by posemachines" in res.output
+    assert res.exit_code == 1 and "not written by posemachines" in res.output
     assert (tmp_path / "photo.png").read_bytes() == b"not ours"

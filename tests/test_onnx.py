@@ -119,7 +119,9 @@ def test_edited_or_truncated_onnx_files_are_one_line(cnn_dir, tmp_path):
     (tmp_path / "mine.onnx").write_bytes(b"my own")
     bad = run("export", cnn_dir, "--out", tmp_path / "mine.onnx", expect_fail=True)
     assert (tmp_path / "mine.onnx").read_bytes() == b"my own"
-    run("export", cnn_dir, "--out", out)  # an earlier export of ours is replaced
+    again = run("export", cnn_dir, "--out", out, expect_fail=True)  # replaced only when asked
+    assert "--overwrite" in again.stderr
+    run("export", cnn_dir, "--out", out, "--overwrite")  # an earlier export of ours
 
 
 def test_int8_export_prints_the_accuracy_change(cnn_dir, tmp_path):
@@ -140,7 +142,7 @@ def test_the_example_runs_an_export_with_onnxruntime_alone(cnn_dir, tmp_path):
         a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names
     }
     imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
-    assert imported == {"json", "sys", "numpy", "onnxruntime", "PIL"}
+    assert imported == {"hashlib", "json", "sys", "numpy", "onnxruntime", "PIL"}
     done = subprocess.run(
         [sys.executable, example, out, ROOT / "examples" / "images" / "figure1.jpg"],
         capture_output=True, text=True, check=True,

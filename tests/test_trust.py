@@ -540,34 +540,33 @@ def test_orphaned_joblib_folders_of_dead_processes_are_removed(tmp_path):
     ]
 
 
-def test_outputs_written_before_records_existed_are_still_the_commands_own(
-    tmp_path, mean_model_dir
-):
-    """An upgrade keeps `make demo` working: a model, a report and a prediction folder of an
-    older version are recognised by what their files say, and refreshed in place."""
+def test_outputs_written_before_records_existed_are_claimed_by_nobody(tmp_path, mean_model_dir):
+    """Outputs are known by their folder's record alone: a model or a report of a version
+    before the record reads as anyone's files, so even --overwrite leaves them as they are."""
     from posemachines.files import RECORD
 
     model = tmp_path / "model"
     shutil.copytree(mean_model_dir, model)
     (model / RECORD).unlink(missing_ok=True)
+    before = {p.name: p.read_bytes() for p in model.iterdir()}
     res = invoke(*MEAN, "--out", model, "--overwrite")
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 1 and "not written by posemachines" in res.output
+    assert {p.name: p.read_bytes() for p in model.iterdir()} == before
     report = tmp_path / "report"
-    args = ["compare", model, "--synthetic-size", "4", "--timing-images", "1", "--out", report]
-    assert invoke(*args).exit_code == 0
+    args = ["compare", mean_model_dir, "--synthetic-size", "4", "--timing-images", "1"]
+    assert invoke(*args, "--out", report).exit_code == 0
     (report / RECORD).unlink()
-    (report / "mine.txt").write_text("kept")
-    res = invoke(*args)
-    assert res.exit_code == 0, res.output
-    assert (report / "mine.txt").read_text() == "kept"
-    assert set(json.loads((report / RECORD).read_text())["files"]) >= {"results.json", "report.md"}
+    kept = {p.name: p.read_bytes() for p in report.iterdir()}
+    assert "not an earlier `pm compare` output" in one_line_error(invoke(*args, "--out", report))
+    assert invoke(*args, "--out", report, "--overwrite").exit_code == 1
+    assert {p.name: p.read_bytes() for p in report.iterdir()} == kept
 
 
 def test_saved_predictions_replace_only_earlier_predictions(tmp_path, mean_model_dir):
     args = ["evaluate", mean_model_dir, "--synthetic-size", "4", "--save-predictions"]
     notes = tmp_path / "notes.json"
     notes.write_text('{"my": "notes"}')
-    assert "not a posemachines prediction file" in one_line_error(invoke(*args, notes))
+    assert "not written by posemachines" in one_line_error(invoke(*args, notes))
     assert notes.read_text() == '{"my": "notes"}'
     for _ in range(2):  # written, then refreshed
         assert invoke(*args, tmp_path / "preds.json").exit_code == 0

@@ -179,6 +179,23 @@ def existing(flag: str, *, folder: bool, hint: str = "") -> Callable[[str], str]
     return convert
 
 
+def model_reference(flag: str) -> Callable[[str], str]:
+    """A converter for an option that names a model: a model directory or a zoo name (``pm
+    models``), kept as given (so a record names the zoo model), or one line saying it is
+    neither."""
+
+    def convert(value: str) -> str:
+        from ..zoo import resolve
+
+        try:
+            resolve(value)
+        except PoseMachinesError as exc:
+            raise PoseMachinesError(f"{flag} {exc}") from None
+        return value
+
+    return convert
+
+
 def check_ranges(settings: Any) -> None:
     """Refuse a value outside its option's range or choices, naming the option."""
     for name, how, _ in options_of(type(settings)):

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import PoseMachinesError
-from ..skeletons import COCO17, skeleton_from_keypoints
+from ..skeletons import COCO17, SKELETONS, skeleton_from_keypoints
 from .dataset import ImageFolderDataset, PoseDataset, person_from_box
 from .reading import read_json
 
@@ -125,8 +125,11 @@ def load_coco_format(
         list(x) for x in zip(*rows)
     )
     xy, labelled = np.stack(xy), np.stack(labelled)
-    if tuple(names) == COCO_NAMES:
+    known = [s for s in SKELETONS.values() if tuple(s.joints) == tuple(names)]
+    if tuple(names) == COCO_NAMES:  # COCO's own 17 joints, as its files spell them
         skeleton = COCO17
+    elif known:  # another skeleton the toolkit knows, under its own joint names
+        skeleton = known[0]
     else:
         skeleton = skeleton_from_keypoints(
             f"custom-{category.get('name', 'keypoints')}-{k}",
@@ -178,11 +181,18 @@ def _people(path: Path, doc: dict, k: int, files: dict, category_id, refuse) -> 
     annotations = doc.get("annotations")
     if not isinstance(annotations, list):
         raise PoseMachinesError(f"{path}: 'annotations' must be a list")
-    rows = []
+    rows, seen = [], {}
     for n, a in enumerate(annotations):
         where = f"annotations[{n}]" + (
             f" (id {a['id']})" if isinstance(a, dict) and "id" in a else ""
         )
+        ident = a.get("id") if isinstance(a, dict) else None
+        if isinstance(ident, (int, str)) and not isinstance(ident, bool):
+            if ident in seen:
+                # A second person under one id would make two predictions of one name.
+                refuse(where, f"'id' {ident!r} is also annotations[{seen[ident]}]'s")
+                continue
+            seen[ident] = n
         try:
             row = _person(a, n, k, files, category_id)
         except _BadField as exc:

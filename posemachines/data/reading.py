@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -13,26 +14,41 @@ class CorruptImageError(PoseMachinesError):
     pass
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Read an image file as (H, W, 3) uint8, as it is meant to be seen, raising a one-line
-    error when it is unreadable.
+class TooManyPixels(CorruptImageError):
+    """An image refused from its header alone: more pixels than the limit allows."""
+
+
+def read_image(source: str | Path | bytes, *, max_pixels: int | None = None) -> np.ndarray:
+    """Decode an image file (a path, or its bytes) as (H, W, 3) uint8, as it is meant to be
+    seen, raising a one-line error when it is unreadable. Every way into the toolkit (predict,
+    evaluate, pack, serve, the Python API) decodes through here, so a file gives the same
+    pixels everywhere.
 
     EXIF orientation is applied (a phone's portrait photo stands upright); 16-bit and float
-    images are scaled to 8 bits, not clipped; a GIF gives its first frame; an image of more
-    pixels than Pillow's decompression-bomb limit is refused before its pixels are decoded.
+    images are scaled to 8 bits, not clipped; palette, CMYK, grey and alpha images become RGB
+    (alpha dropped); a GIF gives its first frame. An image of more than ``max_pixels`` (or
+    Pillow's decompression-bomb limit) is refused from its header, before its pixels are
+    decoded.
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
+    name = "the image" if isinstance(source, bytes) else str(source)
+    if isinstance(source, bytes) and not source:
+        raise CorruptImageError("the image is empty (no bytes)")
     try:
-        with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im)
-            return _rgb8(im)
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as im:
+            width, height = im.size  # the header only: nothing decoded yet
+            if max_pixels is not None and width * height > max_pixels:
+                raise TooManyPixels(
+                    f"{name} is {width} x {height} pixels; the limit is {max_pixels} pixels"
+                )
+            return _rgb8(ImageOps.exif_transpose(im))
     except FileNotFoundError:
-        raise CorruptImageError(f"{path}: image file is missing") from None
+        raise CorruptImageError(f"{name}: image file is missing") from None
     except Image.DecompressionBombError as exc:
-        raise CorruptImageError(f"{path}: refused, too many pixels ({exc})") from None
+        raise TooManyPixels(f"{name}: refused, too many pixels ({exc})") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise CorruptImageError(f"{path}: cannot decode image ({exc})") from None
+        raise CorruptImageError(f"{name}: cannot decode image ({exc})") from None
 
 
 def _rgb8(im) -> np.ndarray:

@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
 
 import numpy as np
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from ..crops import person_crop
 from ..inference import one_person_each
@@ -24,7 +29,9 @@ from ..model import PoseModel
 from ..multiperson import make_sample, poses_for_boxes, square_box
 from ..tta import NO_TTA
 from .batching import Batcher, Busy
-from .uploads import MAX_BYTES, MAX_PIXELS, BadUpload, decode_image
+from .uploads import MAX_BYTES, MAX_PIXELS, BadUpload, decode_upload, read_upload
+
+log = logging.getLogger("posemachines.serve")
 
 
 @dataclass(frozen=True)
@@ -35,6 +42,7 @@ class Limits:
     max_batch: int = 8
     max_wait: float = 0.005  # seconds the first request of a batch waits for others
     queue: int = 32
+    decoders: int = 2  # threads decoding uploads (off the event loop), so at most this many
 
 
 def person_json(person, model: PoseModel, stages: bool) -> dict:
@@ -111,20 +119,44 @@ def model_json(model: PoseModel, people_model=None) -> dict:
     }
 
 
-def create_app(model: PoseModel, people_model=None, *, limits=Limits(), token=None, cors=None):
-    """The application around a loaded ``model`` (and ``people_model``, a PeopleModel)."""
-    from ..multiperson import PeopleFinder
+def error(status: int, message: str, headers=None) -> JSONResponse:
+    """Every error the server answers: ``{"error": message}``."""
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
 
-    finder = None if people_model is None else PeopleFinder(people_model, 0.3)
-    batcher = Batcher(predictor(model, finder), limits.max_batch, limits.max_wait, limits.queue)
+
+def errors_as_json(app: FastAPI) -> None:
+    """FastAPI's own errors (a query that does not validate, an unknown path) in the same
+    ``{"error": ...}`` shape as the server's."""
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [
+            f"{'.'.join(str(p) for p in e.get('loc', ())[1:]) or 'request'}: {e.get('msg')}"
+            for e in exc.errors()
+        ]
+        return error(422, "; ".join(problems))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+
+
+def application(batcher: Batcher, decoding: ThreadPoolExecutor, cors, docs: bool) -> FastAPI:
+    """The FastAPI app whose life starts and stops the batcher and the decoding threads."""
 
     @asynccontextmanager
     async def lifespan(app):
         batcher.start()
         yield
         await batcher.stop()
+        decoding.shutdown(wait=False, cancel_futures=True)
 
-    app = FastAPI(title="posemachines", lifespan=lifespan)
+    app = FastAPI(
+        title="posemachines",
+        lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url=None,
+    )
     app.state.batcher = batcher
     if cors:
         from fastapi.middleware.cors import CORSMiddleware
@@ -132,9 +164,23 @@ def create_app(model: PoseModel, people_model=None, *, limits=Limits(), token=No
         app.add_middleware(
             CORSMiddleware, allow_origins=list(cors), allow_methods=["*"], allow_headers=["*"]
         )
+    errors_as_json(app)
+    return app
 
-    def error(status: int, message: str, headers=None) -> JSONResponse:
-        return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+def create_app(
+    model: PoseModel, people_model=None, *, limits=Limits(), token=None, cors=None, docs=False
+):
+    """The application around a loaded ``model`` (and ``people_model``, a PeopleModel);
+    ``docs``: FastAPI's interactive page at /docs (its scripts come from a CDN, so it is off
+    unless asked; the schema is always at /openapi.json)."""
+    from ..multiperson import PeopleFinder
+
+    finder = None if people_model is None else PeopleFinder(people_model, 0.3)
+    batcher = Batcher(predictor(model, finder), limits.max_batch, limits.max_wait, limits.queue)
+    decoding = ThreadPoolExecutor(limits.decoders, thread_name_prefix="pm-decode")
+
+    app = application(batcher, decoding, cors, docs)
 
     def refused(request: Request) -> JSONResponse | None:
         if token is None:
@@ -170,14 +216,19 @@ def create_app(model: PoseModel, people_model=None, *, limits=Limits(), token=No
         if denied is not None:
             return denied
         start = time.perf_counter()
+        loop = asyncio.get_running_loop()
         try:
-            data = await read_body(request, limits.max_bytes)
-            image = decode_image(data, limits.max_pixels)
+            data = await read_upload(request.headers, request.stream(), limits.max_bytes)
+            image = await loop.run_in_executor(decoding, decode_upload, data, limits.max_pixels)
+            del data
             doc = await asyncio.wait_for(
                 batcher.submit((image, stages, beliefs)), timeout=limits.timeout
             )
         except BadUpload as exc:
             return error(exc.status, exc.message)
+        except ClientDisconnect:
+            log.info("a client went away before its upload was read")
+            return Response(status_code=400)
         except Busy:
             return error(503, "the server is busy; try again shortly", {"Retry-After": "1"})
         except asyncio.TimeoutError:
@@ -185,29 +236,3 @@ def create_app(model: PoseModel, people_model=None, *, limits=Limits(), token=No
         return {**doc, "latency_ms": round((time.perf_counter() - start) * 1000, 1)}
 
     return app
-
-
-async def read_body(request, max_bytes: int) -> bytes:
-    """The image's bytes from the body (image/*) or the multipart field ``image``, refusing
-    more than ``max_bytes`` before reading them where the length is announced."""
-    announced = request.headers.get("content-length")
-    if announced and announced.isdigit() and int(announced) > max_bytes:
-        raise BadUpload(413, f"the body is over the limit of {max_bytes} bytes")
-    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if kind == "multipart/form-data":
-        form = await request.form(max_files=1, max_fields=4)
-        upload = form.get("image")
-        if upload is None or not hasattr(upload, "read"):
-            raise BadUpload(400, "the multipart body has no file field 'image'")
-        data = await upload.read(max_bytes + 1)
-    elif kind.startswith("image/") or kind == "application/octet-stream":
-        data = b""
-        async for chunk in request.stream():
-            data += chunk
-            if len(data) > max_bytes:
-                break
-    else:
-        raise BadUpload(415, f"send an image (image/jpeg, image/png, ...), not {kind or 'nothing'}")
-    if len(data) > max_bytes:
-        raise BadUpload(413, f"the body is over the limit of {max_bytes} bytes")
-    return data

@@ -20,22 +20,34 @@ from ..errors import PoseMachinesError
 from ..files import atomic_write_json, make_folder
 
 
-def differences(saved, now, prefix: str = "") -> list[str]:
-    """``field: checkpoint A, now B`` for every leaf of two nested dicts that differs."""
+def differences(saved, now, prefix: str = "", labels=("checkpoint", "now")) -> list[str]:
+    """``field: checkpoint A, now B`` for every leaf of two nested dicts that differs (the two
+    words are ``labels``)."""
+    was, is_ = labels
     if not (isinstance(saved, dict) and isinstance(now, dict)):
-        return (
-            []
-            if saved == now
-            else [f"{prefix.rstrip('.') or 'value'}: checkpoint {saved!r}, now {now!r}"]
-        )
+        if saved == now:
+            return []
+        return [f"{prefix.rstrip('.') or 'value'}: {was} {_short(saved)}, {is_} {_short(now)}"]
     out = []
     for key in sorted(set(saved) | set(now), key=str):
         a, b = saved.get(key), now.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
-            out += differences(a, b, f"{prefix}{key}.")
+            out += differences(a, b, f"{prefix}{key}.", labels)
         elif a != b:
-            out.append(f"{prefix}{key}: checkpoint {a!r}, now {b!r}")
+            out.append(f"{prefix}{key}: {was} {_short(a)}, {is_} {_short(b)}")
     return out
+
+
+def _short(value, width: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def first_items(items: list[str], count: int = 3) -> str:
+    """The first ``count`` of ``items`` joined, and how many more there are: a message stays
+    one readable line however long the list."""
+    more = f"; and {len(items) - count} more" if len(items) > count else ""
+    return "; ".join(items[:count]) + more
 
 
 class Checkpoint:
@@ -86,7 +98,7 @@ class Checkpoint:
         differs = differences(saved, self.identity)
         if differs:
             raise PoseMachinesError(
-                f"refusing to resume from a different configuration ({'; '.join(differs)}); "
+                f"refusing to resume from a different configuration ({first_items(differs)}); "
                 "train without --resume, into a new --out or with --overwrite"
             )
         return state

@@ -47,6 +47,9 @@ class CPMConfig:
     # identity (heads begin near zero) and learns a correction: a stage on a forest's beliefs
     # then begins at the forest's accuracy instead of relearning it from scratch.
     residual: bool = False
+    # Every k x k convolution after the first (k > 1) as a depthwise k x k followed by a 1 x 1
+    # (MobileNet's factorisation): about k*k times fewer multiply-adds, what a CPU needs.
+    separable: bool = False
 
     def __post_init__(self):
         # JSON gives lists back; keep the dataclass hashable and comparable.
@@ -110,6 +113,29 @@ CONFIGS = {
         refine_channels=32,
         refine_kernel=5,
         centre_sigma=10.0,
+        sigma=8.0,
+        batch_norm=True,
+    ),
+    # The CPU network of the zoo (chosen by short runs on 2 cores, docs/experiments.md): 160-px
+    # crops, a trunk shared by every stage and four times cpm-small's width where it is cheap
+    # (the 20x20 grid), 4 stages. Depthwise-separable convolutions (``separable``) cut the
+    # multiply-adds but trained slower on the CPU: PyTorch's depthwise backward is slow.
+    "cpm-cpu": CPMConfig(
+        stages=4,
+        input_size=160,
+        pools=3,
+        image_kernel=3,
+        block_channels=(24, 48, 96, 96),
+        block_convs=(1, 1, 2, 2),
+        feature_channels=64,
+        feature_kernel=3,
+        shared_features=True,
+        stage1_hidden=128,
+        stage1_kernel=1,
+        refine_channels=48,
+        refine_kernel=5,
+        refine_convs=3,
+        centre_sigma=12.0,
         sigma=8.0,
         batch_norm=True,
     ),

@@ -47,10 +47,16 @@ class ColourConv(nn.Conv2d):
 
 
 def conv_relu(cin: int, cout: int, k: int, cfg: CPMConfig) -> list[nn.Module]:
-    """A hidden layer: k x k conv (+ BatchNorm if configured) + ReLU."""
+    """A hidden layer: k x k conv (+ BatchNorm if configured) + ReLU; with ``cfg.separable``
+    a k x k conv on features is a depthwise k x k then a 1 x 1 across channels."""
     norm = [nn.BatchNorm2d(cout)] if cfg.batch_norm else []
-    layer = ColourConv(cin, cout, k, padding=k // 2) if cin == 3 else conv(cin, cout, k)
-    return [layer, *norm, nn.ReLU(inplace=True)]
+    if cin == 3:
+        layers = [ColourConv(cin, cout, k, padding=k // 2)]
+    elif cfg.separable and k > 1:
+        layers = [nn.Conv2d(cin, cin, k, padding=k // 2, groups=cin), conv(cin, cout, 1)]
+    else:
+        layers = [conv(cin, cout, k)]
+    return [*layers, *norm, nn.ReLU(inplace=True)]
 
 
 def image_blocks(cfg: CPMConfig) -> list[nn.Module]:

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field, replace
 from ...devices import resolve_device
 from ...errors import PoseMachinesError
 from ...targets import BeliefCodec
-from ..registry import existing, option
+from ..registry import existing, model_reference, option
 from .config import CONFIGS
 
 DEFAULT_EPOCHS = 40
@@ -123,6 +123,16 @@ class CNNSettings:
         ),
     )
     grid: int | None = None  # the belief grid of the stack this network is a part of
+    init: str | None = field(
+        default=None,
+        metadata=option(
+            "Fine-tune: start from a model's weights (a model directory or a zoo name): all of "
+            "them when it predicts this data's skeleton, else the image trunk (x') alone. Its "
+            "network must be the one --config gives; without --config, the model's own.",
+            type=model_reference("--init"),
+            metavar="MODEL",
+        ),
+    )
 
     @classmethod
     def from_options(cls, config=None, device="auto", batch_size=None, **options) -> CNNSettings:
@@ -130,6 +140,8 @@ class CNNSettings:
         if options.get("epochs") is not None and options.get("time_budget") is not None:
             raise PoseMachinesError("--epochs and --time-budget are exclusive: give one of them")
         device = resolve_device(device)
+        if config is None and options.get("init") is not None:
+            config = init_config_name(options["init"])
         config = config or ("cpm-gpu" if device.startswith("cuda") else "cpm-small")
         s = cls(
             config=config,
@@ -198,3 +210,14 @@ class CNNSettings:
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+def init_config_name(reference: str) -> str | None:
+    """The network config a model to fine-tune from was trained with (None if unknown)."""
+    from ...files import read_json_object
+    from ...zoo import resolve
+
+    manifest = read_json_object(resolve(reference)[0] / "manifest.json")
+    settings = (manifest.get("training") or {}).get("settings") or {}
+    name = settings.get("config")
+    return name if name in CONFIGS else None

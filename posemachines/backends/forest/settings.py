@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 from ...errors import PoseMachinesError
 from ...targets import BeliefCodec
-from ..registry import existing, option
+from ..registry import model_reference, option
 
 
 def share_or_name(value: str) -> float | str:
@@ -112,8 +112,9 @@ class ForestSettings:
     init: str | None = field(
         default=None,
         metadata=option(
-            "Train forest stages on top of this model's stages (hybrid).",
-            type=existing("--init", folder=True),
+            "Train forest stages on top of this model's stages (hybrid): a model directory "
+            "or a zoo name.",
+            type=model_reference("--init"),
             metavar="MODEL",
         ),
     )
