@@ -1,6 +1,7 @@
 # Two commands set everything up on a fresh machine (see README):
 #   make demo   creates .venv, installs posemachines, trains and compares models on synthetic data
-#   make test   installs the test tools too, then runs ruff and the test suite
+#   make test   installs the test tools too, then runs ruff and the fast suite (about 3 minutes)
+#   make test-all   every test: the fast suite and the slow end-to-end ones (CI runs both)
 PYTHON ?= python3
 VENV ?= .venv
 # A pinned torch: the CPU build where a local wheel exists, the CUDA build from PyPI elsewhere.
@@ -8,7 +9,7 @@ TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 OUT ?= runs/demo
 
-.PHONY: demo test install install-test clean
+.PHONY: demo test test-slow test-all install install-test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,7 +33,13 @@ demo: install
 
 test: install-test
 	$(BIN)/ruff check posemachines cli tests benchmarks examples
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not slow"
+
+# The slow end-to-end tests alone (kills at every write, a people model that learns, dask...).
+test-slow: install-test
+	$(BIN)/python -m pytest -q -m slow
+
+test-all: test test-slow
 
 # Only what make made: the environment, build files and the demo's runs (runs/ also holds every
 # model pm train wrote for you, which stays).

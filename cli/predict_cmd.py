@@ -162,8 +162,9 @@ def model_and_inputs(model: str, inputs: tuple) -> tuple[str, tuple]:
         if not inputs:
             raise click.UsageError("give the images, folders or videos to predict")
         return MODEL.convert(model, None, None), inputs
+    default = MODEL.convert(DEFAULT_CNN, None, None)
     echo_err(f"no model given: using the zoo's {DEFAULT_CNN} (pm models lists the others)")
-    return MODEL.convert(DEFAULT_CNN, None, None), (model, *inputs)
+    return default, (model, *inputs)
 
 
 def check_person_box(centre, box_side, finder) -> None:

@@ -104,8 +104,8 @@ def serve(model, people, host, port, token, token_file, cors, max_batch, max_wai
     if model is None:
         from posemachines.zoo import DEFAULT_CNN
 
-        echo_err(f"no model given: serving the zoo's {DEFAULT_CNN}")
         model = MODEL.convert(DEFAULT_CNN, None, None)
+        echo_err(f"no model given: serving the zoo's {DEFAULT_CNN}")
     pose_model = load_pose_model(model, dev, runtime)
     people_model = None
     if people:

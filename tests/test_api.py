@@ -12,6 +12,7 @@ import posemachines as pm
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
+@pytest.mark.slow
 def test_readme_python_example_runs(tmp_path, monkeypatch, capsys):
     text = README.read_text()
     block = re.search(r"<!-- python -->\s*```python\n(.*?)```\s*<!-- /python -->", text, re.S)

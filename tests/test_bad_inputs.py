@@ -154,6 +154,7 @@ def test_bad_input_gives_one_line_and_no_traceback(case, bad_files, mean_model_d
     assert list(tmp_path.iterdir()) == []  # nothing half-made left behind
 
 
+@pytest.mark.slow
 def test_out_folder_is_refused_unless_overwrite_and_then_kept(tmp_path):
     """The issue's must-show, and --out . / --out .. from a folder with work in it."""
     x = tmp_path / "X"
@@ -194,6 +195,7 @@ def test_failed_runs_leave_no_empty_run_folders(tmp_path, monkeypatch):
     assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())
 
 
+@pytest.mark.slow
 def test_files_and_folders_follow_the_umask(tmp_path):
     old = os.umask(0o022)
     try:

@@ -260,6 +260,7 @@ def test_epochs_and_time_budget_are_exclusive():
         CNNSettings.from_options(device="cpu", lr=-1.0)
 
 
+@pytest.mark.slow
 def test_time_budget_run_keeps_its_log_and_records_the_plan(tmp_path):
     from click.testing import CliRunner
     from posemachines.cli.main import cli

@@ -94,11 +94,13 @@ FOREST = ["--backend", "forest", "--dataset", "synthetic", "--synthetic-size", "
 FOREST += ["--stages", "3", "--trees", "2", "--depth", "6", "--folds", "2", "--jobs", "1"]
 
 
+@pytest.mark.slow
 def test_a_forest_run_killed_at_any_write_resumes_to_the_same_model(tmp_path):
     writes = check_every_write(FOREST, tmp_path)
     print(f"forest: {writes} crash points")
 
 
+@pytest.mark.slow
 def test_a_cnn_run_killed_at_any_write_resumes_to_the_same_model(tmp_path):
     pytest.importorskip("torch")
     args = ["--backend", "cnn", "--config", "cpm-tiny", "--dataset", "synthetic"]
@@ -108,6 +110,7 @@ def test_a_cnn_run_killed_at_any_write_resumes_to_the_same_model(tmp_path):
     print(f"cnn: {writes} crash points")
 
 
+@pytest.mark.slow
 def test_a_stack_run_killed_at_any_write_resumes_to_the_same_model(tmp_path):
     pytest.importorskip("torch")
     args = ["--stack", "cnn:1,forest:1", "--dataset", "synthetic", "--synthetic-size", "12"]
@@ -117,6 +120,7 @@ def test_a_stack_run_killed_at_any_write_resumes_to_the_same_model(tmp_path):
     print(f"stack: {writes} crash points")
 
 
+@pytest.mark.slow
 def test_a_real_kill_inside_a_checkpoint_write_resumes_to_the_same_model(tmp_path):
     """The process really dies (os._exit, no clean-up of any kind) inside the second
     checkpoint's model write of a 3-stage forest: the old main resumed that into a 4-stage

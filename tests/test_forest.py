@@ -135,6 +135,7 @@ def test_more_folds_than_images(synthetic_train, tmp_path):
         fit_forest(synthetic_train.subset([0, 1]), s, tmp_path)
 
 
+@pytest.mark.slow
 def test_small_forest_learns_and_is_deterministic(
     forest_model_dir, mean_model_dir, synthetic_test, forest_train, tiny_forest_settings, tmp_path
 ):
@@ -149,6 +150,7 @@ def test_small_forest_learns_and_is_deterministic(
     np.testing.assert_array_equal(again.predict(synthetic_test).keypoints, preds.keypoints)
 
 
+@pytest.mark.slow
 def test_interrupted_training_resumes_to_the_same_model(
     forest_train, synthetic_test, tiny_forest_settings, forest_model_dir, tmp_path, monkeypatch
 ):
@@ -200,6 +202,7 @@ def test_part_positions_are_means_of_labelled_joints():
     assert known.tolist() == [[True, False, True]]  # a limb needs both ends; the body > half
 
 
+@pytest.mark.slow
 def test_part_hierarchy_trains_saves_and_locates_parts(
     forest_train, synthetic_test, tiny_forest_settings, tmp_path
 ):
@@ -303,6 +306,7 @@ def test_segment_colours_read_the_colours_along_the_believed_segments():
     assert COCO17.facing_segments() == [((5, 6), (11, 12))]  # no head segment
 
 
+@pytest.mark.slow
 def test_segment_colours_are_context_of_later_stages(forest_train, tiny_forest_settings, tmp_path):
     from dataclasses import replace
 

@@ -104,6 +104,7 @@ def test_forest_files_are_compact_and_format_2_skops_directories_still_load(
 # -- dask ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_forest_trained_on_a_dask_cluster_equals_the_local_one(
     forest_train, tiny_forest_settings, forest_model_dir, tmp_path
 ):
@@ -178,6 +179,7 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
 def test_kill_9_of_pm_train_leaves_no_workers(tmp_path):
     """Loky workers used to compute on for minutes after their parent was killed."""
@@ -233,6 +235,7 @@ def test_joined_forests_average_all_their_trees_and_refuse_mismatches():
         joined_forests([parts[0], other])
 
 
+@pytest.mark.slow
 def test_fold_forests_become_the_stage_forest(forest_train, synthetic_test, tmp_path):
     from conftest import fit_forest
 
@@ -258,6 +261,7 @@ def test_fold_forests_become_the_stage_forest(forest_train, synthetic_test, tmp_
     np.testing.assert_array_equal(again.predict(synthetic_test).keypoints, expected)
 
 
+@pytest.mark.slow
 def test_pm_train_takes_the_fast_recipe_options(tmp_path):
     from click.testing import CliRunner
     from posemachines.cli.main import cli

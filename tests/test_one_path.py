@@ -30,6 +30,7 @@ def digests(folder) -> dict:
     }
 
 
+@pytest.mark.slow
 def test_the_command_line_and_the_api_train_the_same_model(tmp_path):
     run("train", "--backend", "forest", "--dataset", "synthetic", "--synthetic-size", "30",
         "--stages", "2", "--trees", "4", "--seed", "3", "--out", tmp_path / "cli")  # fmt: skip
@@ -57,6 +58,7 @@ def test_the_api_trains_stacks_and_refuses_what_a_backend_does_not_use(tmp_path)
             pm.train(backend, data, **options)
 
 
+@pytest.mark.slow
 def test_the_api_resumes_an_interrupted_run(tmp_path, monkeypatch):
     import posemachines.backends.forest.trainer as trainer
 

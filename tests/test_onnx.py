@@ -59,6 +59,7 @@ def test_onnx_runtime_gives_torchs_beliefs_and_scores(cnn_dir, tmp_path):
     assert {s.kind for s in on_the_fly.stages} == {"onnx"}
 
 
+@pytest.mark.slow
 def test_an_onnx_file_goes_wherever_a_model_directory_does(cnn_dir, tmp_path):
     out = tmp_path / "cnn.onnx"
     run("export", cnn_dir, "--out", out)
@@ -124,6 +125,7 @@ def test_edited_or_truncated_onnx_files_are_one_line(cnn_dir, tmp_path):
     run("export", cnn_dir, "--out", out, "--overwrite")  # an earlier export of ours
 
 
+@pytest.mark.slow
 def test_int8_export_prints_the_accuracy_change(cnn_dir, tmp_path):
     out = tmp_path / "int8.onnx"
     result = run("export", cnn_dir, "--int8", "--calibration", "16", "--out", out)

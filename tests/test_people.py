@@ -322,6 +322,7 @@ def test_people_model_trains_saves_finds_and_refuses_the_wrong_kind(tmp_path, me
     assert "people" in stack.stderr
 
 
+@pytest.mark.slow
 def test_people_model_learns_to_find_people():
     """A short run finds far more people than the untrained network, over seeds."""
     torch = pytest.importorskip("torch")

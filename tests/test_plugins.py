@@ -128,6 +128,7 @@ def pm(*args, ok=True):
     return result
 
 
+@pytest.mark.slow
 def test_a_backend_registered_from_a_test_file_trains_evaluates_compares_and_stacks(
     nearest, tmp_path
 ):

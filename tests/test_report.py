@@ -54,6 +54,7 @@ def test_report_files_and_numbers(report_dir):
     assert "src='data:image/png;base64," in html and "<img src='http" not in html
 
 
+@pytest.mark.slow
 def test_report_is_reproducible(report_dir, mean_model_dir, forest_model_dir, tmp_path):
     again = compare(
         [mean_model_dir],
@@ -87,6 +88,7 @@ def test_different_skeletons_are_refused(tmp_path, synthetic_test):
         compare([tmp_path / "mpii"], dataset="synthetic", synthetic_size=4, out=tmp_path / "r")
 
 
+@pytest.mark.slow
 def test_bare_compare_uses_latest_runs(tmp_path, monkeypatch, mean_model_dir, forest_model_dir):
     runs = tmp_path / "runs"
     shutil.copytree(mean_model_dir, runs / "mean-1")
@@ -144,6 +146,7 @@ def test_report_renders_in_a_browser(report_dir):
             assert f"{100 * e['result']['metrics'][key]:.1f}" in cells
 
 
+@pytest.mark.slow
 def test_two_supervisions_report_gradients_and_receptive_fields(tmp_path, synthetic_train):
     """The report of a run with a loss at every stage and one with the last stage only embeds
     both experiment figures, and its JSON holds the numbers they show."""

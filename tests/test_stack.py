@@ -60,6 +60,7 @@ def stacks(tmp_path_factory, tiny_forest_settings):
     }
 
 
+@pytest.mark.slow
 def test_cross_fitted_upper_stage_keeps_what_the_cnn_below_found(stacks):
     """The forest stage on the CNN's out-of-fold beliefs is trained and used on them: it ends
     where the CNN below it ended or better, never far below.
@@ -90,6 +91,7 @@ def test_in_sample_beliefs_flatter_the_lower_part(stacks):
     assert naive > cross + 0.2
 
 
+@pytest.mark.slow
 def test_stack_via_cli_and_evaluate(tmp_path):
     from click.testing import CliRunner
     from posemachines.cli.main import cli

@@ -138,6 +138,7 @@ def test_two_writers_of_one_folder_one_is_refused(tmp_path):
     assert res.exit_code == 0, res.output
 
 
+@pytest.mark.slow
 def test_two_trainings_into_one_folder_at_once(tmp_path):
     """Two processes: one finishes, the other is refused in one line; no model is lost
     silently."""
