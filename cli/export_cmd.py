@@ -47,7 +47,7 @@ def export(model, format_, out, int8, calibration, dataset, data_root, overwrite
     from posemachines.model import load_model
 
     pose_model = load_model(model)
-    out = Path(out or Path(model).with_suffix(".onnx"))
+    out = Path(out or default_out(model))
     calibrate = None
     name = dataset or pose_model.record.dataset_name or "synthetic"
     if int8:
@@ -83,3 +83,14 @@ def int8_change(model, out, name: str, data_root) -> str:
     fp32, int8 = (round(100 * s, 1) for s in scores)
     change = f"{int8 - fp32:+.1f} points"
     return f"PCK@0.2 on {name}:{split}: float32 {fp32:.1f}, int8 {int8:.1f} ({change})"
+
+
+def default_out(model: str):
+    """MODEL.onnx beside the model directory; for a zoo model, NAME.onnx here (nothing is
+    written into the package)."""
+    from pathlib import Path
+
+    from posemachines.zoo import is_zoo_path
+
+    path = Path(model)
+    return Path(path.name + ".onnx") if is_zoo_path(path) else path.with_suffix(".onnx")

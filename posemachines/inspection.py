@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import PoseMachinesError
-from .files import write_owned_file
+from .files import check_owned_file, write_owned_file
 from .io import read_manifest
 from .model import load_model
 
@@ -113,6 +113,7 @@ def draw_effective_receptive_fields(folder: str | Path, path: str | Path) -> lis
         receptive_fields,
     )
 
+    check_owned_file(path)  # before the work, not after it
     network = _network(load_model(folder))
     if network is None:
         raise PoseMachinesError(f"{folder}: effective receptive fields need a CNN model")

@@ -209,8 +209,14 @@ def read_manifest(folder: str | Path) -> dict:
 
 
 def update_manifest(folder: str | Path, **fields) -> dict:
-    """Merge ``fields`` into a model's manifest (atomically), e.g. evaluation results."""
+    """Merge ``fields`` into a model's manifest (atomically), e.g. evaluation results; a zoo
+    model's files are shipped in the package and never written (its scores were recorded
+    when the entry was made)."""
+    from .zoo import is_zoo_path
+
     manifest = read_manifest(folder)
+    if is_zoo_path(folder):
+        return manifest
     manifest.update(fields)
     atomic_write_json(Path(folder) / MANIFEST, manifest)
     return manifest

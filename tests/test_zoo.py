@@ -80,6 +80,9 @@ def test_a_folder_of_yours_wins_over_a_zoo_name(mean_model_dir, tmp_path, monkey
     image = Path(__file__).parent.parent / "examples" / "images" / "figure1.jpg"
     monkeypatch.chdir(tmp_path)
     run_pm("predict", "mine", image, "--out", "p1")  # the zoo's
+    shipped = (tmp_path / "zoo" / "mine" / "manifest.json").read_bytes()
+    run_pm("evaluate", "mine", "--dataset", "synthetic", "--synthetic-size", "4")
+    assert (tmp_path / "zoo" / "mine" / "manifest.json").read_bytes() == shipped  # not written
     shutil.copytree(mean_model_dir, tmp_path / "mine")  # now a folder of that name here
     said = run_pm("predict", "mine", image, "--out", "p2")
     assert "using your folder" in said.stderr
