@@ -18,7 +18,9 @@ from ..errors import PoseMachinesError
 ZOO_DIR = Path(__file__).resolve().parent
 
 # name -> one line on what it is. Only entries whose folder is shipped are listed.
-ENTRIES: dict[str, str] = {}
+ENTRIES = {
+    "forest-lsp": "the 2014 Pose Machine: 3 random-forest stages (45 trees each), LSP train",
+}
 DEFAULT_CNN = "cpm-cpu-lsp"  # what `pm predict photo.jpg` and `pm serve` use with no model
 
 DATA_TERMS = (
