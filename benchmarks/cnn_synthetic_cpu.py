@@ -11,8 +11,8 @@ import time
 
 from posemachines.backends.cnn.settings import CNNSettings
 from posemachines.backends.cnn.trainer import train_cnn
-from posemachines.comparison import Entry, score_entry
 from posemachines.data import load_dataset
+from posemachines.evaluation.comparison import Entry, score_entry
 
 
 def main():

@@ -28,7 +28,7 @@ from posemachines.backends.cnn.batches import BatchMaker, crop_matrices
 from posemachines.backends.cnn.config import CONFIGS
 from posemachines.backends.cnn.network import CPM, ColourConv
 from posemachines.backends.cnn.steps import stage_losses, synchronize, train_step
-from posemachines.crops import Augmentation, apply_affine, warp_image
+from posemachines.core.crops import Augmentation, apply_affine, warp_image
 from posemachines.data import load_dataset
 from posemachines.data.pack import pack_crops
 from posemachines.devices import autocast, training_environment

@@ -18,12 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from posemachines.backends import TrainingRun
 from posemachines.backends.forest.settings import ForestSettings
 from posemachines.backends.forest.trainer import ForestTrainer
 from posemachines.backends.forest.tree_arrays import forest_to_arrays
 from posemachines.data import load_dataset
 from posemachines.parallel import dask_backend
+from posemachines.registry import TrainingRun
 
 
 def train_on_cluster(dataset, settings, workers: int):

@@ -18,13 +18,13 @@ import sys
 import time
 from pathlib import Path
 
-from posemachines.backends import TrainingRun
 from posemachines.backends.forest.settings import ForestSettings
 from posemachines.backends.forest.trainer import ForestTrainer
-from posemachines.comparison import Entry, score_entry, time_model
+from posemachines.core.model import load_model
 from posemachines.data import ConcatDataset, load_dataset
-from posemachines.io import save_model
-from posemachines.model import load_model
+from posemachines.evaluation.comparison import Entry, score_entry, time_model
+from posemachines.files.model_dir import save_model
+from posemachines.registry import TrainingRun
 
 sys.path.insert(0, str(Path(__file__).parent))
 from memory import PeakMemory  # noqa: E402

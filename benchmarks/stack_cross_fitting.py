@@ -26,11 +26,11 @@ def main() -> None:
     args = ap.parse_args()
 
     from posemachines.api import evaluate
-    from posemachines.backends import TrainingRun
     from posemachines.backends.cnn.settings import CNNSettings
     from posemachines.backends.forest.settings import ForestSettings
     from posemachines.backends.stack import train_stack
     from posemachines.data import load_dataset
+    from posemachines.registry import TrainingRun
 
     forest = ForestSettings(
         stages=2,

@@ -24,7 +24,7 @@ from experiment import compare_runs, experiment_options, training_set
 
 from posemachines.backends.cnn.settings import CNNSettings
 from posemachines.backends.cnn.trainer import train_cnn
-from posemachines.comparison import training_gradients
+from posemachines.evaluation.comparison import training_gradients
 
 
 def main():

@@ -111,7 +111,7 @@ def data_options(default_split: str):
 
 
 def tta_options(func):
-    """--flip and --scales: test-time augmentation (see posemachines.tta)."""
+    """--flip and --scales: test-time augmentation (see posemachines.core.tta)."""
     func = click.option(
         "--scales",
         default=None,
@@ -124,7 +124,7 @@ def tta_options(func):
 
 
 def make_tta(flip: bool, scales: str | None):
-    from posemachines.tta import TestTimeAugmentation, parse_scales
+    from posemachines.core.tta import TestTimeAugmentation, parse_scales
 
     return TestTimeAugmentation(flip=flip, scales=parse_scales(scales))
 

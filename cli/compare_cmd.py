@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import click
-
-from posemachines.errors import PoseMachinesError
-
-from .common import (
+from posemachines.cli.common import (
     MODEL,
     data_options,
     device_option,
@@ -17,7 +14,9 @@ from .common import (
     runtime_option,
     tta_options,
 )
-from .people_opts import people_options
+from posemachines.cli.people_opts import people_options
+
+from posemachines.errors import PoseMachinesError
 
 
 @click.command()
@@ -141,10 +140,10 @@ def bench(
     `pm compare` measures it; with both runtimes side by side."""
     import json
 
-    from posemachines.comparison import load_entry, time_model
-    from posemachines.data import load_dataset
+    from posemachines.cli.common import device_name
 
-    from .common import device_name
+    from posemachines.data import load_dataset
+    from posemachines.evaluation.comparison import load_entry, time_model
 
     if timing_images < 1 or batch_size < 1:
         raise click.ClickException("--timing-images and --batch-size must be at least 1")
@@ -174,8 +173,8 @@ def _runtimes(model, runtime) -> list[str]:
     ONNX Runtime beside it where it is installed and the model is made of CNN stages."""
     import importlib.util
 
-    from posemachines.model import load_model
-    from posemachines.runtimes import is_onnx_file
+    from posemachines.core.model import load_model
+    from posemachines.loading import is_onnx_file
 
     if runtime is not None:
         return [runtime]

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import click
+from posemachines.cli.common import echo_err, friendly_errors, on_bad_image_option, report_skipped
 
 from posemachines.errors import PoseMachinesError
-
-from .common import echo_err, friendly_errors, on_bad_image_option, report_skipped
 
 
 @click.group(invoke_without_command=True)

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import click
+from posemachines.cli.common import MODEL, friendly_errors, load_data, overwrite_option
 
 from posemachines.errors import PoseMachinesError
-
-from .common import MODEL, friendly_errors, load_data, overwrite_option
 
 
 @click.command()
@@ -43,8 +42,8 @@ def export(model, format_, out, int8, calibration, dataset, data_root, overwrite
     a model directory."""
     from pathlib import Path
 
-    from posemachines.export import export_onnx
-    from posemachines.model import load_model
+    from posemachines.core.model import load_model
+    from posemachines.onnx.export import export_onnx
 
     pose_model = load_model(model)
     out = Path(out or default_out(model))
@@ -72,7 +71,7 @@ def int8_change(model, out, name: str, data_root) -> str:
     """PCK@0.2 of the float32 and the int8 model on the test split, as one line."""
     from posemachines.api import evaluate
     from posemachines.data import dataset_splits
-    from posemachines.runtimes import load_pose_model
+    from posemachines.loading import load_pose_model
 
     split = "test" if "test" in dataset_splits(name, data_root) else "val"
     test = load_data(name, split, data_root, None, None)

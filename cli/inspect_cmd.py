@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 
 import click
-
-from .common import MODEL, friendly_errors
+from posemachines.cli.common import MODEL, friendly_errors
 
 
 @click.command()
@@ -22,7 +21,7 @@ from .common import MODEL, friendly_errors
 @friendly_errors
 def inspect(model, as_json, erf):
     """Stages, receptive fields, parameters, FLOPs, training record and scores of MODEL."""
-    from posemachines.inspection import (
+    from posemachines.evaluation.inspection import (
         describe,
         draw_effective_receptive_fields,
         format_description,

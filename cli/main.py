@@ -10,10 +10,7 @@ import json
 from pathlib import Path
 
 import click
-
-from posemachines.errors import PoseMachinesError
-
-from .common import (
+from posemachines.cli.common import (
     MODEL,
     data_options,
     device_name,
@@ -26,7 +23,7 @@ from .common import (
     runtime_option,
     tta_options,
 )
-from .people_opts import (
+from posemachines.cli.people_opts import (
     evaluate_people_model,
     format_detected,
     is_people_model,
@@ -34,6 +31,8 @@ from .people_opts import (
     people_source,
     report_boxes,
 )
+
+from posemachines.errors import PoseMachinesError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -142,7 +141,7 @@ def _score_on_given_boxes(
     model, entry, data, tta, batch_size, on_bad_image, as_json, zero_based, save_predictions
 ) -> None:
     """Score an entry on the dataset's own person boxes (its protocol) and print it."""
-    from posemachines.comparison import score_entry
+    from posemachines.evaluation.comparison import score_entry
 
     result, preds = score_entry(
         entry,
@@ -155,7 +154,7 @@ def _score_on_given_boxes(
     )
     doc = result.to_dict()
     if save_predictions:
-        from posemachines.predictions import write_predictions
+        from posemachines.files.prediction_files import write_predictions
 
         write_predictions(save_predictions, preds, data.skeleton)
     if entry.model is not None and Path(model).is_dir():  # an .onnx file keeps no scores
@@ -175,10 +174,10 @@ def _score_on_given_boxes(
 def _pose_entry(model, dataset, device, save_predictions, runtime):
     """The entry to score (a pose model or a prediction file) and the dataset to score it
     on; a file ``--save-predictions`` may not replace is refused first."""
-    from posemachines.comparison import load_entry
+    from posemachines.evaluation.comparison import load_entry
 
     if save_predictions:
-        from posemachines.files import check_owned_file
+        from posemachines.files.owned import check_owned_file
 
         check_owned_file(save_predictions)  # before the work, not after it
     entry = load_entry(model, device_name(device), runtime=runtime)
@@ -192,9 +191,9 @@ def evaluate_detected_cmd(
     path, entry, data, source, label, tta, batch_size, on_bad_image, as_json, save_to
 ) -> None:
     """``pm evaluate MODEL --people/--boxes``: COCO's detected-box protocol."""
-    from posemachines.detected_boxes import evaluate_detected
-    from posemachines.files import json_text, write_owned_file
-    from posemachines.io import update_manifest
+    from posemachines.files.model_dir import update_manifest
+    from posemachines.files.owned import json_text, write_owned_file
+    from posemachines.people.detected_boxes import evaluate_detected
 
     if entry.model is None:
         raise PoseMachinesError("--people and --boxes need a model directory, not predictions")
@@ -232,7 +231,7 @@ def evaluate_detected_cmd(
 
 def record_scores(model, manifest: dict, data, tta, result) -> None:
     """The scores in the model's manifest, under the dataset, split, protocol and views."""
-    from posemachines.io import update_manifest
+    from posemachines.files.model_dir import update_manifest
 
     evaluations = dict(manifest.get("evaluations", {}))
     key = f"{data.name}:{data.split}:{data.protocol}"
@@ -270,14 +269,14 @@ def format_result(doc: dict) -> str:
     return "\n".join(lines)
 
 
-from .compare_cmd import bench, compare  # noqa: E402
-from .data_cmd import data  # noqa: E402
-from .export_cmd import export  # noqa: E402
-from .inspect_cmd import inspect  # noqa: E402
-from .models_cmd import models  # noqa: E402
-from .predict_cmd import predict  # noqa: E402
-from .serve_cmd import serve  # noqa: E402
-from .train_cmd import train  # noqa: E402
+from posemachines.cli.compare_cmd import bench, compare  # noqa: E402
+from posemachines.cli.data_cmd import data  # noqa: E402
+from posemachines.cli.export_cmd import export  # noqa: E402
+from posemachines.cli.inspect_cmd import inspect  # noqa: E402
+from posemachines.cli.models_cmd import models  # noqa: E402
+from posemachines.cli.predict_cmd import predict  # noqa: E402
+from posemachines.cli.serve_cmd import serve  # noqa: E402
+from posemachines.cli.train_cmd import train  # noqa: E402
 
 cli.add_command(train)
 cli.add_command(predict)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 
 import click
-
-from .common import friendly_errors
+from posemachines.cli.common import friendly_errors
 
 
 @click.command()

@@ -4,10 +4,9 @@
 from __future__ import annotations
 
 import click
+from posemachines.cli.common import echo_err
 
 from posemachines.errors import PoseMachinesError
-
-from .common import echo_err
 
 
 def people_options(min_score: float):
@@ -74,7 +73,7 @@ def report_boxes(source) -> None:
 def is_people_model(path) -> bool:
     from pathlib import Path
 
-    from posemachines.files import read_json_object
+    from posemachines.files.owned import read_json_object
 
     manifest = Path(path) / "manifest.json"
     return read_json_object(manifest).get("format") == "posemachines-people"

@@ -5,10 +5,7 @@ from __future__ import annotations
 import math
 
 import click
-
-from posemachines.errors import PoseMachinesError
-
-from .common import (
+from posemachines.cli.common import (
     MODEL,
     device_name,
     device_option,
@@ -21,7 +18,9 @@ from .common import (
     runtime_option,
     tta_options,
 )
-from .people_opts import people_options, people_source, report_boxes
+from posemachines.cli.people_opts import people_options, people_source, report_boxes
+
+from posemachines.errors import PoseMachinesError
 
 
 @click.command()
@@ -90,10 +89,10 @@ def predict(
     are removed again.
     """
     from posemachines.data import SkippedImages
-    from posemachines.files import claim
+    from posemachines.files.owned import claim
+    from posemachines.files.runs import check_output_folder, output_folder
     from posemachines.inference import OverlayWriter, collect_inputs, predict_files
-    from posemachines.runs import check_output_folder, output_folder
-    from posemachines.runtimes import load_pose_model
+    from posemachines.loading import load_pose_model
 
     model, inputs = model_and_inputs(model, inputs)
     tta = make_tta(flip, scales)
@@ -138,7 +137,7 @@ def predict(
 
 
 def write_keypoints(path, model, tta, skipped, results) -> None:
-    from posemachines.files import atomic_write_json
+    from posemachines.files.owned import atomic_write_json
 
     atomic_write_json(
         path,

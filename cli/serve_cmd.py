@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import click
+from posemachines.cli.common import (
+    MODEL,
+    device_name,
+    device_option,
+    echo_err,
+    friendly_errors,
+    runtime_option,
+)
 
 from posemachines.errors import PoseMachinesError
-
-from .common import MODEL, device_name, device_option, echo_err, friendly_errors, runtime_option
 
 LOCAL = ("127.0.0.1", "localhost", "::1")
 
@@ -98,7 +104,7 @@ def serve(model, people, host, port, token, token_file, cors, max_batch, max_wai
         raise PoseMachinesError(
             "pm serve needs FastAPI: pip install 'posemachines[serve]'"
         ) from None
-    from posemachines.runtimes import load_pose_model
+    from posemachines.loading import load_pose_model
 
     dev = device_name(device)
     if model is None:

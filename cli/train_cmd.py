@@ -15,10 +15,15 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import click
+from posemachines.cli.common import (
+    data_options,
+    echo_err,
+    friendly_errors,
+    load_data,
+    report_skipped,
+)
 
 from posemachines.errors import PoseMachinesError
-
-from .common import data_options, echo_err, friendly_errors, load_data, report_skipped
 
 
 class TrainCommand(click.Command):
@@ -33,7 +38,8 @@ class TrainCommand(click.Command):
 def backend_parameters() -> list[click.Option]:
     """``--backend`` and one option per settings field that has an ``option(...)``, shared by
     the backends that have a field of that name (the help says which)."""
-    from posemachines.backends import backends, options_of
+    from posemachines.options import options_of
+    from posemachines.registry import backends
 
     known = backends()
     names = ", ".join(f"{name}: {b.summary}" for name, b in known.items() if b.summary)
@@ -60,7 +66,7 @@ def backend_parameters() -> list[click.Option]:
 def _option(name: str, settings: type, how, help_text: str) -> click.Option:
     from dataclasses import fields
 
-    from posemachines.backends import flag_of
+    from posemachines.options import flag_of
 
     annotation = next(f.type for f in fields(settings) if f.name == name)
     # "int | None" under postponed annotations, the class itself otherwise
@@ -138,11 +144,11 @@ def train(**options):
     interrupted run; --overwrite writes into any folder, replacing only the model's files.
     """
     from posemachines.api import plan_training, run_training
-    from posemachines.backends import TrainingRun
-    from posemachines.io import save_model
-    from posemachines.model import PoseModel
+    from posemachines.core.model import PoseModel
+    from posemachines.files.model_dir import save_model
+    from posemachines.files.runs import check_output_folder, output_folder
     from posemachines.parallel import dask_backend
-    from posemachines.runs import check_output_folder, output_folder
+    from posemachines.registry import TrainingRun
 
     o = {k: options.pop(k) for k in GENERIC}  # what is left: the backends' settings
     if o["backend"] is not None and o["stack"] is not None:

@@ -9,9 +9,9 @@ import sys
 
 import numpy as np
 
+from posemachines.core.model import load_model
 from posemachines.data import read_image
-from posemachines.model import load_model
-from posemachines.multiperson import make_sample
+from posemachines.people.multiperson import make_sample
 
 
 def main(model_dir: str, image_path: str):

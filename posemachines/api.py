@@ -17,13 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .backends import TrainingRun, backends, field_names, flag_of, get_backend, options_of
-from .data import PoseDataset
-from .errors import PoseMachinesError
-from .evaluation import EvaluationResult
-from .model import PoseModel
-from .multiperson import MAX_PEOPLE, AtMost
-from .tta import NO_TTA, TestTimeAugmentation
+from posemachines.core.model import PoseModel
+from posemachines.core.tta import NO_TTA, TestTimeAugmentation
+from posemachines.data import PoseDataset
+from posemachines.errors import PoseMachinesError
+from posemachines.evaluation.metrics import EvaluationResult
+from posemachines.options import field_names, flag_of, options_of
+from posemachines.people.multiperson import MAX_PEOPLE, AtMost
+from posemachines.registry import TrainingRun, backends, get_backend
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ def plan_training(backend: str, *, folds: int | None = None, seed: int = 0, **op
     stack) and build those settings; an option no part uses is an error naming it."""
     stack = ":" in backend
     if stack:
-        from .backends.stack import parse_stack
+        from posemachines.backends.stack import parse_stack
 
         kinds = list(dict.fromkeys(part.kind for part in parse_stack(backend)))
         target = "--stack (its SPEC counts the stages)"
@@ -99,7 +100,7 @@ def run_training(plan: TrainingPlan, dataset: PoseDataset | None, run: TrainingR
         run.log(f"nothing to resume in {run.out_dir} (no checkpoint): training from the start")
         run = replace(run, resume=False)
     if plan.is_stack:
-        from .backends.stack import train_stack
+        from posemachines.backends.stack import train_stack
 
         return train_stack(dataset, plan.backend, plan.settings, run, plan.folds)
     trainer = get_backend(plan.backend).trainer_class()(plan.settings[plan.backend], run)
@@ -158,16 +159,16 @@ def people_source(
     if max_people < 1:
         raise PoseMachinesError(f"--max-people must be at least 1, got {max_people}")
     if boxes is not None:
-        from .boxes import read_detections
+        from posemachines.people.boxes import read_detections
 
         source = read_detections(boxes, min_box_score)
         return AtMost(source, max_people), f"detected boxes ({boxes})"
     if people is None:
         return None
-    from .multiperson import PeopleFinder
+    from posemachines.people.multiperson import PeopleFinder
 
     if isinstance(people, (str, Path)):
-        from .backends.people.model import load_people_model
+        from posemachines.backends.people.model import load_people_model
 
         label = f"detected boxes (people model {people})"
         finder = PeopleFinder(load_people_model(people, device), min_box_score)
@@ -199,7 +200,7 @@ def evaluate(
     on_bad_image: str = "skip",
 ) -> EvaluationResult:
     """Score ``model`` on ``dataset`` as ``pm evaluate`` does (every stage, every metric)."""
-    from .comparison import Entry, score_entry
+    from posemachines.evaluation.comparison import Entry, score_entry
 
     entry = Entry("model", Path("."), model)
     result, _ = score_entry(
@@ -223,9 +224,9 @@ def predict_people(
     ``multiperson.Person`` per image (box, score, keypoints and confidences of every stage),
     from the boxes a people model (``people``: loaded or its folder) finds, or from
     ``boxes``: a detections file, or per image a list of [x, y, w, h(, score)]."""
-    from .boxes import detections_from
-    from .data import read_image
-    from .multiperson import poses_for_boxes
+    from posemachines.data import read_image
+    from posemachines.people.boxes import detections_from
+    from posemachines.people.multiperson import poses_for_boxes
 
     images = [read_image(x) if isinstance(x, (str, Path)) else np.asarray(x) for x in images]
     if isinstance(boxes, (list, tuple)):
@@ -233,7 +234,7 @@ def predict_people(
             raise PoseMachinesError(f"{len(boxes)} box lists for {len(images)} images")
         source = AtMost(detections_from(dict(enumerate(boxes)), min_box_score), max_people)
     else:
-        from .comparison import model_device
+        from posemachines.evaluation.comparison import model_device
 
         device = model_device(model)
         source, _ = people_source(people, boxes, min_box_score, device, max_people) or (None, None)
@@ -289,11 +290,16 @@ def compare(
     ``runtimes.load_pose_model``."""
     import sys
 
-    from .comparison import compare_entries, default_entries, load_entry, lower_parts
-    from .data import load_split, skipped_annotations_line
-    from .devices import resolve_device
-    from .report import write_report
-    from .runs import check_output_folder
+    from posemachines.data import load_split, skipped_annotations_line
+    from posemachines.devices import resolve_device
+    from posemachines.evaluation.comparison import (
+        compare_entries,
+        default_entries,
+        load_entry,
+        lower_parts,
+    )
+    from posemachines.evaluation.report import write_report
+    from posemachines.files.runs import check_output_folder
 
     tta = tta or NO_TTA
     device = resolve_device(device)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
-from .errors import PoseMachinesError
+from posemachines.errors import PoseMachinesError
 
 
 def resolve_device(device: str) -> str:

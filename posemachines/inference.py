@@ -9,11 +9,12 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from .data import CorruptImageError, SkippedImages, read_image
-from .errors import PoseMachinesError
-from .files import atomic_write, claim, make_folder
-from .model import PoseModel
-from .multiperson import (
+from posemachines.core.model import PoseModel
+from posemachines.core.tta import NO_TTA, TestTimeAugmentation
+from posemachines.data import CorruptImageError, SkippedImages, read_image
+from posemachines.errors import PoseMachinesError
+from posemachines.files.owned import atomic_write, claim, make_folder
+from posemachines.people.multiperson import (
     PeopleSource,
     Person,
     make_sample,
@@ -21,8 +22,7 @@ from .multiperson import (
     poses_for_boxes,
     square_box,
 )
-from .tracking import Tracker
-from .tta import NO_TTA, TestTimeAugmentation
+from posemachines.people.tracking import Tracker
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm"}
@@ -97,7 +97,7 @@ def predict_files(
     An unreadable image or video stops the run (``on_bad_image="stop"``) or is passed over and
     recorded in ``skipped``.
     """
-    from .progress import progress_bar
+    from posemachines.progress import progress_bar
 
     batch: list = []
     trackers: dict = {}
@@ -174,7 +174,7 @@ class OverlayWriter:
     def add(self, source: Path, name: str, image: np.ndarray, people: list[Person]) -> None:
         from PIL import Image
 
-        from .visualize import draw_people
+        from posemachines.evaluation.visualize import draw_people
 
         overlay = draw_people(image, people, self.skeleton)
         path = self.path_for(source)

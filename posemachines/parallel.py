@@ -16,7 +16,7 @@ from contextlib import contextmanager
 
 from joblib import Parallel
 
-from .errors import PoseMachinesError
+from posemachines.errors import PoseMachinesError
 
 
 def workers(n_jobs: int, **options) -> Parallel:

@@ -70,3 +70,12 @@ def say(message: str) -> None:
     from tqdm.auto import tqdm
 
     tqdm.write(message)
+
+
+def note(message: str) -> None:
+    """Something the user should know about the work (a default chosen, files left out), as
+    one line on the ``posemachines`` logger: ``pm`` shows it on stderr, a notebook as a
+    warning. The library never prints."""
+    import logging
+
+    logging.getLogger("posemachines").warning(message)

@@ -54,7 +54,7 @@ def synthetic_test():
 @pytest.fixture(scope="session")
 def mean_model_dir(tmp_path_factory, synthetic_train):
     from posemachines.api import train
-    from posemachines.io import save_model
+    from posemachines.files.model_dir import save_model
 
     out = tmp_path_factory.mktemp("models") / "mean"
     model = train("mean", synthetic_train, input_size=64, stride=4, sigma=4.0)
@@ -88,7 +88,7 @@ def forest_train():
 
 @pytest.fixture(scope="session")
 def forest_model_dir(tmp_path_factory, forest_train, tiny_forest_settings):
-    from posemachines.io import save_model
+    from posemachines.files.model_dir import save_model
 
     out = tmp_path_factory.mktemp("models") / "forest"
     model = fit_forest(forest_train, tiny_forest_settings, out, seed=0, n_jobs=1)
@@ -113,8 +113,8 @@ def fit_forest(dataset, settings, out, seed=0, n_jobs=-1, resume=False, init_mod
     """A forest trained by its estimator, as ``pm train`` does (settings given whole)."""
     from dataclasses import replace
 
-    from posemachines.backends import TrainingRun
     from posemachines.backends.forest.trainer import ForestTrainer
+    from posemachines.registry import TrainingRun
 
     if init_model is not None:
         settings = replace(settings, init=str(init_model))

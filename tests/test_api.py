@@ -31,7 +31,7 @@ def test_public_names_and_lazy_import():
         "import sys, posemachines as pm",
         "assert 'torch' not in sys.modules",
         "assert callable(pm.train) and callable(pm.load_model) and callable(pm.compare)",
-        "import posemachines.comparison",
+        "import posemachines.evaluation.comparison",
         "assert callable(pm.compare)",
     )
     with pytest.raises(AttributeError):

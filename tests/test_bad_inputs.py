@@ -59,7 +59,7 @@ def bad_files(tmp_path_factory, mean_model_dir):
     files["no_skeleton"] = model_copy("no_skeleton", lambda f, m: m.pop("skeleton"))
 
     def not_safetensors(folder, manifest):
-        from posemachines.files import sha256
+        from posemachines.files.owned import sha256
 
         (folder / "stage1.safetensors").write_bytes(b"\x00" * 64)
         manifest["sha256"]["stage1.safetensors"] = sha256(folder / "stage1.safetensors")
@@ -67,7 +67,7 @@ def bad_files(tmp_path_factory, mean_model_dir):
     files["weights_garbage"] = model_copy("weights_garbage", not_safetensors)
 
     def not_skops(folder, manifest):
-        from posemachines.files import sha256
+        from posemachines.files.owned import sha256
 
         (folder / "stage1.skops").write_bytes(b"PK\x03\x04 not a zip")
         manifest["stages"][0].update(kind="forest", file="stage1.skops")
@@ -78,7 +78,7 @@ def bad_files(tmp_path_factory, mean_model_dir):
     def broken_tree_arrays(folder, manifest):
         from safetensors.numpy import save_file
 
-        from posemachines.files import sha256
+        from posemachines.files.owned import sha256
 
         path = folder / "stage1.forest.safetensors"
         metadata = {"kind": "ExtraTreesClassifier", "params": "{}", "n_features": "3"}
@@ -325,8 +325,8 @@ json_values = st.recursive(
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(doc=json_values | st.fixed_dictionaries({"keypoints": json_values}))
 def test_prediction_json_reader_never_fails_otherwise(doc, tmp_path_factory):
-    from posemachines.predictions import read_predictions
-    from posemachines.skeletons import LSP14
+    from posemachines.core.skeletons import LSP14
+    from posemachines.files.prediction_files import read_predictions
 
     path = tmp_path_factory.mktemp("fuzz") / "p.json"
     path.write_text(json.dumps(doc))
@@ -341,11 +341,11 @@ def test_prediction_json_reader_never_fails_otherwise(doc, tmp_path_factory):
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.binary(max_size=300))
 def test_binary_readers_never_fail_otherwise(data, tmp_path_factory):
+    from posemachines.core.skeletons import LSP14
     from posemachines.data.lsp import load_lsp
     from posemachines.data.pack import load_pack
-    from posemachines.io import read_manifest
-    from posemachines.predictions import read_predictions
-    from posemachines.skeletons import LSP14
+    from posemachines.files.model_dir import read_manifest
+    from posemachines.files.prediction_files import read_predictions
 
     folder = tmp_path_factory.mktemp("fuzz")
     (folder / "joints.mat").write_bytes(data)

@@ -17,8 +17,8 @@ import pytest
 from conftest import run_pm
 from PIL import Image
 
+from posemachines.core.model import load_model
 from posemachines.data import read_image
-from posemachines.model import load_model
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 ROOT = Path(__file__).parent.parent
@@ -151,9 +151,9 @@ def test_every_way_in_gives_the_same_keypoints(forest_model_dir, tmp_path):
 
 
 def test_a_pack_reads_images_through_the_one_decoder(tmp_path):
+    from posemachines.core.skeletons import get_skeleton
     from posemachines.data.dataset import ImageFolderDataset
     from posemachines.data.pack import pack_crops
-    from posemachines.skeletons import get_skeleton
 
     folder = tmp_path / "odd"
     names = sorted(odd_images(folder))
@@ -408,9 +408,9 @@ def test_an_edited_onnx_metadata_field_is_refused_everywhere(tiny_cnn, tmp_path)
 
 
 def test_vectorised_oks_nms_keeps_what_the_pairwise_loop_kept():
-    from posemachines.evaluation import object_keypoint_similarity, oks_sigmas
-    from posemachines.multiperson import Person, oks_nms
-    from posemachines.skeletons import get_skeleton
+    from posemachines.core.skeletons import get_skeleton
+    from posemachines.evaluation.metrics import object_keypoint_similarity, oks_sigmas
+    from posemachines.people.multiperson import Person, oks_nms
 
     skeleton = get_skeleton("lsp14")
     sigmas = oks_sigmas(skeleton)
@@ -442,8 +442,8 @@ def test_vectorised_oks_nms_keeps_what_the_pairwise_loop_kept():
 
 
 def test_at_most_max_people_boxes_the_best_scored_and_counted():
-    from posemachines.boxes import detections_from
-    from posemachines.multiperson import AtMost
+    from posemachines.people.boxes import detections_from
+    from posemachines.people.multiperson import AtMost
 
     boxes = [[10, 10, 20, 20, s] for s in np.linspace(0.1, 1.0, 10)]
     source = AtMost(detections_from({"a.jpg": boxes}), 3)

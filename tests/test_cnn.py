@@ -14,7 +14,7 @@ from posemachines.backends.cnn.config import CONFIGS  # noqa: E402
 from posemachines.backends.cnn.network import CPM  # noqa: E402
 from posemachines.backends.cnn.settings import CNNSettings  # noqa: E402
 from posemachines.backends.cnn.trainer import train_cnn  # noqa: E402
-from posemachines.crops import crop_transform, warp_image  # noqa: E402
+from posemachines.core.crops import crop_transform, warp_image  # noqa: E402
 from posemachines.data.pack import load_pack, pack_crops, save_pack  # noqa: E402
 from posemachines.errors import PoseMachinesError  # noqa: E402
 
@@ -227,7 +227,7 @@ def test_batch_norm_network_predicts_each_image_alone(synthetic_test):
     """cpm-small has BatchNorm: prediction must use its running statistics, so an image's
     beliefs do not depend on the other images in the batch."""
     from posemachines.backends.cnn.stage import CPMNetwork, CPMStage
-    from posemachines.runner import run_stages
+    from posemachines.core.runner import run_stages
     from posemachines.training import crop_dataset
 
     cfg = CONFIGS["cpm-small"]
@@ -324,9 +324,9 @@ def test_device_augmentation_matches_person_crop(synthetic_test):
     """The CNN's path (pack the person once, then warp the packed crop on the device) gives
     the crop and joints person_crop gives, for the same draw."""
     from posemachines.backends.cnn.batches import BatchMaker, crop_matrices
-    from posemachines.crops import Augmentation, person_crop
-    from posemachines.skeletons import LSP14
-    from posemachines.targets import BeliefCodec
+    from posemachines.core.crops import Augmentation, person_crop
+    from posemachines.core.skeletons import LSP14
+    from posemachines.core.targets import BeliefCodec
 
     sample = synthetic_test[3]
     pack = pack_crops([synthetic_test.subset([3])], side=192, pad=1.5, n_jobs=1)

@@ -92,7 +92,7 @@ def test_torch_is_imported_by_the_network_backends_only():
         "posemachines.backends.cnn",
         "posemachines.backends.people",
         "posemachines.devices",
-        "posemachines.targets",
+        "posemachines.core.targets",
     )
     assert [m for m in importers if not m.startswith(allowed)] == []
 

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 from posemachines.cli.main import cli
 
-import posemachines.files as files
+import posemachines.files.owned as files
 
 TEMPORARY = getattr(files, "TEMPORARY", ".pm-tmp-")  # how a file being written is named
 
@@ -128,7 +128,7 @@ def test_a_real_kill_inside_a_checkpoint_write_resumes_to_the_same_model(tmp_pat
     whole = tmp_path / "whole"
     assert train(FOREST, whole).exit_code == 0
     script = (
-        "import os, sys, posemachines.files as f\n"
+        "import os, sys, posemachines.files.owned as f\n"
         "real, n = f.atomic_write, [0]\n"
         "def dying(path, write):\n"
         "    if 'checkpoint' in str(path) and path.name.startswith('stage2'):\n"

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from conftest import random_joints
 
-from posemachines.crops import (
+from posemachines.core.crops import (
     Augmentation,
     apply_affine,
     crop_transform,
@@ -11,10 +11,10 @@ from posemachines.crops import (
     to_image_coordinates,
     warp_image,
 )
+from posemachines.core.skeletons import LSP14
+from posemachines.core.targets import BeliefCodec
 from posemachines.data import Sample
 from posemachines.errors import PoseMachinesError
-from posemachines.skeletons import LSP14
-from posemachines.targets import BeliefCodec
 
 
 def test_crop_transform_maps_box_to_crop_and_inverts_exactly():
@@ -106,7 +106,7 @@ def test_torch_encoding_matches_numpy():
 
 
 def test_batched_crop_transforms_equal_one_at_a_time():
-    from posemachines.crops import crop_transforms
+    from posemachines.core.crops import crop_transforms
 
     rng = np.random.default_rng(1)
     centres, sides = rng.uniform(20, 80, (6, 2)), rng.uniform(30, 90, 6)

@@ -144,8 +144,8 @@ def test_real_lsp_and_lspet_sizes():
 
 
 def test_concatenated_datasets_read_each_sample_from_its_own_part():
+    from posemachines.core.skeletons import COCO17
     from posemachines.data import ConcatDataset
-    from posemachines.skeletons import COCO17
 
     a = load_dataset("synthetic", "train", size=5, seed=0)
     b = load_dataset("synthetic", "test", size=3, seed=1, protocol="gt")

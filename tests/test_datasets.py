@@ -9,11 +9,11 @@ import pytest
 import scipy.io
 from PIL import Image
 
+from posemachines.core.skeletons import COCO17, FLIC9, MPII16
 from posemachines.data import load_dataset
 from posemachines.data.coco import COCO_NAMES
 from posemachines.errors import PoseMachinesError
-from posemachines.evaluation import object_keypoint_similarity, score_keypoints
-from posemachines.skeletons import COCO17, FLIC9, MPII16
+from posemachines.evaluation.metrics import object_keypoint_similarity, score_keypoints
 
 
 def struct_array(dicts):
@@ -239,7 +239,7 @@ def test_oks_ap_by_hand_and_against_pycocotools(coco_root, tmp_path):
         pred, val.joints, val.labelled, COCO17, scoring=val.scoring, scores=scores
     )
     # by hand for person 0: OKS = mean over labelled joints of exp(-d^2 / (2 area (2 sigma)^2))
-    from posemachines.evaluation import COCO_SIGMAS
+    from posemachines.evaluation.metrics import COCO_SIGMAS
 
     d2 = ((pred[0] - val.joints[0]) ** 2).sum(1)
     by_hand = np.exp(-d2 / (2 * 1600 * (2 * COCO_SIGMAS) ** 2))[val.labelled[0]].mean()

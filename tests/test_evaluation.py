@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from posemachines.evaluation import pck, pcp_correct, score_keypoints, torso_size
-from posemachines.skeletons import LSP14
+from posemachines.core.skeletons import LSP14
+from posemachines.evaluation.metrics import pck, pcp_correct, score_keypoints, torso_size
 
 
 def _person():

@@ -6,9 +6,9 @@ from posemachines.backends.forest.features.context import belief_peaks, context_
 from posemachines.backends.forest.features.image import dense_image_features
 from posemachines.backends.forest.levels import sample_locations
 from posemachines.backends.forest.settings import ForestSettings
+from posemachines.core.model import load_model
+from posemachines.core.targets import BeliefCodec
 from posemachines.errors import PoseMachinesError
-from posemachines.model import load_model
-from posemachines.targets import BeliefCodec
 
 
 def test_dense_image_features_shape_and_position():
@@ -139,7 +139,7 @@ def test_more_folds_than_images(synthetic_train, tmp_path):
 def test_small_forest_learns_and_is_deterministic(
     forest_model_dir, mean_model_dir, synthetic_test, forest_train, tiny_forest_settings, tmp_path
 ):
-    from posemachines.comparison import Entry, score_entry
+    from posemachines.evaluation.comparison import Entry, score_entry
 
     forest = load_model(forest_model_dir)
     result, preds = score_entry(Entry("f", forest_model_dir, forest), synthetic_test)
@@ -192,7 +192,7 @@ def test_hybrid_on_top_of_another_model(
 
 
 def test_part_positions_are_means_of_labelled_joints():
-    from posemachines.skeletons import part_positions
+    from posemachines.core.skeletons import part_positions
 
     joints = np.array([[[0.0, 0.0], [4.0, 2.0], [8.0, 8.0]]])
     labelled = np.array([[True, True, False]])
@@ -208,8 +208,8 @@ def test_part_hierarchy_trains_saves_and_locates_parts(
 ):
     from dataclasses import replace
 
-    from posemachines.io import save_model
-    from posemachines.skeletons import part_positions
+    from posemachines.core.skeletons import part_positions
+    from posemachines.files.model_dir import save_model
 
     settings = replace(tiny_forest_settings, hierarchy=True)
     model = fit_forest(forest_train, settings, tmp_path / "run", seed=0, n_jobs=2)
@@ -240,7 +240,7 @@ def test_part_hierarchy_trains_saves_and_locates_parts(
 
 def test_out_of_fold_pck_scores_held_out_beliefs():
     from posemachines.backends.forest.levels import out_of_fold_pck
-    from posemachines.skeletons import LSP14
+    from posemachines.core.skeletons import LSP14
 
     codec = BeliefCodec(64, 4, 3.0)
     joints = np.random.default_rng(0).uniform(16, 48, size=(6, 14, 2))
@@ -291,7 +291,7 @@ def test_given_final_smoothing_needs_no_held_out_beliefs(
 
 def test_segment_colours_read_the_colours_along_the_believed_segments():
     from posemachines.backends.forest.features.context import segment_colours
-    from posemachines.skeletons import COCO17, LSP14
+    from posemachines.core.skeletons import COCO17, LSP14
 
     colour = np.random.default_rng(0).random((10, 12, 3)).astype(np.float32)
     beliefs = np.zeros((4, 10, 12), np.float32)  # three joints + background
@@ -311,7 +311,7 @@ def test_segment_colours_are_context_of_later_stages(forest_train, tiny_forest_s
     from dataclasses import replace
 
     from posemachines.backends.forest.stage import stage_image_features, stage_inputs
-    from posemachines.io import save_model
+    from posemachines.files.model_dir import save_model
 
     settings = replace(tiny_forest_settings, segment_colours=True, hard_negatives=0.5)
     data = forest_train.subset(range(20))

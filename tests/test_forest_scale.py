@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from posemachines.backends.forest.tree_arrays import forest_from_arrays, forest_to_arrays
-from posemachines.crops import person_crop
+from posemachines.core.crops import person_crop
+from posemachines.core.model import load_model
 from posemachines.errors import PoseMachinesError
-from posemachines.model import load_model
 
 
 @pytest.mark.parametrize("kind", ["ExtraTreesClassifier", "RandomForestClassifier"])
@@ -64,7 +64,7 @@ def test_forest_files_are_compact_and_format_2_skops_directories_still_load(
 
     import skops.io
 
-    from posemachines.files import sha256
+    from posemachines.files.owned import sha256
 
     files = sorted(p.name for p in forest_model_dir.iterdir())
     assert "stage1.forest.safetensors" in files and not any(f.endswith(".skops") for f in files)
@@ -240,7 +240,7 @@ def test_fold_forests_become_the_stage_forest(forest_train, synthetic_test, tmp_
     from conftest import fit_forest
 
     from posemachines.backends.forest.settings import ForestSettings
-    from posemachines.io import save_model
+    from posemachines.files.model_dir import save_model
 
     settings = ForestSettings(
         stages=2, trees=3, folds=3, depth=10, input_size=64, hog_cells=(4, 8), colour_cell=6,

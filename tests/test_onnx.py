@@ -29,9 +29,9 @@ def test_onnx_runtime_gives_torchs_beliefs_and_scores(cnn_dir, tmp_path):
     import onnx
 
     from posemachines.api import evaluate
+    from posemachines.core.model import load_model
     from posemachines.data import load_dataset
-    from posemachines.model import load_model
-    from posemachines.runtimes import load_pose_model
+    from posemachines.loading import load_pose_model
 
     out = tmp_path / "cnn.onnx"
     run("export", cnn_dir, "--out", out)
@@ -48,7 +48,7 @@ def test_onnx_runtime_gives_torchs_beliefs_and_scores(cnn_dir, tmp_path):
     test = load_dataset("synthetic", "test", size=40)
     torch_model, ort_model = load_model(cnn_dir), load_pose_model(out)
     crops = np.stack([test[i].image for i in range(8)])
-    from posemachines.crops import person_crop
+    from posemachines.core.crops import person_crop
 
     crops = np.stack([person_crop(test[i], 128, test.skeleton).image for i in range(16)])
     for a, b in zip(torch_model.stage_beliefs(crops), ort_model.stage_beliefs(crops)):
@@ -87,9 +87,9 @@ def test_stacks_of_cnn_parts_export_and_forests_are_refused(tmp_path, forest_mod
         "--out", stack)  # fmt: skip
     out = tmp_path / "stack.onnx"
     run("export", stack, "--out", out)
+    from posemachines.core.model import load_model
     from posemachines.data import load_dataset
-    from posemachines.model import load_model
-    from posemachines.runtimes import load_pose_model
+    from posemachines.loading import load_pose_model
 
     test = load_dataset("synthetic", "test", size=6)
     a = load_model(stack).predict(test).keypoints

@@ -9,13 +9,13 @@ import pytest
 from conftest import run_pm as run
 from PIL import Image
 
-from posemachines.boxes import box_ap, read_detections
+from posemachines.core.skeletons import LSP14
 from posemachines.data import load_dataset
 from posemachines.data.crowd import SyntheticCrowdDataset
 from posemachines.errors import PoseMachinesError
-from posemachines.multiperson import Person, oks_nms
-from posemachines.skeletons import LSP14
-from posemachines.tracking import Tracker
+from posemachines.people.boxes import box_ap, read_detections
+from posemachines.people.multiperson import Person, oks_nms
+from posemachines.people.tracking import Tracker
 
 EXAMPLES = Path(__file__).parent.parent / "examples" / "images"
 
@@ -41,7 +41,7 @@ def test_synthetic_crowd_is_deterministic_and_crowded(crowd):
 
 
 def test_people_boxes_of_a_single_person_set_enclose_the_joints():
-    from posemachines.boxes import person_boxes
+    from posemachines.people.boxes import person_boxes
 
     data = load_dataset("synthetic", "test", size=5)
     boxes = person_boxes(data, range(5), (160, 160))

@@ -9,11 +9,12 @@ import pytest
 from click.testing import CliRunner
 from posemachines.cli.main import cli
 
-from posemachines.backends import option, register_backend, unregister_backend
+from posemachines.core.model import PoseModel, TrainingRecord
+from posemachines.core.stage import StageState
+from posemachines.core.targets import BeliefCodec
 from posemachines.data import register_dataset, unregister_dataset
-from posemachines.model import PoseModel, TrainingRecord
-from posemachines.stage import StageState
-from posemachines.targets import BeliefCodec
+from posemachines.options import option
+from posemachines.registry import register_backend, unregister_backend
 from posemachines.training import crop_dataset
 
 # -- the toy backend: a handful of lines -------------------------------------------------------

@@ -75,10 +75,10 @@ def test_report_is_reproducible(report_dir, mean_model_dir, forest_model_dir, tm
 
 def test_different_skeletons_are_refused(tmp_path, synthetic_test):
     from posemachines.backends.mean.stage import MeanPoseStage
-    from posemachines.io import save_model
-    from posemachines.model import PoseModel
-    from posemachines.skeletons import MPII16
-    from posemachines.targets import BeliefCodec
+    from posemachines.core.model import PoseModel
+    from posemachines.core.skeletons import MPII16
+    from posemachines.core.targets import BeliefCodec
+    from posemachines.files.model_dir import save_model
 
     model = PoseModel(
         "mean", MPII16, BeliefCodec(64, 4, 4.0), [MeanPoseStage(np.zeros((17, 16, 16), np.float32))]

@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 
 from posemachines.backends.mean.stage import MeanPoseStage
+from posemachines.core.model import load_model
+from posemachines.core.runner import run_stages
+from posemachines.core.skeletons import LSP14
 from posemachines.errors import PoseMachinesError
-from posemachines.files import atomic_write_json
-from posemachines.io import save_model, update_manifest
-from posemachines.model import load_model
-from posemachines.predictions import read_predictions
-from posemachines.runner import run_stages
-from posemachines.skeletons import LSP14
+from posemachines.files.model_dir import save_model, update_manifest
+from posemachines.files.owned import atomic_write_json
+from posemachines.files.prediction_files import read_predictions
 
 
 class AddOne:
@@ -123,7 +123,7 @@ def test_skops_file_with_unexpected_types_is_refused(tmp_path):
 
 
 def test_save_is_atomic_when_writing_fails(mean_model_dir, tmp_path, monkeypatch):
-    import posemachines.io as pio
+    import posemachines.files.model_dir as pio
 
     model = load_model(mean_model_dir)
     target = save_model(model, tmp_path / "m")

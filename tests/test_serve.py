@@ -21,7 +21,7 @@ pytest.importorskip("httpx")
 
 from fastapi.testclient import TestClient  # noqa: E402
 
-from posemachines.model import load_model  # noqa: E402
+from posemachines.core.model import load_model  # noqa: E402
 from posemachines.serve.app import Limits, create_app  # noqa: E402
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
@@ -118,7 +118,7 @@ class BoxesOfTheGroup:
     """A people model that finds the committed group photo's people."""
 
     def __init__(self):
-        from posemachines.model import TrainingRecord
+        from posemachines.core.model import TrainingRecord
 
         self.record = TrainingRecord(dataset="the group photo's boxes")
         self.boxes = np.array(json.loads((EXAMPLES / "group_boxes.json").read_text())["group.jpg"])

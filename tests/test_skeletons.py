@@ -1,7 +1,7 @@
 import pytest
 
+from posemachines.core.skeletons import COCO17, LSP14, MPII16, SKELETONS, get_skeleton
 from posemachines.errors import PoseMachinesError
-from posemachines.skeletons import COCO17, LSP14, MPII16, SKELETONS, get_skeleton
 
 
 def test_lsp_order_matches_the_dataset():

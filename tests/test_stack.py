@@ -8,11 +8,11 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from posemachines.api import evaluate  # noqa: E402
-from posemachines.backends import TrainingRun  # noqa: E402
 from posemachines.backends.cnn.settings import CNNSettings  # noqa: E402
 from posemachines.backends.stack import Part, parse_stack, train_stack  # noqa: E402
 from posemachines.data import load_dataset  # noqa: E402
 from posemachines.errors import PoseMachinesError  # noqa: E402
+from posemachines.registry import TrainingRun  # noqa: E402
 
 # A CNN that fits its training images well (no augmentation, many epochs): its beliefs on
 # them flatter it, as a real CPM's do on its own training set.
@@ -144,7 +144,7 @@ def test_cnn_refinement_reads_the_beliefs_below(tmp_path):
 
     from posemachines.backends.cnn.config import CONFIGS
     from posemachines.backends.cnn.stage import CPMNetwork, CPMStage
-    from posemachines.runner import run_stages
+    from posemachines.core.runner import run_stages
 
     torch.manual_seed(0)
     cfg = replace(CONFIGS["cpm-tiny"], foreign_input=True, stages=1)

@@ -72,7 +72,7 @@ def test_predict_reruns_into_its_own_folder_and_replaces_only_its_files(tmp_path
     images.mkdir()
     write_image(images / "a.png")
     out = tmp_path / "out"
-    from posemachines.files import RECORD
+    from posemachines.files.owned import RECORD
 
     assert invoke("predict", mean_model_dir, images, "--out", out).exit_code == 0
     (out / "notes.txt").write_text("mine")
@@ -101,7 +101,7 @@ def test_compare_never_replaces_a_users_results_or_report(tmp_path, mean_model_d
 def test_a_report_appears_whole_or_not_at_all(tmp_path, mean_model_dir, monkeypatch):
     """The disk fills up while the report's files are being put in place: what is there
     afterwards is the previous report, every file of it."""
-    import posemachines.files as files
+    import posemachines.files.owned as files
 
     out = tmp_path / "report"
     args = ["compare", mean_model_dir, "--synthetic-size", "4", "--timing-images", "1"]
@@ -128,7 +128,7 @@ def test_a_report_appears_whole_or_not_at_all(tmp_path, mean_model_dir, monkeypa
 
 
 def test_two_writers_of_one_folder_one_is_refused(tmp_path):
-    from posemachines.files import OwnedFolder
+    from posemachines.files.owned import OwnedFolder
 
     out = tmp_path / "run"
     with OwnedFolder(out, "train"):
@@ -197,7 +197,7 @@ def test_a_dangling_out_link_and_a_read_only_folder_are_one_line(tmp_path, mean_
 
 
 def test_os_errors_at_the_command_boundary_are_one_line(tmp_path, monkeypatch):
-    import posemachines.files as files
+    import posemachines.files.owned as files
 
     def full_disk(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", "x.safetensors")
@@ -211,7 +211,7 @@ def test_os_errors_at_the_command_boundary_are_one_line(tmp_path, monkeypatch):
 def test_evaluate_prints_its_scores_when_the_model_is_read_only(
     tmp_path, mean_model_dir, monkeypatch
 ):
-    import posemachines.io as io
+    import posemachines.files.model_dir as io
 
     model = tmp_path / "model"
     shutil.copytree(mean_model_dir, model)
@@ -287,7 +287,7 @@ def test_a_bad_annotation_is_one_line_or_skipped_and_counted(tmp_path, edit, fie
     res = invoke(*args, "--out", out, "--on-bad-annotation", "skip")
     assert res.exit_code == 0, res.output
     assert "bad annotation(s) left out" in res.stderr
-    from posemachines.model import load_model
+    from posemachines.core.model import load_model
 
     model = load_model(out)
     assert np.isfinite(model.stages[0].mean_beliefs_).all()
@@ -330,9 +330,9 @@ def test_a_deeply_nested_file_is_one_line(tmp_path, mean_model_dir):
 
 
 def test_predictions_are_matched_by_name_not_order(tmp_path, mean_model_dir):
+    from posemachines.core.model import load_model
     from posemachines.data import load_dataset
-    from posemachines.model import load_model
-    from posemachines.predictions import write_predictions
+    from posemachines.files.prediction_files import write_predictions
 
     test = load_dataset("synthetic", "test", size=12, seed=0)
     model = load_model(mean_model_dir)
@@ -434,7 +434,7 @@ def test_a_linked_weight_file_is_refused(tmp_path, mean_model_dir):
 def test_a_mean_model_with_beliefs_of_the_wrong_shape_is_one_line(tmp_path, mean_model_dir):
     from safetensors.numpy import save_file
 
-    from posemachines.files import sha256
+    from posemachines.files.owned import sha256
 
     model = tmp_path / "model"
     shutil.copytree(mean_model_dir, model)
@@ -544,7 +544,7 @@ def test_orphaned_joblib_folders_of_dead_processes_are_removed(tmp_path):
 def test_outputs_written_before_records_existed_are_claimed_by_nobody(tmp_path, mean_model_dir):
     """Outputs are known by their folder's record alone: a model or a report of a version
     before the record reads as anyone's files, so even --overwrite leaves them as they are."""
-    from posemachines.files import RECORD
+    from posemachines.files.owned import RECORD
 
     model = tmp_path / "model"
     shutil.copytree(mean_model_dir, model)
@@ -574,7 +574,7 @@ def test_saved_predictions_replace_only_earlier_predictions(tmp_path, mean_model
 
 
 def test_the_python_api_never_replaces_a_users_files_either(tmp_path, mean_model_dir):
-    from posemachines.model import load_model
+    from posemachines.core.model import load_model
 
     model = load_model(mean_model_dir)
     folder = tmp_path / "mine"

@@ -1,14 +1,14 @@
 import numpy as np
 import pytest
 
-from posemachines.data import Sample
-from posemachines.errors import PoseMachinesError
-from posemachines.tta import (
+from posemachines.core.tta import (
     TestTimeAugmentation,
     parse_scales,
     view_to_plain,
     zoom_matrix,
 )
+from posemachines.data import Sample
+from posemachines.errors import PoseMachinesError
 
 
 def mirrored(sample: Sample) -> Sample:
@@ -65,8 +65,8 @@ def random_cnn_model(skeleton):
     torch = pytest.importorskip("torch")
     from posemachines.backends.cnn.config import CONFIGS
     from posemachines.backends.cnn.stage import CPMNetwork, CPMStage
-    from posemachines.model import PoseModel
-    from posemachines.targets import BeliefCodec
+    from posemachines.core.model import PoseModel
+    from posemachines.core.targets import BeliefCodec
 
     torch.manual_seed(0)
     cfg = CONFIGS["cpm-tiny"]
@@ -116,7 +116,7 @@ def test_flip_averaged_prediction_of_a_mirrored_image_is_the_mirrored_prediction
 def test_flip_and_scale_averaged_beliefs_of_a_mirrored_image_are_mirrored(synthetic_test):
     """With zoomed views the crops are resampled, so the mirror holds to the rounding of the
     resampled pixels."""
-    from posemachines.tta import averaged_beliefs
+    from posemachines.core.tta import averaged_beliefs
 
     skeleton = synthetic_test.skeleton
     model = random_cnn_model(skeleton)
@@ -134,7 +134,7 @@ def test_flip_and_scale_averaged_beliefs_of_a_mirrored_image_are_mirrored(synthe
 
 
 def test_identity_augmentation_predicts_as_without(synthetic_test, mean_model_dir):
-    from posemachines.model import load_model
+    from posemachines.core.model import load_model
 
     model = load_model(mean_model_dir)
     samples = [synthetic_test[i] for i in range(3)]

@@ -22,17 +22,19 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from ..data import SkippedImages, iter_samples
-from ..errors import PoseMachinesError
-from ..files import atomic_write_bytes
-from ..model import PoseModel, TrainingRecord, backend_of
-from ..targets import BeliefCodec
-from ..training import background_beliefs, crop_pck
-from ..training.checkpoint import Checkpoint
-from .registry import TrainingRun, field_names, get_backend, stack_settings
+from posemachines.core.model import PoseModel, TrainingRecord, backend_of
+from posemachines.core.targets import BeliefCodec
+from posemachines.data import SkippedImages, iter_samples
+from posemachines.errors import PoseMachinesError
+from posemachines.files.owned import atomic_write_bytes
+from posemachines.options import field_names
+from posemachines.registry import TrainingRun, get_backend
+from posemachines.training import background_beliefs, crop_pck
+from posemachines.training.checkpoint import Checkpoint
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,7 @@ class Part:
 def parse_stack(spec: str) -> list[Part]:
     """``"cnn:1,forest:2"`` -> [Part("cnn", 1), Part("forest", 2)], with a clear error for a
     malformed one. Any registered backend that makes pose stages may be a part."""
-    from .registry import backends
+    from posemachines.registry import backends
 
     known = {name: b for name, b in backends().items() if b.stages}  # makers of pose stages
     parts = []
@@ -207,7 +209,7 @@ def _drop_checkpoint(folder: Path) -> None:
 
 def _save_part(checkpoint: Checkpoint, model: PoseModel, below: dict | None, row: dict):
     """A finished part: its model, the beliefs it hands up, its summary row."""
-    from ..io import save_model
+    from posemachines.files.model_dir import save_model
 
     folder = checkpoint.begin()
     save_model(model, folder / "model")
@@ -219,7 +221,7 @@ def _save_part(checkpoint: Checkpoint, model: PoseModel, below: dict | None, row
 
 
 def _load_part(checkpoint: Checkpoint) -> tuple[PoseModel, dict | None, dict]:
-    from ..model import load_model
+    from posemachines.core.model import load_model
 
     state = checkpoint.load_state()
     model = load_model(checkpoint.current / "model")
@@ -273,8 +275,8 @@ def _views(mirror: bool) -> dict:
 def _predict_into(out: dict, dataset, rows, stages, below, codec) -> None:
     """The last stage's beliefs for samples ``rows`` in every view of ``out``, given the
     beliefs of the stages below them."""
-    from ..runner import run_stages
-    from ..tta import view_crop
+    from posemachines.core.runner import run_stages
+    from posemachines.core.tta import view_crop
 
     samples = list(iter_samples(dataset, rows, skipped=SkippedImages()))
     for start in range(0, len(samples), 32):
@@ -289,7 +291,7 @@ def _predict_into(out: dict, dataset, rows, stages, below, codec) -> None:
 def crop_joints(dataset, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Every sample's joints in the coordinates of its person-box crop, and which count (a
     sample whose image cannot be read counts for nothing)."""
-    from ..crops import apply_affine, crop_transform
+    from posemachines.core.crops import apply_affine, crop_transform
 
     joints = np.zeros(dataset.joints.shape)
     labelled = np.zeros(dataset.labelled.shape, bool)
@@ -297,3 +299,19 @@ def crop_joints(dataset, size: int) -> tuple[np.ndarray, np.ndarray]:
         joints[i] = apply_affine(crop_transform(s.centre, s.box_side, size), s.joints)
         labelled[i] = s.labelled
     return joints, labelled
+
+
+def stack_settings(settings: Any, stages: int, codec, on_beliefs: bool) -> Any:
+    """A backend's settings for one part of a stack: its stage count and the stack's crop and
+    belief grid. A settings class may say how itself (``for_stack``); otherwise the fields
+    ``stages``, ``input_size``, ``stride`` and ``sigma`` are replaced where it has them."""
+    if hasattr(settings, "for_stack"):
+        return settings.for_stack(stages, codec, on_beliefs)
+    names = field_names(settings)
+    wanted = {
+        "stages": stages,
+        "input_size": codec.input_size,
+        "stride": codec.stride,
+        "sigma": codec.sigma,
+    }
+    return replace(settings, **{k: v for k, v in wanted.items() if k in names})

@@ -9,7 +9,7 @@ registry : the datasets, where each is found, its splits and download sources.
 loading  : ``load_dataset`` and the checks every annotation passes.
 """
 
-from .dataset import (
+from posemachines.data.dataset import (
     GT_BOX_MARGIN,
     PROTOCOLS,
     ConcatDataset,
@@ -21,8 +21,9 @@ from .dataset import (
     iter_samples,
     person_box,
 )
-from .loading import (
+from posemachines.data.loading import (
     COCO_FORMAT,
+    DataRequest,
     checked_annotations,
     dataset_available,
     dataset_splits,
@@ -31,8 +32,8 @@ from .loading import (
     load_split,
     skipped_annotations_line,
 )
-from .reading import CorruptImageError, read_image, read_json, read_matlab
-from .registry import (
+from posemachines.data.reading import CorruptImageError, read_image, read_json, read_matlab
+from posemachines.data.registry import (
     DATA_ROOT_ENV,
     Archive,
     DatasetInfo,
@@ -49,6 +50,7 @@ __all__ = [
     "GT_BOX_MARGIN",
     "PROTOCOLS",
     "Archive",
+    "DataRequest",
     "ConcatDataset",
     "CorruptImageError",
     "DatasetInfo",

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import PoseMachinesError
-from ..skeletons import COCO17, SKELETONS, skeleton_from_keypoints
-from .dataset import ImageFolderDataset, PoseDataset, person_from_box
-from .reading import read_json
+from posemachines.core.skeletons import COCO17, SKELETONS, skeleton_from_keypoints
+from posemachines.data.dataset import ImageFolderDataset, PoseDataset, person_from_box
+from posemachines.data.reading import read_json
+from posemachines.errors import PoseMachinesError
 
 COCO_NAMES = (
     "nose",

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..boxes import box_iou
-from ..skeletons import LSP14
-from .dataset import PoseDataset, person_from_box
-from .synthetic import add_noise, background, draw_figure, random_pose, split_size
+from posemachines.core.skeletons import LSP14
+from posemachines.data.dataset import PoseDataset, person_from_box
+from posemachines.data.synthetic import add_noise, background, draw_figure, random_pose, split_size
+from posemachines.people.boxes import box_iou
 
 SPLIT_STREAMS = {"train": 11, "test": 12, "val": 13}
 DEFAULT_SIZES = {"train": 800, "test": 100, "val": 100}  # images

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import PoseMachinesError
-from ..skeletons import Skeleton
-from .reading import CorruptImageError, read_image
+from posemachines.core.skeletons import Skeleton
+from posemachines.data.reading import CorruptImageError, read_image
+from posemachines.errors import PoseMachinesError
 
 PROTOCOLS = ("image", "gt", "given")
 # With the "gt" protocol the person box is this many times the longer side of the joints' box;

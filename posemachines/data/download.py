@@ -21,9 +21,9 @@ import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..errors import PoseMachinesError
-from ..files import sha256 as file_sha256
-from .registry import Archive, datasets, default_cache_dir
+from posemachines.data.registry import Archive, datasets, default_cache_dir
+from posemachines.errors import PoseMachinesError
+from posemachines.files.owned import sha256 as file_sha256
 
 
 def download(
@@ -34,7 +34,7 @@ def download(
     progress: bool = False,
 ) -> Path:
     """Fetch ``url`` to ``dest``, resuming a previous partial download; verify ``sha256``."""
-    from ..progress import progress_bar
+    from posemachines.progress import progress_bar
 
     dest = Path(dest)
     if dest.is_file() and (sha256 is None or file_sha256(dest) == sha256):

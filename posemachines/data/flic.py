@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import PoseMachinesError
-from ..skeletons import FLIC9
-from .dataset import ImageFolderDataset, PoseDataset
-from .reading import read_matlab
+from posemachines.core.skeletons import FLIC9
+from posemachines.data.dataset import ImageFolderDataset, PoseDataset
+from posemachines.data.reading import read_matlab
+from posemachines.errors import PoseMachinesError
 
 # FLIC's coords rows (0-based) of the nine joints; the head is the mean of the last three.
 COORD_ROWS = {

@@ -3,13 +3,15 @@ a COCO-format file; every annotation checked on the way in."""
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import PoseMachinesError
-from .dataset import PoseDataset
-from .registry import DATA_ROOT_ENV, datasets, find_data_root, registered
+from posemachines.data.dataset import PoseDataset
+from posemachines.data.registry import DATA_ROOT_ENV, datasets, find_data_root, registered
+from posemachines.errors import PoseMachinesError
 
 COCO_FORMAT = "coco-format:"  # --dataset coco-format:PATH.json, with --images DIR
 
@@ -26,7 +28,7 @@ def dataset_splits(name: str, data_root: str | Path | None = None) -> tuple[str,
         return ()
     if info is not None:
         return info.present(folder)
-    from .coco import keypoint_folder_splits
+    from posemachines.data.coco import keypoint_folder_splits
 
     return keypoint_folder_splits(folder)
 
@@ -60,7 +62,7 @@ def load_dataset(
 
 def _load(name, split, data_root, protocol, images, on_bad_annotation, options) -> PoseDataset:
     if name.startswith(COCO_FORMAT):
-        from .coco import load_coco_format
+        from posemachines.data.coco import load_coco_format
 
         path = Path(name[len(COCO_FORMAT) :]).expanduser()
         if not path.is_file():
@@ -87,7 +89,7 @@ def _load(name, split, data_root, protocol, images, on_bad_annotation, options) 
         )
     if info is not None:
         return info.loader()(folder, split, protocol, on_bad_annotation, **options)
-    from .coco import load_keypoint_folder
+    from posemachines.data.coco import load_keypoint_folder
 
     return load_keypoint_folder(
         folder, split=split, protocol=protocol, on_bad_annotation=on_bad_annotation
@@ -159,6 +161,52 @@ def load_split(
         on_bad_annotation=on_bad_annotation,
         **options,
     )
+
+
+@dataclass(frozen=True)
+class DataRequest:
+    """A dataset split as a command names it, loaded when the work needs it: ``name`` (None:
+    the work's default), its split, where its files are, the synthetic set's size and seed, the
+    crop protocol, a COCO-format file's images and what to do with a bad annotation."""
+
+    name: str | None = None
+    split: str = "train"
+    data_root: str | Path | None = None
+    synthetic_size: int | None = None
+    protocol: str | None = None
+    images: str | Path | None = None
+    on_bad_annotation: str = "stop"
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.synthetic_size is not None and self.synthetic_size < 1:
+            raise PoseMachinesError(
+                f"the synthetic set's size must be at least 1, got {self.synthetic_size}"
+            )
+
+    def load(self, name: str | None = None) -> PoseDataset:
+        """The split (of ``name`` when the request names none); a note for a long load and
+        for the annotations left out as bad."""
+        from posemachines.progress import note
+
+        start = time.perf_counter()
+        data = load_split(
+            self.name or name or "synthetic",
+            self.split,
+            self.data_root,
+            synthetic_size=self.synthetic_size,
+            seed=self.seed,
+            protocol=self.protocol,
+            images=self.images,
+            on_bad_annotation=self.on_bad_annotation,
+        )
+        seconds = time.perf_counter() - start
+        if seconds > 5:
+            note(f"read {data.describe()} in {seconds:.0f} s")
+        line = skipped_annotations_line(data)
+        if line:
+            note(line)
+        return data
 
 
 def skipped_annotations_line(dataset: PoseDataset) -> str | None:

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import PoseMachinesError
-from ..skeletons import LSP14
-from .dataset import ImageFolderDataset, PoseDataset
-from .reading import read_matlab
+from posemachines.core.skeletons import LSP14
+from posemachines.data.dataset import ImageFolderDataset, PoseDataset
+from posemachines.data.reading import read_matlab
+from posemachines.errors import PoseMachinesError
 
 LSP_SPLITS = {"train": (0, 1000), "test": (1000, 2000), "all": (0, 2000)}
 

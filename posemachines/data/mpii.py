@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import PoseMachinesError
-from ..skeletons import MPII16
-from .dataset import BOX_MARGIN, ImageFolderDataset, PoseDataset
-from .reading import read_json, read_matlab
+from posemachines.core.skeletons import MPII16
+from posemachines.data.dataset import BOX_MARGIN, ImageFolderDataset, PoseDataset
+from posemachines.data.reading import read_json, read_matlab
+from posemachines.errors import PoseMachinesError
 
 RELEASE_FILE = "mpii_human_pose_v1_u12_1.mat"
 P = MPII16.num_joints

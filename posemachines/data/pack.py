@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 from joblib import delayed
 
-from ..crops import apply_affine, crop_transform, warp_image
-from ..errors import PoseMachinesError
-from ..files import atomic_write_bytes
-from ..parallel import workers
-from .dataset import PoseDataset, SkippedImages
-from .reading import CorruptImageError
+from posemachines.core.crops import apply_affine, crop_transform, warp_image
+from posemachines.data.dataset import PoseDataset, SkippedImages
+from posemachines.data.reading import CorruptImageError
+from posemachines.errors import PoseMachinesError
+from posemachines.files.owned import atomic_write_bytes
+from posemachines.parallel import workers
 
 PACK_FORMAT = "posemachines-pack"
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import PoseMachinesError
+from posemachines.errors import PoseMachinesError
 
 
 class CorruptImageError(PoseMachinesError):

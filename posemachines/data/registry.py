@@ -23,8 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import PoseMachinesError
-from ..plugins import load_entry_points, resolve
+from posemachines.errors import PoseMachinesError
+from posemachines.plugins import load_entry_points, resolve
 
 DATA_ROOT_ENV = "POSEMACHINES_DATA"
 
@@ -144,37 +144,37 @@ def _all_splits_if(marker: str, splits: tuple[str, ...]):
 
 
 def _lsp(folder, split, protocol, on_bad_annotation, **_):
-    from .lsp import load_lsp
+    from posemachines.data.lsp import load_lsp
 
     return load_lsp(folder, split=split, protocol=protocol)
 
 
 def _lspet(folder, split, protocol, on_bad_annotation, **_):
-    from .lsp import load_lspet
+    from posemachines.data.lsp import load_lspet
 
     return load_lspet(folder, split=split, protocol=protocol)
 
 
 def _mpii(folder, split, protocol, on_bad_annotation, **_):
-    from .mpii import load_mpii
+    from posemachines.data.mpii import load_mpii
 
     return load_mpii(folder, split=split, protocol=protocol)
 
 
 def _flic(folder, split, protocol, on_bad_annotation, **_):
-    from .flic import load_flic
+    from posemachines.data.flic import load_flic
 
     return load_flic(folder, split=split, protocol=protocol)
 
 
 def _coco(folder, split, protocol, on_bad_annotation, **_):
-    from .coco import load_coco
+    from posemachines.data.coco import load_coco
 
     return load_coco(folder, split=split, protocol=protocol, on_bad_annotation=on_bad_annotation)
 
 
 def _synthetic(folder, split, protocol, on_bad_annotation, **options):
-    from .synthetic import SyntheticDataset
+    from posemachines.data.synthetic import SyntheticDataset
 
     return SyntheticDataset(split=split, protocol=protocol or "image", **options)
 
@@ -249,7 +249,7 @@ register_dataset(
 
 
 def _crowd(folder, split, protocol, on_bad_annotation, **options):
-    from .crowd import SyntheticCrowdDataset
+    from posemachines.data.crowd import SyntheticCrowdDataset
 
     return SyntheticCrowdDataset(split=split, protocol=protocol or "given", **options)
 

@@ -14,9 +14,9 @@ import numpy as np
 from scipy import ndimage
 from skimage import draw
 
-from ..errors import PoseMachinesError
-from ..skeletons import LSP14
-from .dataset import PoseDataset
+from posemachines.core.skeletons import LSP14
+from posemachines.data.dataset import PoseDataset
+from posemachines.errors import PoseMachinesError
 
 SPLIT_STREAMS = {"train": 1, "test": 2, "val": 3}
 DEFAULT_SIZES = {"train": 400, "test": 100, "val": 100}

@@ -23,13 +23,13 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
-from ..crops import person_crop
-from ..inference import one_person_each
-from ..model import PoseModel
-from ..multiperson import make_sample, poses_for_boxes, square_box
-from ..tta import NO_TTA
-from .batching import Batcher, Busy
-from .uploads import MAX_BYTES, MAX_PIXELS, BadUpload, decode_upload, read_upload
+from posemachines.core.crops import person_crop
+from posemachines.core.model import PoseModel
+from posemachines.core.tta import NO_TTA
+from posemachines.inference import one_person_each
+from posemachines.people.multiperson import make_sample, poses_for_boxes, square_box
+from posemachines.serve.batching import Batcher, Busy
+from posemachines.serve.uploads import MAX_BYTES, MAX_PIXELS, BadUpload, decode_upload, read_upload
 
 log = logging.getLogger("posemachines.serve")
 
@@ -174,7 +174,7 @@ def create_app(
     """The application around a loaded ``model`` (and ``people_model``, a PeopleModel);
     ``docs``: FastAPI's interactive page at /docs (its scripts come from a CDN, so it is off
     unless asked; the schema is always at /openapi.json)."""
-    from ..multiperson import PeopleFinder
+    from posemachines.people.multiperson import PeopleFinder
 
     finder = None if people_model is None else PeopleFinder(people_model, 0.3)
     batcher = Batcher(predictor(model, finder), limits.max_batch, limits.max_wait, limits.queue)

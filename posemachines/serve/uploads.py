@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..data.reading import CorruptImageError, TooManyPixels, read_image
+from posemachines.data.reading import CorruptImageError, TooManyPixels, read_image
 
 MAX_BYTES = 10_000_000
 MAX_PIXELS = 40_000_000

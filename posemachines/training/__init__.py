@@ -7,11 +7,11 @@ import warnings
 import numpy as np
 from joblib import delayed
 
-from ..crops import NO_AUGMENTATION, Augmentation, person_crop
-from ..data import CorruptImageError, PoseDataset, SkippedImages
-from ..errors import PoseMachinesError
-from ..evaluation import score_keypoints
-from ..parallel import workers
+from posemachines.core.crops import NO_AUGMENTATION, Augmentation, person_crop
+from posemachines.data import CorruptImageError, PoseDataset, SkippedImages
+from posemachines.errors import PoseMachinesError
+from posemachines.evaluation.metrics import score_keypoints
+from posemachines.parallel import workers
 
 
 def background_beliefs(n: int, channels: int, side: int) -> np.ndarray:

@@ -16,8 +16,8 @@ import json
 import shutil
 from pathlib import Path
 
-from ..errors import PoseMachinesError
-from ..files import atomic_write_json, make_folder
+from posemachines.errors import PoseMachinesError
+from posemachines.files.owned import atomic_write_json, make_folder
 
 
 def differences(saved, now, prefix: str = "", labels=("checkpoint", "now")) -> list[str]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..errors import PoseMachinesError
+from posemachines.errors import PoseMachinesError
 
 ZOO_DIR = Path(__file__).resolve().parent
 

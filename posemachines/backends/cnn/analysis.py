@@ -8,8 +8,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import CPMConfig
-from .network import CPM
+from posemachines.backends.cnn.config import CPMConfig
+from posemachines.backends.cnn.network import CPM
 
 
 def _grow(layers, rf: float, jump: float) -> tuple[float, float]:

@@ -9,12 +9,12 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from ...crops import Augmentation, apply_affine, crop_transforms
-from ...data import SkippedImages
-from ...data.pack import PackedCrops, load_pack, pack_crops
-from ...skeletons import get_skeleton
-from ...targets import BeliefCodec
-from .settings import CNNSettings
+from posemachines.backends.cnn.settings import CNNSettings
+from posemachines.core.crops import Augmentation, apply_affine, crop_transforms
+from posemachines.core.skeletons import get_skeleton
+from posemachines.core.targets import BeliefCodec
+from posemachines.data import SkippedImages
+from posemachines.data.pack import PackedCrops, load_pack, pack_crops
 
 
 def crop_matrices(crops: PackedCrops, input_size: int, idx, aug: Augmentation | None, rng):

@@ -7,9 +7,9 @@ import json
 
 import torch
 
-from ...errors import PoseMachinesError
-from ...files import atomic_write_bytes, atomic_write_json
-from ...training.checkpoint import Checkpoint
+from posemachines.errors import PoseMachinesError
+from posemachines.files.owned import atomic_write_bytes, atomic_write_json
+from posemachines.training.checkpoint import Checkpoint
 
 
 def _optimizer_files(state: dict) -> tuple[bytes, dict]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from ...targets import BeliefCodec
+from posemachines.core.targets import BeliefCodec
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ import warnings
 import torch
 from torch import nn
 
-from ...errors import PoseMachinesError
-from .stage import CPMStage, resample
+from posemachines.backends.cnn.stage import CPMStage, resample
+from posemachines.errors import PoseMachinesError
 
 OPSET = 18
 

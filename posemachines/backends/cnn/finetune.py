@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ...errors import PoseMachinesError
-from ...training.checkpoint import differences, first_items
-from .config import CPMConfig
-from .network import CPM
+from posemachines.backends.cnn.config import CPMConfig
+from posemachines.backends.cnn.network import CPM
+from posemachines.errors import PoseMachinesError
+from posemachines.training.checkpoint import differences, first_items
 
 
 def start_from(module: CPM, reference: str, cfg: CPMConfig, skeleton) -> dict:
@@ -15,7 +15,7 @@ def start_from(module: CPM, reference: str, cfg: CPMConfig, skeleton) -> dict:
     ``module``: all of them when it predicts ``skeleton``, else the image trunk (x') alone,
     whose shapes do not depend on the joints. Returns what was loaded, for the record and the
     line that says it."""
-    from ...model import load_model
+    from posemachines.core.model import load_model
 
     model = load_model(reference)
     network = getattr(model.stages[0], "network", None)

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ...errors import PoseMachinesError
-from ...files import claim
+from posemachines.errors import PoseMachinesError
+from posemachines.files.owned import claim
 
 
 def distributed_world():

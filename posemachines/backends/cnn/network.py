@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .config import CPMConfig
+from posemachines.backends.cnn.config import CPMConfig
 
 
 def _he_init(m: nn.Module) -> None:

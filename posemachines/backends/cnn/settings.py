@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
 
-from ...devices import resolve_device
-from ...errors import PoseMachinesError
-from ...targets import BeliefCodec
-from ..registry import existing, model_reference, option
-from .config import CONFIGS
+from posemachines.backends.cnn.config import CONFIGS
+from posemachines.core.targets import BeliefCodec
+from posemachines.devices import resolve_device
+from posemachines.errors import PoseMachinesError
+from posemachines.options import existing, model_reference, option
 
 DEFAULT_EPOCHS = 40
 SUPERVISION = ("all", "final")
@@ -214,8 +214,8 @@ class CNNSettings:
 
 def init_config_name(reference: str) -> str | None:
     """The network config a model to fine-tune from was trained with (None if unknown)."""
-    from ...files import read_json_object
-    from ...zoo import resolve
+    from posemachines.files.owned import read_json_object
+    from posemachines.zoo import resolve
 
     manifest = read_json_object(resolve(reference)[0] / "manifest.json")
     settings = (manifest.get("training") or {}).get("settings") or {}

@@ -6,11 +6,11 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from ...devices import autocast
-from ...errors import PoseMachinesError
-from ...stage import StageState
-from .config import CPMConfig
-from .network import CPM
+from posemachines.backends.cnn.config import CPMConfig
+from posemachines.backends.cnn.network import CPM
+from posemachines.core.stage import StageState
+from posemachines.devices import autocast
+from posemachines.errors import PoseMachinesError
 
 
 def resample(beliefs: torch.Tensor, size: int) -> torch.Tensor:

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ...crops import apply_affine
-from ...data.pack import PackedCrops
-from ...training import crop_pck
-from .batches import BatchMaker, crop_matrices
-from .settings import CNNSettings
+from posemachines.backends.cnn.batches import BatchMaker, crop_matrices
+from posemachines.backends.cnn.settings import CNNSettings
+from posemachines.core.crops import apply_affine
+from posemachines.data.pack import PackedCrops
+from posemachines.training import crop_pck
 
 
 def stage_losses(beliefs, targets, weights) -> torch.Tensor:

@@ -29,22 +29,35 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ...crops import Augmentation
-from ...devices import autocast, training_environment
-from ...errors import PoseMachinesError
-from ...files import make_folder
-from ...model import PoseModel, TrainingRecord
-from ...training.checkpoint import Checkpoint
-from ..registry import TrainingRun
-from .batches import BatchMaker, training_data
-from .checkpoint import load_checkpoint, save_checkpoint
-from .finetune import start_from
-from .gradients import gradient_summary
-from .log import TrainingLog, agree, distributed_world, end_distributed, start_distributed
-from .network import CPM
-from .settings import DEFAULT_EPOCHS, VALIDATIONS_PER_BUDGET, CNNSettings
-from .stage import CPMNetwork, CPMStage
-from .steps import Budget, learning_rate, make_optimizer, measure_speed, train_step, validate_pck
+from posemachines.backends.cnn.batches import BatchMaker, training_data
+from posemachines.backends.cnn.checkpoint import load_checkpoint, save_checkpoint
+from posemachines.backends.cnn.finetune import start_from
+from posemachines.backends.cnn.gradients import gradient_summary
+from posemachines.backends.cnn.log import (
+    TrainingLog,
+    agree,
+    distributed_world,
+    end_distributed,
+    start_distributed,
+)
+from posemachines.backends.cnn.network import CPM
+from posemachines.backends.cnn.settings import DEFAULT_EPOCHS, VALIDATIONS_PER_BUDGET, CNNSettings
+from posemachines.backends.cnn.stage import CPMNetwork, CPMStage
+from posemachines.backends.cnn.steps import (
+    Budget,
+    learning_rate,
+    make_optimizer,
+    measure_speed,
+    train_step,
+    validate_pck,
+)
+from posemachines.core.crops import Augmentation
+from posemachines.core.model import PoseModel, TrainingRecord
+from posemachines.devices import autocast, training_environment
+from posemachines.errors import PoseMachinesError
+from posemachines.files.owned import make_folder
+from posemachines.registry import TrainingRun
+from posemachines.training.checkpoint import Checkpoint
 
 
 def train_cnn(
@@ -96,7 +109,7 @@ class _CNNRun:
         self.gradient_seconds = 0.0
 
     def train(self, dataset, packed, resume, progress, max_steps, on_bad_image):
-        from ...progress import say
+        from posemachines.progress import say
 
         self.prepare(dataset, packed, on_bad_image)
         if self.init is not None and progress and self.rank == 0:
@@ -190,7 +203,7 @@ class _CNNRun:
 
     def loop(self, step, checkpoint, resume, progress, max_steps, per_epoch) -> int:
         """Steps until the plan's end (or ``max_steps`` more); returns the step reached."""
-        from ...progress import progress_bar
+        from posemachines.progress import progress_bar
 
         s, log = self.s, self.log
         val_every = per_epoch

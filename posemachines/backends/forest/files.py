@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 
-from ...errors import PoseMachinesError
-from .tree_arrays import forest_from_arrays, forest_to_arrays
+from posemachines.backends.forest.tree_arrays import forest_from_arrays, forest_to_arrays
+from posemachines.errors import PoseMachinesError
 
 SUFFIX = "forest.safetensors"
 METADATA = "forest"  # the one metadata entry of a forest file: its fields as JSON

@@ -9,12 +9,12 @@ import numpy as np
 from joblib import delayed
 from scipy import ndimage
 
-from ...parallel import workers
-from ...targets import BeliefCodec
-from ...training import crop_pck
-from .settings import ForestSettings
-from .stage import forest_beliefs, stage_image_features, stage_inputs
-from .tree_arrays import compact_forest, joined_forests
+from posemachines.backends.forest.settings import ForestSettings
+from posemachines.backends.forest.stage import forest_beliefs, stage_image_features, stage_inputs
+from posemachines.backends.forest.tree_arrays import compact_forest, joined_forests
+from posemachines.core.targets import BeliefCodec
+from posemachines.parallel import workers
+from posemachines.training import crop_pck
 
 FINAL_SMOOTH_CHOICES = (0.0, 0.5, 1.0, 1.5, 2.0)
 
@@ -184,7 +184,7 @@ def fit_level(
     ``settings.fold_forests`` the level's forest is the fold forests joined (every fold must
     then be held out), not a forest fitted again on all crops.
     """
-    from ...progress import progress_bar, say
+    from posemachines.progress import progress_bar, say
 
     log = say if progress else (lambda *_: None)
     crops, previous, parts, settings = level.crops, level.previous, level.parts, level.settings
@@ -263,7 +263,7 @@ class Seeds:
 def _training_table(name: str, level: Level, row_seeds, n_jobs: int, progress: bool):
     """The sampled training locations of every crop: features x, labels y, and the crop of
     each row."""
-    from ...progress import progress_bar
+    from posemachines.progress import progress_bar
 
     positions, known = level.targets
     n = len(level.crops)

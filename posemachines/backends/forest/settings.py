@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, replace
 
-from ...errors import PoseMachinesError
-from ...targets import BeliefCodec
-from ..registry import model_reference, option
+from posemachines.core.targets import BeliefCodec
+from posemachines.errors import PoseMachinesError
+from posemachines.options import model_reference, option
 
 
 def share_or_name(value: str) -> float | str:

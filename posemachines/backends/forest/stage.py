@@ -7,10 +7,14 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from scipy import ndimage
 
-from ...stage import StageFile, StageState
-from .features.context import context_parts
-from .features.image import dense_image_features, lab_image, location_colour
-from .files import SUFFIX, forest_bytes, read_forest
+from posemachines.backends.forest.features.context import context_parts
+from posemachines.backends.forest.features.image import (
+    dense_image_features,
+    lab_image,
+    location_colour,
+)
+from posemachines.backends.forest.files import SUFFIX, forest_bytes, read_forest
+from posemachines.core.stage import StageFile, StageState
 
 
 def image_features(crops: np.ndarray, config: dict, cache: dict) -> list[tuple]:

@@ -17,17 +17,23 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from ...crops import Augmentation
-from ...data import SkippedImages
-from ...errors import PoseMachinesError
-from ...model import PoseModel, TrainingRecord
-from ...skeletons import part_positions
-from ...training import background_beliefs, crop_dataset
-from ...training.checkpoint import Checkpoint
-from ..registry import TrainingRun
-from .levels import FINAL_SMOOTH_CHOICES, Level, Seeds, fit_level, out_of_fold_pck
-from .settings import ForestSettings
-from .stage import ForestStage
+from posemachines.backends.forest.levels import (
+    FINAL_SMOOTH_CHOICES,
+    Level,
+    Seeds,
+    fit_level,
+    out_of_fold_pck,
+)
+from posemachines.backends.forest.settings import ForestSettings
+from posemachines.backends.forest.stage import ForestStage
+from posemachines.core.crops import Augmentation
+from posemachines.core.model import PoseModel, TrainingRecord
+from posemachines.core.skeletons import part_positions
+from posemachines.data import SkippedImages
+from posemachines.errors import PoseMachinesError
+from posemachines.registry import TrainingRun
+from posemachines.training import background_beliefs, crop_dataset
+from posemachines.training.checkpoint import Checkpoint
 
 MIRROR = Augmentation(scale=(1.0, 1.0), rotation=0.0, flip=1.0, shift=0.0)
 
@@ -49,8 +55,8 @@ def _checkpoint(out_dir, identity: dict) -> Checkpoint:
 
 
 def _save_checkpoint(checkpoint: Checkpoint, model, oof, progress: dict) -> None:
-    from ...files import atomic_write_bytes
-    from ...io import save_model
+    from posemachines.files.model_dir import save_model
+    from posemachines.files.owned import atomic_write_bytes
 
     folder = checkpoint.begin()
     save_model(model, folder / "model")
@@ -64,7 +70,7 @@ def _save_checkpoint(checkpoint: Checkpoint, model, oof, progress: dict) -> None
 
 
 def _load_checkpoint(checkpoint: Checkpoint):
-    from ...model import load_model
+    from posemachines.core.model import load_model
 
     state = checkpoint.load_state()
     model = load_model(checkpoint.current / "model")
@@ -75,7 +81,7 @@ def _load_checkpoint(checkpoint: Checkpoint):
 
 def _init_stages(init_model, init_stages: int, skeleton):
     """The stages of ``init_model`` a hybrid keeps below its forest stages, and its codec."""
-    from ...model import load_model
+    from posemachines.core.model import load_model
 
     init = load_model(init_model)
     if not init.skeleton.matches(skeleton):
@@ -351,7 +357,7 @@ def _model(dataset, s: ForestSettings, stages) -> PoseModel:
 
 
 def _run_below(stages, crops) -> np.ndarray:
-    from ...runner import run_stages
+    from posemachines.core.runner import run_stages
 
     return np.concatenate(
         [run_stages(stages, crops[i : i + 64])[-1] for i in range(0, len(crops), 64)]

@@ -29,7 +29,7 @@ import json
 
 import numpy as np
 
-from ...errors import PoseMachinesError
+from posemachines.errors import PoseMachinesError
 
 KINDS = ("RandomForestClassifier", "ExtraTreesClassifier")
 # Constructor parameters kept in the file (the rest are scikit-learn's defaults).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ...targets import BeliefCodec
+from posemachines.core.targets import BeliefCodec
 
 
 @dataclass(frozen=True)

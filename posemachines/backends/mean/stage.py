@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...stage import StageState
+from posemachines.core.stage import StageState
 
 
 class MeanPoseStage:

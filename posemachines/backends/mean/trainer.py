@@ -6,13 +6,13 @@ import time
 
 import numpy as np
 
-from ...data import PoseDataset, SkippedImages
-from ...errors import PoseMachinesError
-from ...model import PoseModel, TrainingRecord
-from ...training import crop_dataset
-from ..registry import TrainingRun
-from .settings import MeanSettings
-from .stage import MeanPoseStage
+from posemachines.backends.mean.settings import MeanSettings
+from posemachines.backends.mean.stage import MeanPoseStage
+from posemachines.core.model import PoseModel, TrainingRecord
+from posemachines.data import PoseDataset, SkippedImages
+from posemachines.errors import PoseMachinesError
+from posemachines.registry import TrainingRun
+from posemachines.training import crop_dataset
 
 CHUNK = 1024  # samples cropped at a time
 
@@ -29,7 +29,7 @@ class MeanTrainer:
         self.run = run
 
     def fit(self, dataset: PoseDataset, below=None, fold_of=None, out_of_fold=False) -> MeanTrainer:
-        from ...progress import progress_bar
+        from posemachines.progress import progress_bar
 
         start, run, codec = time.time(), self.run, self.settings.codec()
         skipped = SkippedImages()

@@ -2,14 +2,3 @@
 people's centres) with a box size read out at each centre, as CenterNet does. Its model is
 not a pose model: ``pm predict``/``evaluate --people`` crop every person it finds for one.
 torch is imported only when it is trained or loaded."""
-
-from ..registry import register_backend
-from .settings import PeopleSettings
-
-register_backend(
-    "people",
-    settings=PeopleSettings,
-    trainer="posemachines.backends.people.trainer:PeopleTrainer",
-    stages={},
-    summary="finds people (centres and boxes) for multi-person prediction",
-)

@@ -11,12 +11,12 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from ...boxes import box_iou, clip_boxes
-from ...errors import PoseMachinesError
-from ...files import atomic_write_bytes, atomic_write_json, sha256
-from ...model import TrainingRecord
-from .network import STRIDE, PeopleNet
-from .settings import PeopleSettings
+from posemachines.backends.people.network import STRIDE, PeopleNet
+from posemachines.backends.people.settings import PeopleSettings
+from posemachines.core.model import TrainingRecord
+from posemachines.errors import PoseMachinesError
+from posemachines.files.owned import atomic_write_bytes, atomic_write_json, sha256
+from posemachines.people.boxes import box_iou, clip_boxes
 
 FORMAT = "posemachines-people"
 FORMAT_VERSION = 1
@@ -113,7 +113,7 @@ class PeopleModel:
     def save(self, folder: str | Path) -> Path:
         """Write the model folder (weights first, the manifest that names them last); files
         in ``folder`` that posemachines did not write are never replaced."""
-        from ...runs import owned
+        from posemachines.files.runs import owned
 
         with owned(folder, "train"):
             return self._write(Path(folder))
@@ -121,7 +121,7 @@ class PeopleModel:
     def _write(self, folder: Path) -> Path:
         from safetensors.torch import save as to_bytes
 
-        from ...io import package_versions
+        from posemachines.files.model_dir import package_versions
 
         state = {k: v.detach().cpu().contiguous() for k, v in self.network.state_dict().items()}
         atomic_write_bytes(folder / WEIGHTS, to_bytes(state))
@@ -143,7 +143,7 @@ def load_people_model(folder: str | Path, device: str = "cpu") -> PeopleModel:
     from safetensors import SafetensorError
     from safetensors.torch import load as from_bytes
 
-    from ...files import read_json_object
+    from posemachines.files.owned import read_json_object
 
     folder = Path(folder)
     manifest = read_json_object(folder / "manifest.json") if folder.is_dir() else {}
@@ -175,8 +175,8 @@ def load_people_model(folder: str | Path, device: str = "cpu") -> PeopleModel:
 def score_people(model: PeopleModel, dataset, on_bad_image: str = "skip") -> dict:
     """Box AP at IoU 0.5 and recall of ``model`` on every image of ``dataset`` (its people's
     boxes as the truth), with the number of images and people."""
-    from ...boxes import box_ap, person_boxes
-    from ...data import CorruptImageError
+    from posemachines.data import CorruptImageError
+    from posemachines.people.boxes import box_ap, person_boxes
 
     found, truth, skipped = [], [], []
     groups = list(dataset.people_by_image().items())
@@ -199,7 +199,7 @@ def score_people(model: PeopleModel, dataset, on_bad_image: str = "skip") -> dic
 
 def record_evaluation(folder: str | Path, key: str, scores: dict) -> None:
     """Add scores to a people model's manifest (the weights and their checksum untouched)."""
-    from ...files import read_json_object
+    from posemachines.files.owned import read_json_object
 
     path = Path(folder) / "manifest.json"
     manifest = read_json_object(path)

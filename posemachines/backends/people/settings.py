@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
 
-from ...devices import resolve_device
-from ..registry import option
+from posemachines.devices import resolve_device
+from posemachines.options import option
 
 DEFAULT_EPOCHS = 20
 
@@ -36,7 +36,7 @@ class PeopleSettings:
     def from_options(cls, device="auto", **options) -> PeopleSettings:
         settings = cls(device=resolve_device(device), **options)
         if settings.input_size % 32:
-            from ...errors import PoseMachinesError
+            from posemachines.errors import PoseMachinesError
 
             raise PoseMachinesError(
                 f"--input-size must be a multiple of 32, got {settings.input_size}"
@@ -51,6 +51,6 @@ class PeopleSettings:
 
     def validate(self) -> None:
         if not self.lr > 0:
-            from ...errors import PoseMachinesError
+            from posemachines.errors import PoseMachinesError
 
             raise PoseMachinesError(f"--lr must be positive, got {self.lr}")

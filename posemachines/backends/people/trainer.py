@@ -10,15 +10,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ...boxes import person_boxes
-from ...data import CorruptImageError, PoseDataset, SkippedImages
-from ...devices import autocast, training_environment
-from ...errors import PoseMachinesError
-from ...model import TrainingRecord
-from ..registry import TrainingRun
-from .model import PeopleModel, letterbox, to_tensor
-from .network import STRIDE, PeopleNet
-from .settings import PeopleSettings
+from posemachines.backends.people.model import PeopleModel, letterbox, to_tensor
+from posemachines.backends.people.network import STRIDE, PeopleNet
+from posemachines.backends.people.settings import PeopleSettings
+from posemachines.core.model import TrainingRecord
+from posemachines.data import CorruptImageError, PoseDataset, SkippedImages
+from posemachines.devices import autocast, training_environment
+from posemachines.errors import PoseMachinesError
+from posemachines.people.boxes import person_boxes
+from posemachines.registry import TrainingRun
 
 ZOOM_OUT = (0.6, 1.0)  # the augmentation's range of shrinking the whole square
 SIZE_NEAR = 0.5  # the box size is taught where a person's centre bump is above this

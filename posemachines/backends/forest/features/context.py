@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from . import colour_distance, pooled_samples
+from posemachines.backends.forest.features import colour_distance, pooled_samples
 
 
 def patch_context(

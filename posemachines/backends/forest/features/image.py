@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from skimage.color import rgb2lab
 
-from . import colour_distance, pooled_samples
+from posemachines.backends.forest.features import colour_distance, pooled_samples
 
 
 def orientation_maps(gray: np.ndarray, orientations: int = 9) -> tuple[np.ndarray, np.ndarray]:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import PoseMachinesError
+from posemachines.errors import PoseMachinesError
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from .errors import PoseMachinesError
+from posemachines.errors import PoseMachinesError
 
 TEMPORARY = ".pm-tmp-"  # in the name of every file being written, until it is renamed
 RECORD = ".pm-owned.json"  # an output folder's record of what the toolkit wrote in it

@@ -19,8 +19,8 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .errors import PoseMachinesError
-from .files import BOOKKEEPING, OwnedFolder, is_open
+from posemachines.errors import PoseMachinesError
+from posemachines.files.owned import BOOKKEEPING, OwnedFolder, is_open
 
 
 def _numbered(root: Path, prefix: str) -> list[tuple[int, Path]]:

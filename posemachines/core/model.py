@@ -8,13 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .crops import person_crop, to_image_coordinates
-from .data import ImageList, PoseDataset, SkippedImages, iter_samples
-from .errors import PoseMachinesError
-from .runner import run_stages
-from .skeletons import Skeleton
-from .targets import BeliefCodec
-from .tta import NO_TTA, TestTimeAugmentation, averaged_beliefs
+from posemachines.core.crops import person_crop, to_image_coordinates
+from posemachines.core.runner import run_stages
+from posemachines.core.skeletons import Skeleton
+from posemachines.core.targets import BeliefCodec
+from posemachines.core.tta import NO_TTA, TestTimeAugmentation, averaged_beliefs
+from posemachines.data import ImageList, PoseDataset, SkippedImages, iter_samples
+from posemachines.errors import PoseMachinesError
 
 
 @dataclass
@@ -100,8 +100,8 @@ class PoseModel:
     def save(self, folder, overwrite: bool = True):
         """Write the model as a model directory (see ``io.save_model``); returns its path.
         Files in ``folder`` that posemachines did not write are never replaced."""
-        from .io import save_model
-        from .runs import owned
+        from posemachines.files.model_dir import save_model
+        from posemachines.files.runs import owned
 
         with owned(folder, "train"):
             return save_model(self, folder, overwrite=overwrite)
@@ -158,7 +158,7 @@ class PoseModel:
     ) -> Predictions:
         """Keypoints of every stage for a dataset, or for images (arrays (H, W, 3) or paths;
         the person box is then the whole image)."""
-        from .progress import progress_bar
+        from posemachines.progress import progress_bar
 
         dataset = data if isinstance(data, PoseDataset) else ImageList(data, self.skeleton)
         self.check_dataset(dataset)
@@ -190,8 +190,8 @@ class PoseModel:
 def load_model(folder: str | Path, device: str = "cpu") -> PoseModel:
     """Load a model directory or a zoo model by name (``zoo.resolve``), verifying every
     file (``io.read_model``); ``device`` places CNN stages."""
-    from .io import read_model
-    from .zoo import resolve
+    from posemachines.files.model_dir import read_model
+    from posemachines.zoo import resolve
 
     files = read_model(resolve(folder)[0], device)
     record = TrainingRecord.from_manifest(files.manifest)

@@ -12,7 +12,7 @@ from typing import Protocol
 
 import numpy as np
 
-from .skeletons import Skeleton
+from posemachines.core.skeletons import Skeleton
 
 
 @dataclass(frozen=True)

@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .data import CorruptImageError, PoseDataset, SkippedImages, read_image
-from .data.dataset import _plain
-from .errors import PoseMachinesError
-from .evaluation import oks_sigmas
-from .model import PoseModel
-from .multiperson import NMS_OKS, PeopleSource, poses_for_boxes
-from .tta import NO_TTA, TestTimeAugmentation
+from posemachines.core.model import PoseModel
+from posemachines.core.tta import NO_TTA, TestTimeAugmentation
+from posemachines.data import CorruptImageError, PoseDataset, SkippedImages, read_image
+from posemachines.data.dataset import _plain
+from posemachines.errors import PoseMachinesError
+from posemachines.evaluation.metrics import oks_sigmas
+from posemachines.people.multiperson import NMS_OKS, PeopleSource, poses_for_boxes
 
 IMAGES_AT_ONCE = 16
 METRICS = ("oks_ap", "oks_ap50", "oks_ap75", "oks_ap_medium", "oks_ap_large", "oks_ar")
@@ -75,7 +75,7 @@ def predict_dataset_people(
 ):
     """COCO keypoint results for every image, the (height, width) of each image by id, the
     number of boxes found, and the images skipped."""
-    from .progress import progress_bar
+    from posemachines.progress import progress_bar
 
     results, shapes, skipped, found = [], {}, SkippedImages(), 0
     todo = list(_images(dataset))

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .skeletons import Skeleton
+from posemachines.core.skeletons import Skeleton
 
 PCK_THRESHOLDS = np.linspace(0.0, 0.2, 21)  # the range of the CPM paper's LSP curves
 OKS_THRESHOLDS = np.linspace(0.5, 0.95, 10)  # COCO's

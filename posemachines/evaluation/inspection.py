@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import PoseMachinesError
-from .files import check_owned_file, write_owned_file
-from .io import read_manifest
-from .model import load_model
+from posemachines.core.model import load_model
+from posemachines.errors import PoseMachinesError
+from posemachines.files.model_dir import read_manifest
+from posemachines.files.owned import check_owned_file, write_owned_file
 
 
 def describe(folder: str | Path) -> dict:
@@ -30,7 +30,7 @@ def describe(folder: str | Path) -> dict:
     }
     network = _network(model)
     if network is not None:
-        from .backends.cnn.analysis import flops_per_image, receptive_fields
+        from posemachines.backends.cnn.analysis import flops_per_image, receptive_fields
 
         cfg = network.cfg
         doc["network"] = cfg.to_dict()
@@ -107,7 +107,7 @@ def draw_effective_receptive_fields(folder: str | Path, path: str | Path) -> lis
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .backends.cnn.analysis import (
+    from posemachines.backends.cnn.analysis import (
         effective_radius,
         effective_receptive_fields,
         receptive_fields,

@@ -2,7 +2,7 @@
 
 A model directory holds ``manifest.json`` and the files of its stages and shared networks.
 What a stage is made of comes from the stage itself, through the contract in
-``posemachines.stage``: ``state()`` gives its JSON settings, its named arrays (written here as
+``posemachines.core.stage``: ``state()`` gives its JSON settings, its named arrays (written here as
 ``stageN.safetensors``), the files it encodes itself (a forest's tree arrays,
 ``stageN.forest.safetensors``, written and read by ``backends.forest``) and the network it
 shares (written here as safetensors); ``from_state()`` rebuilds it from the same. Nothing here
@@ -26,13 +26,19 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
-from .backends import stage_class
-from .errors import PoseMachinesError
-from .files import atomic_write_bytes, atomic_write_json, make_folder, plain_name, sha256
-from .skeletons import get_skeleton
-from .stage import StageFile, StageState
-from .targets import BeliefCodec
+from posemachines import __version__
+from posemachines.core.skeletons import get_skeleton
+from posemachines.core.stage import StageFile, StageState
+from posemachines.core.targets import BeliefCodec
+from posemachines.errors import PoseMachinesError
+from posemachines.files.owned import (
+    atomic_write_bytes,
+    atomic_write_json,
+    make_folder,
+    plain_name,
+    sha256,
+)
+from posemachines.registry import stage_class
 
 MANIFEST = "manifest.json"
 FORMAT = "posemachines-model"
@@ -212,7 +218,7 @@ def update_manifest(folder: str | Path, **fields) -> dict:
     """Merge ``fields`` into a model's manifest (atomically), e.g. evaluation results; a zoo
     model's files are shipped in the package and never written (its scores were recorded
     when the entry was made)."""
-    from .zoo import is_zoo_path
+    from posemachines.zoo import is_zoo_path
 
     manifest = read_manifest(folder)
     if is_zoo_path(folder):

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .stage import Stage
+from posemachines.core.stage import Stage
 
 
 def run_stages(

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .boxes import box_iou
+from posemachines.people.boxes import box_iou
 
 MIN_IOU = 0.3  # less overlap than this between frames is someone else
 

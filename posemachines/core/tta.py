@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .crops import crop_transform, warp_image
-from .errors import PoseMachinesError
+from posemachines.core.crops import crop_transform, warp_image
+from posemachines.errors import PoseMachinesError
 
 
 @dataclass(frozen=True)

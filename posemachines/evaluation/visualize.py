@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .skeletons import Skeleton
+from posemachines.core.skeletons import Skeleton
 
 RIGHT, LEFT, CENTRE = (230, 60, 40), (40, 120, 230), (240, 200, 40)
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import PoseMachinesError
-from .files import json_text, write_owned_file
-from .model import Predictions
-from .skeletons import Skeleton
+from posemachines.core.model import Predictions
+from posemachines.core.skeletons import Skeleton
+from posemachines.errors import PoseMachinesError
+from posemachines.files.owned import json_text, write_owned_file
 
 FORMAT = "posemachines-predictions"
 

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import PoseMachinesError
-from .model import PoseModel, TrainingRecord
-from .skeletons import Skeleton
-from .targets import BeliefCodec
+from posemachines.core.model import PoseModel, TrainingRecord
+from posemachines.core.skeletons import Skeleton
+from posemachines.core.targets import BeliefCodec
+from posemachines.errors import PoseMachinesError
 
 METADATA_KEY = "posemachines"
 DIGEST_KEY = "posemachines_sha256"  # of the whole file, this value written as UNSIGNED

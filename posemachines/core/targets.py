@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .errors import PoseMachinesError
+from posemachines.errors import PoseMachinesError
 
 
 def _array_module(x):

@@ -15,12 +15,12 @@ from typing import Protocol
 
 import numpy as np
 
-from .data import Sample
-from .data.dataset import person_box, person_from_box
-from .evaluation import object_keypoint_similarity, oks_sigmas
-from .model import PoseModel
-from .skeletons import Skeleton
-from .tta import NO_TTA, TestTimeAugmentation
+from posemachines.core.model import PoseModel
+from posemachines.core.skeletons import Skeleton
+from posemachines.core.tta import NO_TTA, TestTimeAugmentation
+from posemachines.data import Sample
+from posemachines.data.dataset import person_box, person_from_box
+from posemachines.evaluation.metrics import object_keypoint_similarity, oks_sigmas
 
 NMS_OKS = 0.9
 MAX_PEOPLE = 100  # boxes per image at most (COCO scores 20 poses per image)

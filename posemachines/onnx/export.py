@@ -10,16 +10,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .crops import person_crop
-from .errors import PoseMachinesError
-from .files import check_owned_file, write_owned_file
-from .model import PoseModel
-from .onnx_model import describe, with_metadata
+from posemachines.core.crops import person_crop
+from posemachines.core.model import PoseModel
+from posemachines.errors import PoseMachinesError
+from posemachines.files.owned import check_owned_file, write_owned_file
+from posemachines.onnx.model_file import describe, with_metadata
 
 
 def onnx_file_bytes(model: PoseModel) -> bytes:
     """The float32 ONNX file of ``model`` with its metadata (CNN stages only)."""
-    from .backends.cnn.export import onnx_bytes
+    from posemachines.backends.cnn.export import onnx_bytes
 
     return with_metadata(onnx_bytes(model.stages, model.input_size), describe(model))
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import PoseMachinesError
-from .model import PoseModel
-from .model import load_model as load_directory
+from posemachines.core.model import PoseModel
+from posemachines.core.model import load_model as load_directory
+from posemachines.errors import PoseMachinesError
 
 RUNTIMES = ("torch", "onnxruntime")
 
@@ -24,14 +24,14 @@ def load_pose_model(path: str | Path, device: str = "cpu", runtime: str = "torch
     if runtime not in RUNTIMES:
         raise PoseMachinesError(f"unknown runtime {runtime!r}; use {' or '.join(RUNTIMES)}")
     if is_onnx_file(path):
-        from .onnx_model import load_onnx_model
+        from posemachines.onnx.model_file import load_onnx_model
 
         return load_onnx_model(path, device)
     model = load_directory(path, device)
     if runtime == "torch":
         return model
-    from .export import onnx_file_bytes
-    from .onnx_model import onnx_pose_model
+    from posemachines.onnx.export import onnx_file_bytes
+    from posemachines.onnx.model_file import onnx_pose_model
 
     return onnx_pose_model(onnx_file_bytes(model), str(path), device)
 

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import PoseDataset, SkippedImages, iter_samples
-from .errors import PoseMachinesError
-from .evaluation import EvaluationResult, score_keypoints
-from .model import PoseModel, Predictions, backend_of
-from .tta import NO_TTA, TestTimeAugmentation
+from posemachines.core.model import PoseModel, Predictions, backend_of
+from posemachines.core.tta import NO_TTA, TestTimeAugmentation
+from posemachines.data import PoseDataset, SkippedImages, iter_samples
+from posemachines.errors import PoseMachinesError
+from posemachines.evaluation.metrics import EvaluationResult, score_keypoints
 
 
 @dataclass
@@ -60,8 +60,8 @@ def load_entry(
     path: str | Path, device: str = "cpu", label: str | None = None, runtime: str = "torch"
 ) -> Entry:
     """A model directory, an exported ``.onnx`` model or a prediction file, to score."""
-    from .io import read_manifest
-    from .runtimes import is_onnx_file, load_pose_model
+    from posemachines.files.model_dir import read_manifest
+    from posemachines.loading import is_onnx_file, load_pose_model
 
     path = Path(path)
     if path.is_dir() or is_onnx_file(path):
@@ -90,7 +90,7 @@ def score_entry(
 
     ``tta`` applies to models; prediction files are scored as they are.
     """
-    from .predictions import read_predictions
+    from posemachines.files.prediction_files import read_predictions
 
     skipped, scores = [], None
     if entry.model is not None:
@@ -178,7 +178,7 @@ BACKENDS_FOR_DEFAULT = ("mean", "forest", "cnn", "hybrid")
 
 def default_entries(root: str | Path = "runs") -> list[Path]:
     """The latest finished run of each backend under ``root``."""
-    from .runs import latest_run
+    from posemachines.files.runs import latest_run
 
     found = [latest_run(b, root) for b in BACKENDS_FOR_DEFAULT]
     found = [p for p in found if p is not None]
@@ -263,7 +263,7 @@ class Comparison:
 
     def results(self, command: str = "") -> dict:
         """The JSON document of the comparison (no arrays of predictions)."""
-        from .io import package_versions
+        from posemachines.files.model_dir import package_versions
 
         data = self.dataset
         return {
@@ -303,8 +303,8 @@ def compare_entries(
     """Score and time every entry on ``data``; the tables and pictures of a report. With
     ``people`` (a people source and its label), every model is also scored on the boxes
     it finds, by COCO's detected-box protocol."""
-    from .crops import person_crop
-    from .evaluation import torso_pck_by
+    from posemachines.core.crops import person_crop
+    from posemachines.evaluation.metrics import torso_pck_by
 
     check_comparable(entries, data)
     rows, skipped = [], set()
@@ -334,7 +334,7 @@ def compare_entries(
             row["train_seconds"] = e.model.record.seconds
             row["train_data"] = e.model.record.dataset or None
             if people is not None:
-                from .detected_boxes import evaluate_detected
+                from posemachines.people.detected_boxes import evaluate_detected
 
                 found = evaluate_detected(
                     e.model, data, *people, tta=tta, on_bad_image=on_bad_image
@@ -373,7 +373,7 @@ def _cnn_figures(entry: Entry, pck_by_joint_and_stage, skeleton) -> dict:
     if kinds != {"cnn"}:
         return {}  # receptive fields are a network's; a stack's forest stages have none
     network = entry.model.stages[0].network
-    from .backends.cnn.analysis import receptive_fields
+    from posemachines.backends.cnn.analysis import receptive_fields
 
     groups = skeleton.kinematic_groups()
     figures = {

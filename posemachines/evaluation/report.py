@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .comparison import Comparison
+from posemachines.evaluation.comparison import Comparison
 
 SUMMARY_KEYS = ("pck@0.2", "pck@0.1", "pckh@0.5", "pcp", "auc")
 
@@ -96,7 +96,7 @@ def make_figures(comparison: Comparison) -> dict[str, bytes]:
 def gradient_figure(rows) -> bytes:
     """Per stage (rows) and moment of training (columns), the distribution of gradient
     magnitudes of every run that recorded them, one line per run."""
-    from .backends.cnn.gradients import GRADIENT_EDGES
+    from posemachines.backends.cnn.gradients import GRADIENT_EDGES
 
     plt = _plt()
     runs = [r for r in rows if "gradients" in r]
@@ -162,7 +162,7 @@ def receptive_field_figure(rows, skeleton) -> bytes:
 
 
 def qualitative_figures(comparison: Comparison) -> dict[str, bytes]:
-    from .visualize import belief_overlay, draw_skeleton
+    from posemachines.evaluation.visualize import belief_overlay, draw_skeleton
 
     rows, data, picks = comparison.rows, comparison.dataset, comparison.examples
     plt = _plt()
@@ -404,8 +404,8 @@ def write_report(
     runs_root="runs",
 ) -> Path:
     """Render ``comparison`` into ``out`` (default: a new ``runs/compare-N``); returns it."""
-    from .files import atomic_write_many, json_text
-    from .runs import output_folder
+    from posemachines.files.owned import atomic_write_many, json_text
+    from posemachines.files.runs import output_folder
 
     results = comparison.results(command)
     figures = make_figures(comparison)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import PoseMachinesError
-from .evaluation import ranked_ap
+from posemachines.errors import PoseMachinesError
+from posemachines.evaluation.metrics import ranked_ap
 
 PERSON_CATEGORY = 1  # COCO's person
 JOINT_BOX_PAD = 0.1  # of the joints' box, around it, where a dataset gives no person box

@@ -1,0 +1,1 @@
+"""Scoring and showing: metrics, comparisons of models, reports, model inspection and drawing."""
