@@ -20,10 +20,10 @@ from pathlib import Path
 
 from posemachines.backends.forest.settings import ForestSettings
 from posemachines.backends.forest.trainer import ForestTrainer
-from posemachines.core.model import load_model
 from posemachines.data import ConcatDataset, load_dataset
 from posemachines.evaluation.comparison import Entry, score_entry, time_model
 from posemachines.files.model_dir import save_model
+from posemachines.loading import load_model
 from posemachines.registry import TrainingRun
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -45,7 +45,7 @@ def test_keypoints(model) -> np.ndarray:
 
 def load(folder: Path):
     try:
-        from posemachines.core.model import load_model
+        from posemachines.loading import load_model
     except ImportError:  # versions before load_model moved to posemachines.core.model
         from posemachines.files.model_dir import load_model
     return load_model(folder)

@@ -19,10 +19,11 @@ import torch
 
 from posemachines.backends.cnn.config import CONFIGS
 from posemachines.backends.cnn.stage import CPMStage, build_network
-from posemachines.core.model import PoseModel, load_model
+from posemachines.core.model import PoseModel
 from posemachines.core.skeletons import LSP14
 from posemachines.core.targets import BeliefCodec
 from posemachines.data import load_dataset
+from posemachines.loading import load_model
 from posemachines.onnx.export import calibration_crops, onnx_file_bytes, quantised
 from posemachines.onnx.model_file import describe, onnx_pose_model, with_metadata
 

@@ -26,7 +26,7 @@ from posemachines.backends.cnn.analysis import effective_radius, effective_recep
 from posemachines.backends.cnn.config import CONFIGS
 from posemachines.backends.cnn.settings import CNNSettings
 from posemachines.backends.cnn.trainer import train_cnn
-from posemachines.core.model import load_model
+from posemachines.loading import load_model
 
 
 def main():

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import logging
+import shlex
 
 import click
 
@@ -46,68 +48,75 @@ def os_error_line(exc: OSError) -> str:
     return f"{where}{what}" + (f"; {hint}" if hint else "")
 
 
-def data_options(default_split: str):
-    from posemachines.data import datasets
-
-    known = datasets()
-    names = list(known)
-    by_splits: dict[tuple, list[str]] = {}
-    for name, info in known.items():
-        by_splits.setdefault(info.splits, []).append(name)
-    splits = "; ".join(f"{'/'.join(k)} ({', '.join(v)})" for k, v in by_splits.items())
+def stacked(*options):
+    """Several click options as one decorator, shown in the order given."""
 
     def decorate(func):
-        options = [
-            click.option(
-                "--dataset",
-                default=None,
-                help=f"{', '.join(names)}, a data-root folder holding a COCO-format "
-                "keypoints.json, or coco-format:FILE.json (with --images). Default: see the "
-                "command's help.",
-            ),
-            click.option(
-                "--split",
-                default=default_split,
-                show_default=True,
-                help=f"Split: {splits}.",
-            ),
-            click.option(
-                "--images",
-                type=click.Path(file_okay=False),
-                default=None,
-                help="The images of a --dataset coco-format:FILE.json.",
-            ),
-            click.option(
-                "--data-root",
-                type=click.Path(file_okay=False),
-                default=None,
-                help="Folder holding lsp/ and lspet/ (else $POSEMACHINES_DATA, else "
-                "the cache directory).",
-            ),
-            click.option(
-                "--synthetic-size",
-                type=int,
-                default=None,
-                help="Number of synthetic images in the split (synthetic: train 400, test "
-                "100; synthetic-crowd: train 800, test 100).",
-            ),
-            click.option(
-                "--protocol",
-                type=click.Choice(["image", "gt", "given"]),
-                default=None,
-                help="Where the person box comes from: 'image' (image centre and "
-                "size, honest), 'gt' (ground-truth joints, flattering) or 'given' (the "
-                "dataset's own boxes: MPII centre/scale, COCO bbox). Default: the dataset's "
-                "own (image for lsp and synthetic, given for mpii and coco, gt for flic).",
-            ),
-            on_bad_image_option,
-            on_bad_annotation_option,
-        ]
         for option in reversed(options):
             func = option(func)
         return func
 
     return decorate
+
+
+IMAGES_OPTION = click.option(
+    "--images",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="The images of a --dataset coco-format:FILE.json.",
+)
+DATA_ROOT_OPTION = click.option(
+    "--data-root",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Folder holding lsp/ and lspet/ (else $POSEMACHINES_DATA, else the cache directory).",
+)
+SYNTHETIC_SIZE_OPTION = click.option(
+    "--synthetic-size",
+    type=int,
+    default=None,
+    help="Number of synthetic images in the split (synthetic: train 400, test 100; "
+    "synthetic-crowd: train 800, test 100).",
+)
+PROTOCOL_OPTION = click.option(
+    "--protocol",
+    type=click.Choice(["image", "gt", "given"]),
+    default=None,
+    help="Where the person box comes from: 'image' (image centre and size, honest), 'gt' "
+    "(ground-truth joints, flattering) or 'given' (the dataset's own boxes: MPII centre/scale, "
+    "COCO bbox). Default: the dataset's own (image for lsp and synthetic, given for mpii and "
+    "coco, gt for flic).",
+)
+
+
+def data_options(default_split: str):
+    """The options that name a dataset split (``data_request`` turns them into one)."""
+    from posemachines.data import datasets
+
+    known = datasets()
+    by_splits: dict[tuple, list[str]] = {}
+    for name, info in known.items():
+        by_splits.setdefault(info.splits, []).append(name)
+    splits = "; ".join(f"{'/'.join(k)} ({', '.join(v)})" for k, v in by_splits.items())
+    dataset = click.option(
+        "--dataset",
+        default=None,
+        help=f"{', '.join(known)}, a data-root folder holding a COCO-format keypoints.json, "
+        "or coco-format:FILE.json (with --images). Default: see the command's help.",
+    )
+    split = click.option(
+        "--split", default=default_split, show_default=True, help=f"Split: {splits}."
+    )
+    return stacked(
+        dataset,
+        split,
+        IMAGES_OPTION,
+        DATA_ROOT_OPTION,
+        SYNTHETIC_SIZE_OPTION,
+        PROTOCOL_OPTION,
+        on_bad_image_option,
+        on_bad_annotation_option,
+    )
 
 
 def tta_options(func):
@@ -174,6 +183,17 @@ def device_option(func):
     )(func)
 
 
+def data_request(o: dict, seed: int = 0):
+    """The dataset split the data options name (``data_options``), to load when needed."""
+    from posemachines.data import DataRequest
+
+    if o["synthetic_size"] is not None and o["synthetic_size"] < 1:
+        raise PoseMachinesError(f"--synthetic-size must be at least 1, got {o['synthetic_size']}")
+    keys = ("dataset", "split", "data_root", "synthetic_size", "protocol", "images")
+    name, split, data_root, size, protocol, images = (o[k] for k in keys)
+    return DataRequest(name, split, data_root, size, protocol, images, o["on_bad_annotation"], seed)
+
+
 def load_data(
     dataset,
     split,
@@ -184,30 +204,41 @@ def load_data(
     images=None,
     on_bad_annotation="stop",
 ):
-    """The dataset split the options name; a line on stderr for a long load and for the
-    annotations left out as bad."""
-    import time
+    """The dataset split the options name (notes on stderr: a long load, bad annotations)."""
+    o = dict(dataset=dataset, split=split, data_root=data_root, synthetic_size=synthetic_size)
+    o.update(protocol=protocol, images=images, on_bad_annotation=on_bad_annotation)
+    return data_request(o, seed).load()
 
-    from posemachines.data import load_split, skipped_annotations_line
 
-    start = time.perf_counter()
-    data = load_split(
-        dataset,
-        split,
-        data_root,
-        synthetic_size=synthetic_size,
-        seed=seed,
-        protocol=protocol,
-        images=images,
-        on_bad_annotation=on_bad_annotation,
-    )
-    seconds = time.perf_counter() - start
-    if seconds > 5:
-        echo_err(f"read {data.describe()} in {seconds:.0f} s")
-    line = skipped_annotations_line(data)
-    if line:
-        echo_err(line)
-    return data
+class CommandGroup(click.Group):
+    """``pm``: keeps the command line as typed, for the records (``command_line``)."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        line = shlex.join(["pm", *args])
+        ctx = super().make_context(info_name, args, parent, **extra)
+        ctx.meta["posemachines.command_line"] = line
+        return ctx
+
+
+def command_line() -> str:
+    """The ``pm`` command line being run, as a record keeps it."""
+    return click.get_current_context().meta.get("posemachines.command_line", "pm")
+
+
+class NotesToStderr(logging.Handler):
+    """The library's notes (``progress.note``) as lines on the stderr of the command running
+    now (a test runner swaps stderr between commands)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(record.getMessage(), err=True)
+
+
+def show_notes() -> None:
+    """Show the library's notes on stderr, once per process."""
+    logger = logging.getLogger("posemachines")
+    if not any(isinstance(h, NotesToStderr) for h in logger.handlers):
+        logger.addHandler(NotesToStderr())
+        logger.propagate = False
 
 
 def echo_err(message: str) -> None:

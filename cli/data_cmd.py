@@ -105,22 +105,15 @@ def pack(
     """Write DATASET[:SPLIT]... (e.g. lsp:train lspet) as one training cache of crops."""
     from pathlib import Path
 
-    from posemachines.data import load_dataset
-    from posemachines.data.pack import check_pack_options, pack_datasets
+    from posemachines.data.pack import check_pack_options, load_named, pack_datasets
 
     check_pack_options(side, pad, quality, image_format)
     if jobs == 0 or jobs < -1:
         raise click.ClickException(f"--jobs must be -1 (all cores) or at least 1, got {jobs}")
     if Path(out).exists() and not overwrite:
         raise click.ClickException(f"{out} exists; pass --overwrite to replace it")
-
-    parts = []
-    for spec in datasets:
-        name, _, split = spec.partition(":")
-        options = {"size": synthetic_size} if name.startswith("synthetic") else {}
-        parts.append(load_dataset(name, split or "train", data_root, **options))
     info = pack_datasets(
-        parts,
+        load_named(datasets, data_root, synthetic_size),
         out,
         side=side,
         quality=quality,

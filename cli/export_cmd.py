@@ -42,7 +42,7 @@ def export(model, format_, out, int8, calibration, dataset, data_root, overwrite
     a model directory."""
     from pathlib import Path
 
-    from posemachines.core.model import load_model
+    from posemachines.loading import load_model
     from posemachines.onnx.export import export_onnx
 
     pose_model = load_model(model)

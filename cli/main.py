@@ -7,35 +7,34 @@ input are reported as one line (``Error: ...``), never as a traceback.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import click
 from posemachines.cli.common import (
     MODEL,
+    CommandGroup,
     data_options,
+    data_request,
     device_name,
     device_option,
-    echo_err,
     friendly_errors,
-    load_data,
     make_tta,
     report_skipped,
     runtime_option,
+    show_notes,
     tta_options,
 )
 from posemachines.cli.people_opts import (
-    evaluate_people_model,
+    PEOPLE_OPTIONS,
+    check_people_options,
     format_detected,
-    is_people_model,
+    format_people,
     people_options,
-    people_source,
-    report_boxes,
 )
 
 from posemachines.errors import PoseMachinesError
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=CommandGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="posemachines")
 def cli():
     """Pose Machines (random forests, 2014) and Convolutional Pose Machines (2016).
@@ -44,6 +43,7 @@ def cli():
     images with `pm predict`, put models side by side with `pm compare`. Everything runs on the
     built-in synthetic data with no download; `pm data` shows which real datasets were found.
     """
+    show_notes()
 
 
 # -- evaluate ------------------------------------------------------------------------------------
@@ -72,31 +72,9 @@ def cli():
 @people_options(min_score=0.0)
 @runtime_option
 @friendly_errors
-def evaluate(
-    model,
-    dataset,
-    split,
-    images,
-    data_root,
-    synthetic_size,
-    protocol,
-    on_bad_image,
-    on_bad_annotation,
-    as_json,
-    batch_size,
-    device,
-    flip,
-    scales,
-    zero_based,
-    save_predictions,
-    people,
-    boxes,
-    min_box_score,
-    max_people,
-    runtime,
-):
-    """Score MODEL (a model directory, an exported .onnx, or a .mat/.json prediction file) on
-    a dataset split.
+def evaluate(model, as_json, batch_size, device, flip, scales, zero_based, save_predictions, **o):
+    """Score MODEL (a model directory, an exported .onnx, a zoo name, or a .mat/.json
+    prediction file) on a dataset split.
 
     A model directory is evaluated on the dataset it was trained on unless --dataset says
     otherwise; the scores are recorded in its manifest. With --people or --boxes, a pose for
@@ -104,152 +82,36 @@ def evaluate(
     OKS-NMS, box score x joint confidence, pycocotools' AP); a people model as MODEL is
     scored by its box AP@0.5 and recall.
     """
+    from posemachines.api.scoring import evaluate_model
+
     if batch_size < 1:
         raise PoseMachinesError(f"--batch-size must be at least 1, got {batch_size}")
-    if is_people_model(model):
-        if people or boxes:
-            raise PoseMachinesError(
-                f"{model} is a people model: --people and --boxes go with a pose model"
-            )
-        name, entry = dataset or "synthetic-crowd", None
-    else:
-        source, label = people_source(people, boxes, min_box_score, device_name(device), max_people)
-        tta = make_tta(flip, scales)
-        entry, name = _pose_entry(model, dataset, device, save_predictions, runtime)
-    data = load_data(
-        name,
-        split,
-        data_root,
-        synthetic_size,
-        protocol,
-        images=images,
-        on_bad_annotation=on_bad_annotation,
-    )
-    if entry is None:
-        return evaluate_people_model(model, data, device_name(device), as_json)
-    if entry.model is not None:
-        entry.model.check_dataset(data)
-    if source is not None:
-        options = (tta, batch_size, on_bad_image, as_json, save_predictions)
-        return evaluate_detected_cmd(model, entry, data, source, label, *options)
-    _score_on_given_boxes(
-        model, entry, data, tta, batch_size, on_bad_image, as_json, zero_based, save_predictions
-    )
-
-
-def _score_on_given_boxes(
-    model, entry, data, tta, batch_size, on_bad_image, as_json, zero_based, save_predictions
-) -> None:
-    """Score an entry on the dataset's own person boxes (its protocol) and print it."""
-    from posemachines.evaluation.comparison import score_entry
-
-    result, preds = score_entry(
-        entry,
-        data,
-        batch_size,
-        on_bad_image,
-        progress=not as_json,
+    check_people_options(o["people"], o["boxes"])
+    done = evaluate_model(
+        model,
+        data_request(o),
+        device=device_name(device),
+        tta=make_tta(flip, scales),
+        batch_size=batch_size,
         one_based=not zero_based,
-        tta=tta,
+        save_predictions=save_predictions,
+        progress=not as_json,
+        **{k: o[k] for k in PEOPLE_OPTIONS + ("runtime", "on_bad_image")},
     )
-    doc = result.to_dict()
-    if save_predictions:
-        from posemachines.files.prediction_files import write_predictions
-
-        write_predictions(save_predictions, preds, data.skeleton)
-    if entry.model is not None and Path(model).is_dir():  # an .onnx file keeps no scores
-        record_scores(model, entry.manifest, data, tta, result)
-    if result.skipped_images:
-        names = result.skipped_images
+    if done.skipped:
+        names = done.skipped
         report_skipped(
             f"{len(names)} unreadable image(s) skipped and scored as missing predictions: "
             f"{', '.join(names[:5])}{' ...' if len(names) > 5 else ''}"
         )
     if as_json:
-        click.echo(json.dumps(doc))
+        click.echo(json.dumps(done.doc))
         return
-    click.echo(format_result(doc))
+    show = {"pose": format_result, "detected": format_detected, "people": format_people}
+    click.echo(show[done.kind](done.doc, done.title))
 
 
-def _pose_entry(model, dataset, device, save_predictions, runtime):
-    """The entry to score (a pose model or a prediction file) and the dataset to score it
-    on; a file ``--save-predictions`` may not replace is refused first."""
-    from posemachines.evaluation.comparison import load_entry
-
-    if save_predictions:
-        from posemachines.files.owned import check_owned_file
-
-        check_owned_file(save_predictions)  # before the work, not after it
-    entry = load_entry(model, device_name(device), runtime=runtime)
-    name = dataset or (entry.model and entry.model.record.dataset_name) or "synthetic"
-    if name == "packed":
-        raise PoseMachinesError("this model was trained from a packed cache: pass --dataset")
-    return entry, name
-
-
-def evaluate_detected_cmd(
-    path, entry, data, source, label, tta, batch_size, on_bad_image, as_json, save_to
-) -> None:
-    """``pm evaluate MODEL --people/--boxes``: COCO's detected-box protocol."""
-    from posemachines.files.model_dir import update_manifest
-    from posemachines.files.owned import json_text, write_owned_file
-    from posemachines.people.detected_boxes import evaluate_detected
-
-    if entry.model is None:
-        raise PoseMachinesError("--people and --boxes need a model directory, not predictions")
-    result = evaluate_detected(
-        entry.model,
-        data,
-        source,
-        label,
-        tta=tta,
-        batch_size=batch_size,
-        on_bad_image=on_bad_image,
-        progress=not as_json,
-    )
-    report_boxes(source)
-    if result.skipped:
-        report_skipped(result.skipped.summary() + "; their people count as missed")
-    if save_to:
-        write_owned_file(save_to, json_text(result.results).encode(), "evaluate")
-    doc = {"dataset": data.name, "split": data.split, **result.to_dict()}
-    if not Path(path).is_dir():
-        click.echo(
-            json.dumps(doc) if as_json else format_detected(doc, f"{data.name}:{data.split}")
-        )
-        return
-    key = f"{data.name}:{data.split}:detected" + (
-        "" if tta.is_identity else f":tta={tta.describe()}"
-    )
-    evaluations = {**entry.manifest.get("evaluations", {}), key: doc}
-    try:
-        update_manifest(path, evaluations=evaluations)
-    except OSError as exc:
-        echo_err(f"the scores are not recorded in {path}/manifest.json ({exc.strerror or exc})")
-    click.echo(json.dumps(doc) if as_json else format_detected(doc, f"{data.name}:{data.split}"))
-
-
-def record_scores(model, manifest: dict, data, tta, result) -> None:
-    """The scores in the model's manifest, under the dataset, split, protocol and views."""
-    from posemachines.files.model_dir import update_manifest
-
-    evaluations = dict(manifest.get("evaluations", {}))
-    key = f"{data.name}:{data.split}:{data.protocol}"
-    if not tta.is_identity:
-        key += f":tta={tta.describe()}"
-    evaluations[key] = {
-        "n": result.n,
-        "skipped_images": len(result.skipped_images),
-        "metrics": result.metrics,
-        "per_stage_pck@0.2": [s["pck@0.2"] for s in result.per_stage],
-    }
-    try:
-        update_manifest(model, evaluations=evaluations)
-    except OSError as exc:  # a read-only model still gets its scores printed
-        echo_err(f"the scores are not recorded in {model}/manifest.json ({exc.strerror or exc})")
-
-
-def format_result(doc: dict) -> str:
+def format_result(doc: dict, title: str = "") -> str:
     def pct(v):
         return "   -  " if v is None else f"{100 * v:6.1f}"
 

@@ -4,52 +4,51 @@
 from __future__ import annotations
 
 import click
-from posemachines.cli.common import echo_err
+from posemachines.cli.common import echo_err, stacked
 
 from posemachines.errors import PoseMachinesError
 
+PEOPLE_OPTION = click.option(
+    "--people",
+    type=click.Path(exists=True, file_okay=False),
+    default=None,
+    help="A people model (pm train --backend people): a pose for every person it finds.",
+)
+BOXES_OPTION = click.option(
+    "--boxes",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Person boxes from a detector: COCO detection results ([{image_id or file_name, "
+    'bbox: [x, y, w, h], score, category_id}]) or {"image.jpg": [[x, y, w, h(, score)], '
+    "...]}: a pose for every box.",
+)
+MAX_PEOPLE_OPTION = click.option(
+    "--max-people",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="Boxes per image at most: the best-scored are kept, the others counted and left out.",
+)
+
 
 def people_options(min_score: float):
-    """``--people``, ``--boxes`` and ``--min-box-score`` (default ``min_score``)."""
+    """``--people``, ``--boxes``, ``--min-box-score`` (default ``min_score``), ``--max-people``."""
+    min_box_score = click.option(
+        "--min-box-score",
+        type=float,
+        default=min_score,
+        show_default=True,
+        help="Boxes scored below this are nobody.",
+    )
+    return stacked(PEOPLE_OPTION, BOXES_OPTION, min_box_score, MAX_PEOPLE_OPTION)
 
-    def decorate(func):
-        options = [
-            click.option(
-                "--people",
-                type=click.Path(exists=True, file_okay=False),
-                default=None,
-                help="A people model (pm train --backend people): a pose for every person it "
-                "finds.",
-            ),
-            click.option(
-                "--boxes",
-                type=click.Path(exists=True, dir_okay=False),
-                default=None,
-                help="Person boxes from a detector: COCO detection results ([{image_id or "
-                'file_name, bbox: [x, y, w, h], score, category_id}]) or {"image.jpg": '
-                "[[x, y, w, h(, score)], ...]}: a pose for every box.",
-            ),
-            click.option(
-                "--min-box-score",
-                type=float,
-                default=min_score,
-                show_default=True,
-                help="Boxes scored below this are nobody.",
-            ),
-            click.option(
-                "--max-people",
-                type=click.IntRange(min=1),
-                default=100,
-                show_default=True,
-                help="Boxes per image at most: the best-scored are kept, the others counted "
-                "and left out.",
-            ),
-        ]
-        for option in reversed(options):
-            func = option(func)
-        return func
 
-    return decorate
+PEOPLE_OPTIONS = ("people", "boxes", "min_box_score", "max_people")
+
+
+def check_people_options(people, boxes) -> None:
+    if people and boxes:
+        raise PoseMachinesError("give --people or --boxes, not both")
 
 
 def people_source(people, boxes, min_box_score: float, device: str, max_people: int):
@@ -57,8 +56,7 @@ def people_source(people, boxes, min_box_score: float, device: str, max_people: 
     neither is given."""
     from posemachines.api import people_source as source
 
-    if people and boxes:
-        raise PoseMachinesError("give --people or --boxes, not both")
+    check_people_options(people, boxes)
     return source(people, boxes, min_box_score, device, max_people) or (None, None)
 
 
@@ -70,38 +68,11 @@ def report_boxes(source) -> None:
         echo_err(line)
 
 
-def is_people_model(path) -> bool:
-    from pathlib import Path
-
-    from posemachines.files.owned import read_json_object
-
-    manifest = Path(path) / "manifest.json"
-    return read_json_object(manifest).get("format") == "posemachines-people"
-
-
-def evaluate_people_model(path, data, device: str, as_json: bool) -> None:
-    """``pm evaluate PEOPLE_MODEL``: box AP at IoU 0.5 and recall, recorded in its manifest."""
-    import json
-
-    from posemachines.backends.people.model import (
-        load_people_model,
-        record_evaluation,
-        score_people,
-    )
-
-    model = load_people_model(path, device)
-    scores = score_people(model, data)
-    key = f"{data.name}:{data.split}"
-    try:
-        record_evaluation(path, key, {k: scores[k] for k in ("box_ap50", "recall")})
-    except OSError as exc:
-        echo_err(f"the scores are not recorded in {path}/manifest.json ({exc.strerror or exc})")
-    if as_json:
-        click.echo(json.dumps({"dataset": key, **scores}))
-        return
-    click.echo(
-        f"{key}  images={scores['images']}  people={scores['people']}\n"
-        f"box AP@0.5 {100 * scores['box_ap50']:.1f}   recall {100 * scores['recall']:.1f}"
+def format_people(doc: dict, title: str) -> str:
+    """A people model's scores: box AP at IoU 0.5 and recall."""
+    return (
+        f"{title}  images={doc['images']}  people={doc['people']}\n"
+        f"box AP@0.5 {100 * doc['box_ap50']:.1f}   recall {100 * doc['recall']:.1f}"
     )
 
 

@@ -8,18 +8,14 @@ data, then calls ``posemachines.api``: the same path as ``posemachines.train``.
 
 from __future__ import annotations
 
-import os
-import shutil
-import sys
-from contextlib import nullcontext
-from pathlib import Path
+from contextlib import contextmanager
 
 import click
 from posemachines.cli.common import (
+    command_line,
     data_options,
-    echo_err,
+    data_request,
     friendly_errors,
-    load_data,
     report_skipped,
 )
 
@@ -143,12 +139,7 @@ def train(**options):
     synthetic set, and says which. --out must be new, empty, or (with --resume) the
     interrupted run; --overwrite writes into any folder, replacing only the model's files.
     """
-    from posemachines.api import plan_training, run_training
-    from posemachines.core.model import PoseModel
-    from posemachines.files.model_dir import save_model
-    from posemachines.files.runs import check_output_folder, output_folder
-    from posemachines.parallel import dask_backend
-    from posemachines.registry import TrainingRun
+    from posemachines.api import train_model
 
     o = {k: options.pop(k) for k in GENERIC}  # what is left: the backends' settings
     if o["backend"] is not None and o["stack"] is not None:
@@ -157,73 +148,54 @@ def train(**options):
         from posemachines.backends.stack import parse_stack
 
         parse_stack(o["stack"])  # "forest" alone is a stack without its count, not a backend
-    name = o["stack"] or o["backend"] or "forest"
-    plan = plan_training(name, folds=o["folds"], seed=o["seed"], **options)
-    out, resume = o["out"], o["resume"]
-    if resume and out is None:
+    if o["resume"] and o["out"] is None:
         raise PoseMachinesError("--resume needs --out pointing at the interrupted run")
     if o["jobs"] == 0 or o["jobs"] < -1:
         raise PoseMachinesError(f"--jobs must be -1 (all cores) or at least 1, got {o['jobs']}")
-    if o["synthetic_size"] is not None and o["synthetic_size"] < 1:
-        raise PoseMachinesError(f"--synthetic-size must be at least 1, got {o['synthetic_size']}")
-    dask = o["dask"]
-    if dask and plan.trains_on_device:
-        echo_err(f"not using the dask scheduler {dask}: a CNN trains on --device")
-        dask = None
-    # Under torchrun rank 0 checks, locks and writes the folder; the other ranks write nothing
-    # there (they wait for it to exist).
-    follower = int(os.environ.get("RANK", "0")) > 0
-    overwrite = o["overwrite"] or resume
-    if out is not None and not follower:
-        check_output_folder(out, "train", overwrite, reuse=False)
-    data = _training_data(plan, o)
-    prefix = "hybrid" if plan.is_stack else name
-    folder = (
-        nullcontext(Path(out))
-        if follower and out is not None
-        else output_folder(out, "train", prefix=prefix, overwrite=overwrite, reuse=False)
-    )
-    with dask_backend(dask or None), folder as out_dir:
-        run = TrainingRun(Path(out_dir), o["seed"], o["jobs"], True, o["on_bad_image"], resume)
-        model = run_training(plan, data, run)
-        if model is None:  # a non-zero rank under torchrun: rank 0 writes
-            return
-        model.record.command = " ".join(["pm"] + sys.argv[1:])
-        if isinstance(model, PoseModel):
-            save_model(model, out_dir)
-        else:  # a model of its own kind (the people model) writes its own folder
-            model.save(out_dir)
-        if not plan.keeps_checkpoint():
-            shutil.rmtree(Path(out_dir) / "checkpoint", ignore_errors=True)
-    skipped = model.record.skipped_images
-    if skipped:
-        report_skipped(
-            f"{len(skipped)} unreadable training image(s) skipped: {', '.join(skipped[:5])}"
-            + (" ..." if len(skipped) > 5 else "")
+    with settings_as_flags():
+        trained = train_model(
+            o["stack"] or o["backend"] or "forest",
+            data_request(o, seed=o["seed"]),
+            out=o["out"] or "auto",
+            **{k: o[k] for k in ("overwrite", "resume", "seed", "dask", "on_bad_image", "folds")},
+            n_jobs=o["jobs"],
+            progress=True,
+            command=command_line(),
+            **options,
         )
-    click.echo(f"model written to {out_dir}")
+    if trained.model is None:  # a torchrun rank other than 0: rank 0 saves and says so
+        return
+    skipped = trained.model.record.skipped_images
+    if skipped:
+        more = " ..." if len(skipped) > 5 else ""
+        report_skipped(
+            f"{len(skipped)} unreadable training image(s) skipped: {', '.join(skipped[:5])}{more}"
+        )
+    click.echo(f"model written to {trained.folder}")
 
 
-def _training_data(plan, o: dict):
-    """The dataset the options name (the default training set when none), or None for a CNN
-    trained from a pack."""
-    from posemachines.data import default_training_dataset
+@contextmanager
+def settings_as_flags():
+    """The library names settings; the command line names them as the flags the user typed."""
+    from posemachines.api import NotASetting
 
-    if any(getattr(s, "packed", None) for s in plan.settings.values()):
-        if o["dataset"] is not None:
-            raise PoseMachinesError("give --dataset or --data (a pack), not both")
-        return None
-    dataset = o["dataset"]
-    if dataset is None:
-        dataset, why = default_training_dataset(o["data_root"])
-        echo_err(f"training on {dataset} ({why})")
-    return load_data(
-        dataset,
-        o["split"],
-        o["data_root"],
-        o["synthetic_size"],
-        o["protocol"],
-        o["seed"],
-        images=o["images"],
-        on_bad_annotation=o["on_bad_annotation"],
-    )
+    try:
+        yield
+    except NotASetting as exc:
+        target = f"--stack {exc.backend}" if ":" in exc.backend else f"--backend {exc.backend}"
+        hint = f" (it is for --backend {exc.owner})" if exc.owner else ""
+        flags = ", ".join(map(setting_flag, exc.names))
+        raise PoseMachinesError(f"{flags} does not apply to {target}{hint}") from None
+
+
+def setting_flag(name: str) -> str:
+    """The command-line spelling of a setting, as errors name it."""
+    from posemachines.options import flag_of, options_of
+    from posemachines.registry import backends
+
+    for backend in backends().values():
+        for field_name, how, _ in options_of(backend.settings):
+            if field_name == name:
+                flag = flag_of(name, how)
+                return f"{flag}/{how.negative}" if how.negative else flag
+    return flag_of(name)

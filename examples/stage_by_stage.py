@@ -9,8 +9,8 @@ import sys
 
 import numpy as np
 
-from posemachines.core.model import load_model
 from posemachines.data import read_image
+from posemachines.loading import load_model
 from posemachines.people.multiperson import make_sample
 
 

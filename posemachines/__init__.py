@@ -3,14 +3,14 @@
 The public surface (see the README's "Python" section)::
 
     load_dataset(name, split, ...)          -> PoseDataset
-    train(backend, dataset, **options)      -> PoseModel
-    load_model(path, runtime="torch")       -> PoseModel (a model directory or an .onnx)
+    train(backend, dataset, out=None, **options)  -> PoseModel (saved in out, as pm train)
+    load_model(path, runtime="torch")       -> PoseModel (a model directory, .onnx or zoo name)
     export_onnx(model, path, int8=False)    -> path (CNN stages only)
     PoseModel.predict(images or dataset)    -> Predictions (keypoints per stage)
     PoseModel.save(path)
     predict_people(model, images, people= or boxes=) -> [[Person, ...] per image]
     load_people_model(path)                 -> PeopleModel (finds people: .detect(images))
-    evaluate(model, dataset)                -> EvaluationResult
+    evaluate(model, dataset, record=False)  -> EvaluationResult (record: as pm evaluate)
     compare(entries, dataset)               -> report folder
     TestTimeAugmentation(flip, scales)
     register_backend(name, settings=, trainer=, stages=)   (see docs/design.md)
@@ -24,6 +24,7 @@ __version__ = "0.1.0"
 
 _PUBLIC = {
     "load_dataset": "posemachines.data",
+    "DataRequest": "posemachines.data",
     "train": "posemachines.api",
     "evaluate": "posemachines.api",
     "compare": "posemachines.api",

@@ -135,18 +135,23 @@ def predict_files(
             yield from flush()
 
 
-def one_person_each(model: PoseModel, batch, centre, box_side, tta) -> list[list[Person]]:
+def one_person_each(
+    model: PoseModel, batch, centre, box_side, tta, keep_beliefs: bool = False
+) -> list[list[Person]]:
     """The single-person case: each image one person, its box a square (the whole image
-    unless ``centre``/``box_side`` say otherwise)."""
+    unless ``centre``/``box_side`` say otherwise); ``keep_beliefs``: each person keeps the
+    beliefs it was decoded from."""
     p = model.skeleton.num_joints
     samples = [
         make_sample(name, image, p, centre=centre, box_side=box_side) for _, name, image in batch
     ]
-    keypoints, confidence = model.predict_samples(samples, tta)
+    keypoints, confidence, beliefs = model.predict_samples(samples, tta)
     found = []
     for j, s in enumerate(samples):
         person = Person(square_box(s), 1.0, keypoints[:, j], confidence[:, j])
         person.score = person_score(1.0, person.confidence[-1])
+        if keep_beliefs:
+            person.beliefs = [b[j] for b in beliefs]
         found.append([person])
     return found
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from posemachines.core.model import PoseModel
-from posemachines.core.model import load_model as load_directory
+from posemachines.core.model import PoseModel, load_model_directory
 from posemachines.errors import PoseMachinesError
 
 RUNTIMES = ("torch", "onnxruntime")
@@ -27,7 +26,7 @@ def load_pose_model(path: str | Path, device: str = "cpu", runtime: str = "torch
         from posemachines.onnx.model_file import load_onnx_model
 
         return load_onnx_model(path, device)
-    model = load_directory(path, device)
+    model = load_model_directory(path, device)
     if runtime == "torch":
         return model
     from posemachines.onnx.export import onnx_file_bytes

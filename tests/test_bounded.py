@@ -17,8 +17,8 @@ import pytest
 from conftest import run_pm
 from PIL import Image
 
-from posemachines.core.model import load_model
 from posemachines.data import read_image
+from posemachines.loading import load_model
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 ROOT = Path(__file__).parent.parent

@@ -133,9 +133,9 @@ def test_unknown_backend_is_refused():
 
 
 def test_skeleton_mismatch_is_refused(mean_model_dir, tmp_path):
-    from posemachines.core.model import load_model
     from posemachines.core.skeletons import MPII16
     from posemachines.errors import PoseMachinesError
+    from posemachines.loading import load_model
 
     model = load_model(mean_model_dir)
     from posemachines.data import load_dataset
@@ -184,8 +184,8 @@ def test_saved_predictions_carry_each_joints_confidence(tmp_path, forest_model_d
 
     import numpy as np
 
-    from posemachines.core.model import load_model
     from posemachines.data import load_dataset
+    from posemachines.loading import load_model
 
     out = tmp_path / "p.json"
     run("evaluate", forest_model_dir, "--dataset", "synthetic", "--synthetic-size", "6",

@@ -107,3 +107,38 @@ def test_every_package_is_installed():
     )
     present = {module_name(p) for p in SOURCES if p.name == "__init__.py"}
     assert present == listed
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "cli").glob("*.py")), ids=lambda p: p.name)
+def test_commands_only_hand_their_options_to_the_library(path):
+    """A command turns options into one library call and its result into lines: no function
+    of cli/ over 40 lines (decorators aside), no command line read by the library."""
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            length = node.end_lineno - node.lineno + 1
+            assert length <= 40, f"{path.name}:{node.lineno} {node.name} is {length} lines"
+
+
+def test_the_library_reads_no_command_line_and_prints_nothing():
+    """What the user should know goes through progress.note and progress's lines."""
+    for path in sorted((ROOT / "posemachines").rglob("*.py")):
+        if path.name == "progress.py":
+            continue
+        text = path.read_text()
+        assert "sys.argv" not in text, f"{path.relative_to(ROOT)} reads the command line"
+        calls = [
+            n
+            for n in ast.walk(ast.parse(text))
+            if isinstance(n, ast.Call)
+            and (
+                (isinstance(n.func, ast.Name) and n.func.id == "print")
+                or (isinstance(n.func, ast.Attribute) and n.func.attr in ("echo", "secho"))
+            )
+        ]
+        assert not calls, f"{path.relative_to(ROOT)}:{calls[0].lineno} prints"
+
+
+def test_the_top_level_keeps_a_few_modules():
+    """Rooms a newcomer can find: modules go into packages by concern."""
+    top = sorted(p.name for p in (ROOT / "posemachines").glob("*.py"))
+    assert len(top) <= 12, top

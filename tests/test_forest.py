@@ -6,9 +6,9 @@ from posemachines.backends.forest.features.context import belief_peaks, context_
 from posemachines.backends.forest.features.image import dense_image_features
 from posemachines.backends.forest.levels import sample_locations
 from posemachines.backends.forest.settings import ForestSettings
-from posemachines.core.model import load_model
 from posemachines.core.targets import BeliefCodec
 from posemachines.errors import PoseMachinesError
+from posemachines.loading import load_model
 
 
 def test_dense_image_features_shape_and_position():

@@ -14,8 +14,8 @@ import pytest
 
 from posemachines.backends.forest.tree_arrays import forest_from_arrays, forest_to_arrays
 from posemachines.core.crops import person_crop
-from posemachines.core.model import load_model
 from posemachines.errors import PoseMachinesError
+from posemachines.loading import load_model
 
 
 @pytest.mark.parametrize("kind", ["ExtraTreesClassifier", "RandomForestClassifier"])

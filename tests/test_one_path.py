@@ -41,17 +41,49 @@ def test_the_command_line_and_the_api_train_the_same_model(tmp_path):
     assert cli_files == api_files  # byte for byte
 
 
+def test_train_and_evaluate_are_one_path_in_the_command_and_the_api(tmp_path):
+    """pm.train(out=...) owns and writes its folder as pm train --out does (same weight bytes,
+    same manifest but the command), and pm.evaluate(record=True) records what pm evaluate
+    records."""
+    run("train", "--backend", "forest", "--dataset", "synthetic", "--synthetic-size", "24",
+        "--stages", "1", "--trees", "3", "--seed", "2", "--out", tmp_path / "cli")  # fmt: skip
+    request = pm.DataRequest("synthetic", "train", synthetic_size=24, seed=2)
+    model = pm.train("forest", request, out=tmp_path / "api", seed=2, stages=1, trees=3)
+    assert digests(tmp_path / "cli") == digests(tmp_path / "api") != {}
+    manifests = [json.loads((tmp_path / f / "manifest.json").read_text()) for f in ("cli", "api")]
+    commands = [m["training"].pop("command") for m in manifests]
+    assert commands[0].startswith("pm train") and commands[1].startswith("posemachines.train")
+    for m in manifests:  # what differs: when and how long
+        m.pop("saved_at"), m["training"].pop("seconds")
+        m["training"]["details"].pop("train_seconds_stages")
+    assert manifests[0] == manifests[1]
+    assert not (tmp_path / "api" / "checkpoint").exists()
+    with pytest.raises(pm.PoseMachinesError, match="not empty"):  # owned: never written over
+        pm.train("forest", request, out=tmp_path / "api", stages=1, trees=3)
+    assert model.record.settings == pm.load_model(tmp_path / "api").record.settings
+
+    run("evaluate", tmp_path / "cli", "--synthetic-size", "12")
+    test = pm.DataRequest("synthetic", "test", synthetic_size=12)
+    result = pm.evaluate(tmp_path / "api", test, record=True)
+    recorded = [
+        json.loads((tmp_path / f / "manifest.json").read_text())["evaluations"]
+        for f in ("cli", "api")
+    ]
+    assert recorded[0] == recorded[1] and list(recorded[0]) == ["synthetic:test:image"]
+    assert recorded[1]["synthetic:test:image"]["metrics"] == result.metrics
+
+
 def test_the_api_trains_stacks_and_refuses_what_a_backend_does_not_use(tmp_path):
     data = pm.load_dataset("synthetic", "train", size=24, seed=0)
     model = pm.train("mean:1,forest:1", data, trees=3, folds=2, out=tmp_path / "s")
     assert [s.kind for s in model.stages] == ["mean", "forest"]
     assert model.record.settings["stack"] == "mean:1,forest:1"
     for backend, options, message in (
-        ("forest", {"device": "cuda"}, "--device does not apply to --backend forest"),
-        ("forest", {"optimizer": "sgd"}, "--optimizer does not apply to --backend forest"),
-        ("mean", {"val_fraction": 0.1}, "--val-fraction does not apply to --backend mean"),
-        ("mean:1,forest:1", {"stages": 2}, "--stages does not apply to --stack"),
-        ("cnn", {"folds": 3}, "--folds does not apply to --backend cnn"),
+        ("forest", {"device": "cuda"}, "device does not apply to the forest backend"),
+        ("forest", {"optimizer": "sgd"}, "optimizer does not apply to the forest backend"),
+        ("mean", {"val_fraction": 0.1}, "val_fraction does not apply to the mean backend"),
+        ("mean:1,forest:1", {"stages": 2}, "stages does not apply to the stack"),
+        ("cnn", {"folds": 3}, "folds does not apply to the cnn backend"),
         ("svm", {}, "unknown backend 'svm'"),
     ):
         with pytest.raises(pm.PoseMachinesError, match=message):
@@ -149,7 +181,8 @@ def test_bench_and_compare_of_a_packed_model_ask_for_the_dataset(tmp_path):
             if command[0] == "compare"
             else (run(*command, ok=False))
         )
-        assert result.exit_code == 1 and "packed cache: pass --dataset" in result.output
+        assert result.exit_code == 1 and "pack of crops" in result.output
+        assert "name the dataset" in result.output
     timed = run("bench", tmp_path / "cnn", "--dataset", "synthetic", "--timing-images", "2")
     assert json.loads(timed.stdout)["device"] == "cpu"
 

@@ -29,9 +29,8 @@ def test_onnx_runtime_gives_torchs_beliefs_and_scores(cnn_dir, tmp_path):
     import onnx
 
     from posemachines.api import evaluate
-    from posemachines.core.model import load_model
     from posemachines.data import load_dataset
-    from posemachines.loading import load_pose_model
+    from posemachines.loading import load_model, load_pose_model
 
     out = tmp_path / "cnn.onnx"
     run("export", cnn_dir, "--out", out)
@@ -87,9 +86,8 @@ def test_stacks_of_cnn_parts_export_and_forests_are_refused(tmp_path, forest_mod
         "--out", stack)  # fmt: skip
     out = tmp_path / "stack.onnx"
     run("export", stack, "--out", out)
-    from posemachines.core.model import load_model
     from posemachines.data import load_dataset
-    from posemachines.loading import load_pose_model
+    from posemachines.loading import load_model, load_pose_model
 
     test = load_dataset("synthetic", "test", size=6)
     a = load_model(stack).predict(test).keypoints

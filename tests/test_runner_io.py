@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 
 from posemachines.backends.mean.stage import MeanPoseStage
-from posemachines.core.model import load_model
 from posemachines.core.runner import run_stages
 from posemachines.core.skeletons import LSP14
 from posemachines.errors import PoseMachinesError
 from posemachines.files.model_dir import save_model, update_manifest
 from posemachines.files.owned import atomic_write_json
 from posemachines.files.prediction_files import read_predictions
+from posemachines.loading import load_model
 
 
 class AddOne:

@@ -21,7 +21,7 @@ pytest.importorskip("httpx")
 
 from fastapi.testclient import TestClient  # noqa: E402
 
-from posemachines.core.model import load_model  # noqa: E402
+from posemachines.loading import load_model  # noqa: E402
 from posemachines.serve.app import Limits, create_app  # noqa: E402
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
@@ -102,6 +102,15 @@ def test_predict_model_health_and_openapi(client, model):
     beliefs = doc["beliefs"][0]
     assert len(beliefs["stages"]) == 2 and len(beliefs["stages"][0]) == 14
     assert np.array(beliefs["stages"][1]).shape == (14, beliefs["grid"], beliefs["grid"])
+    # the beliefs its keypoints were decoded from, not another run of the model
+    from posemachines.core.crops import person_crop
+    from posemachines.data import read_image
+    from posemachines.people.multiperson import make_sample
+
+    sample = make_sample("", read_image(jpeg()), 14)
+    crop = person_crop(sample, model.input_size, model.skeleton)
+    own = model.stage_beliefs(crop.image[None])[1][0, :14]
+    assert np.abs(np.array(beliefs["stages"][1]) - np.clip(own, 0, 1)).max() <= 0.006
     described = client.get("/v1/model", headers=AUTH).json()
     assert described["stages"] == 2 and described["skeleton"]["name"] == "lsp14"
     assert client.get("/v1/model").status_code == 401

@@ -82,6 +82,7 @@ def test_cross_fitted_upper_stage_keeps_what_the_cnn_below_found(stacks):
     ] == 3
 
 
+@pytest.mark.slow
 def test_in_sample_beliefs_flatter_the_lower_part(stacks):
     """What cross-fitting changes: without it (folds=1) the part above learns from the CNN's
     beliefs on its own training images, which score far better than out of fold (the

@@ -287,7 +287,7 @@ def test_a_bad_annotation_is_one_line_or_skipped_and_counted(tmp_path, edit, fie
     res = invoke(*args, "--out", out, "--on-bad-annotation", "skip")
     assert res.exit_code == 0, res.output
     assert "bad annotation(s) left out" in res.stderr
-    from posemachines.core.model import load_model
+    from posemachines.loading import load_model
 
     model = load_model(out)
     assert np.isfinite(model.stages[0].mean_beliefs_).all()
@@ -330,9 +330,9 @@ def test_a_deeply_nested_file_is_one_line(tmp_path, mean_model_dir):
 
 
 def test_predictions_are_matched_by_name_not_order(tmp_path, mean_model_dir):
-    from posemachines.core.model import load_model
     from posemachines.data import load_dataset
     from posemachines.files.prediction_files import write_predictions
+    from posemachines.loading import load_model
 
     test = load_dataset("synthetic", "test", size=12, seed=0)
     model = load_model(mean_model_dir)
@@ -574,7 +574,7 @@ def test_saved_predictions_replace_only_earlier_predictions(tmp_path, mean_model
 
 
 def test_the_python_api_never_replaces_a_users_files_either(tmp_path, mean_model_dir):
-    from posemachines.core.model import load_model
+    from posemachines.loading import load_model
 
     model = load_model(mean_model_dir)
     folder = tmp_path / "mine"

@@ -11,8 +11,8 @@ from conftest import real_data_root, run_pm
 from PIL import Image
 
 from posemachines import zoo
-from posemachines.core.model import load_model
 from posemachines.files.owned import sha256
+from posemachines.loading import load_model
 
 ENTRIES = zoo.names()
 

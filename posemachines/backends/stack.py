@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from posemachines.core.batches import batches
 from posemachines.core.model import PoseModel, TrainingRecord, backend_of
 from posemachines.core.targets import BeliefCodec
 from posemachines.data import SkippedImages, iter_samples
@@ -221,10 +222,10 @@ def _save_part(checkpoint: Checkpoint, model: PoseModel, below: dict | None, row
 
 
 def _load_part(checkpoint: Checkpoint) -> tuple[PoseModel, dict | None, dict]:
-    from posemachines.core.model import load_model
+    from posemachines.core.model import load_model_directory
 
     state = checkpoint.load_state()
-    model = load_model(checkpoint.current / "model")
+    model = load_model_directory(checkpoint.current / "model")
     below = None
     path = checkpoint.current / "beliefs.npz"
     if path.is_file():
@@ -279,8 +280,7 @@ def _predict_into(out: dict, dataset, rows, stages, below, codec) -> None:
     from posemachines.core.tta import view_crop
 
     samples = list(iter_samples(dataset, rows, skipped=SkippedImages()))
-    for start in range(0, len(samples), 32):
-        batch = samples[start : start + 32]
+    for batch in batches(samples, 32):
         idx = np.array([i for i, _ in batch])
         for view, flip in _views("mirror" in out).items():
             crops = np.stack([view_crop(s, codec.input_size, 1.0, flip) for _, s in batch])

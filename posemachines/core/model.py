@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
+from posemachines.core.batches import batches
 from posemachines.core.crops import person_crop, to_image_coordinates
 from posemachines.core.runner import run_stages
 from posemachines.core.skeletons import Skeleton
@@ -28,6 +30,18 @@ class Predictions:
     confidence: np.ndarray
     names: list = field(default_factory=list)
     skipped: SkippedImages = field(default_factory=SkippedImages)
+    # The beliefs the keypoints were decoded from, of the samples asked for (``keep_beliefs``):
+    # sample index -> every stage's (P+1, h, w), in the crop's frame.
+    beliefs: dict = field(default_factory=dict)
+
+
+class BatchPredictions(NamedTuple):
+    """One batch: keypoints (T, n, P, 2) in image pixels, confidences (T, n, P), and the
+    beliefs they were decoded from (per stage (n, P+1, h, w), test-time views averaged)."""
+
+    keypoints: np.ndarray
+    confidence: np.ndarray
+    beliefs: list
 
 
 @dataclass
@@ -134,9 +148,10 @@ class PoseModel:
 
     def predict_samples(
         self, samples: Sequence, tta: TestTimeAugmentation = NO_TTA
-    ) -> tuple[np.ndarray, np.ndarray]:
+    ) -> BatchPredictions:
         """Image-coordinate keypoints (T, n, P, 2) and confidences for a batch of samples,
-        from beliefs averaged over the test-time views of ``tta`` (none by default)."""
+        from beliefs averaged over the test-time views of ``tta`` (none by default), and
+        those beliefs."""
         crops = [person_crop(s, self.input_size, self.skeleton) for s in samples]
         if tta.is_identity:
             beliefs = self.stage_beliefs(np.stack([c.image for c in crops]))
@@ -145,7 +160,8 @@ class PoseModel:
             beliefs = averaged_beliefs(self.stage_beliefs, samples, self.input_size, perm, tta)
         keypoints, confidence = self.decode(beliefs)
         transforms = np.stack([c.transform for c in crops])
-        return np.stack([to_image_coordinates(k, transforms) for k in keypoints]), confidence
+        in_image = np.stack([to_image_coordinates(k, transforms) for k in keypoints])
+        return BatchPredictions(in_image, confidence, list(beliefs))
 
     def predict(
         self,
@@ -155,9 +171,11 @@ class PoseModel:
         on_bad_image: str = "skip",
         progress: bool = False,
         tta: TestTimeAugmentation = NO_TTA,
+        keep_beliefs: int = 0,
     ) -> Predictions:
         """Keypoints of every stage for a dataset, or for images (arrays (H, W, 3) or paths;
-        the person box is then the whole image)."""
+        the person box is then the whole image); the beliefs of the first ``keep_beliefs``
+        samples predicted are kept too (``Predictions.beliefs``)."""
         from posemachines.progress import progress_bar
 
         dataset = data if isinstance(data, PoseDataset) else ImageList(data, self.skeleton)
@@ -165,31 +183,23 @@ class PoseModel:
         n, p, t = len(dataset), self.skeleton.num_joints, self.num_stages
         keypoints = np.full((t, n, p, 2), np.nan)
         confidence = np.zeros((t, n, p))
-        batch_idx, batch = [], []
-        bar = progress_bar(total=n, desc="predict", unit="img", disable=not progress)
-
-        def flush():
-            if batch:
-                k, c = self.predict_samples(batch, tta)
-                keypoints[:, batch_idx], confidence[:, batch_idx] = k, c
+        kept, skipped = {}, SkippedImages()
+        samples = iter_samples(dataset, on_bad_image=on_bad_image, skipped=skipped)
+        with progress_bar(total=n, desc="predict", unit="img", disable=not progress) as bar:
+            for batch in batches(samples, batch_size):
+                rows = [i for i, _ in batch]
+                k, c, beliefs = self.predict_samples([s for _, s in batch], tta)
+                keypoints[:, rows], confidence[:, rows] = k, c
+                for j, i in enumerate(rows[: max(keep_beliefs - len(kept), 0)]):
+                    kept[i] = [b[j] for b in beliefs]
                 bar.update(len(batch))
-                batch_idx.clear()
-                batch.clear()
-
-        skipped = SkippedImages()
-        for i, sample in iter_samples(dataset, on_bad_image=on_bad_image, skipped=skipped):
-            batch_idx.append(i)
-            batch.append(sample)
-            if len(batch) == batch_size:
-                flush()
-        flush()
-        bar.close()
-        return Predictions(keypoints, confidence, list(dataset.names), skipped)
+        return Predictions(keypoints, confidence, list(dataset.names), skipped, kept)
 
 
-def load_model(folder: str | Path, device: str = "cpu") -> PoseModel:
+def load_model_directory(folder: str | Path, device: str = "cpu") -> PoseModel:
     """Load a model directory or a zoo model by name (``zoo.resolve``), verifying every
-    file (``io.read_model``); ``device`` places CNN stages."""
+    file (``files.model_dir.read_model``); ``device`` places CNN stages. ``loading.load_model``
+    takes an ``.onnx`` file too: use that unless stages of a directory are needed."""
     from posemachines.files.model_dir import read_model
     from posemachines.zoo import resolve
 

@@ -14,7 +14,7 @@ returns  : (N, P+1, h, w) float32 belief maps (P joints, then background).
 A stage also says what it is made of, so that a model directory can hold it without knowing
 its type: ``kind`` names it in the manifest, ``state()`` returns a ``StageState`` (its JSON
 settings and its parameters), and ``from_state(state)`` rebuilds it. The backend registry
-(``backends.stage_class(kind)``) finds the class of a kind.
+(``registry.stage_class(kind)``) finds the class of a kind.
 """
 
 from __future__ import annotations
@@ -68,4 +68,6 @@ class Stage(Protocol):
     def from_state(cls, state: StageState) -> Stage: ...
 
     # Optional: ``parameter_count()``, the numbers it learned beyond its arrays and network
-    # (a forest's tree nodes), for ``pm inspect``.
+    # (a forest's tree nodes), for ``pm inspect``; ``check_fits(channels, side)``, raising a
+    # ``PoseMachinesError`` when what it loaded cannot give beliefs of (channels, side, side)
+    # (a model directory calls it on every stage it loads).

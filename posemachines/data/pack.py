@@ -231,6 +231,18 @@ def load_pack(path: str | Path) -> PackedCrops:
     )
 
 
+def load_named(specs, data_root=None, synthetic_size: int | None = None) -> list[PoseDataset]:
+    """The datasets ``NAME[:SPLIT]`` specs name (the train split when none is said)."""
+    from posemachines.data.loading import load_dataset
+
+    parts = []
+    for spec in specs:
+        name, _, split = spec.partition(":")
+        options = {"size": synthetic_size} if name.startswith("synthetic") else {}
+        parts.append(load_dataset(name, split or "train", data_root, **options))
+    return parts
+
+
 def check_pack_options(side: int, pad: float, quality: int, image_format: str) -> None:
     if side < 16:
         raise PoseMachinesError(f"--side must be at least 16 px, got {side}")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from posemachines.core.batches import batches
 from posemachines.core.model import PoseModel, Predictions, backend_of
 from posemachines.core.tta import NO_TTA, TestTimeAugmentation
 from posemachines.data import PoseDataset, SkippedImages, iter_samples
@@ -83,6 +84,7 @@ def score_entry(
     progress: bool = False,
     one_based: bool = True,
     tta: TestTimeAugmentation = NO_TTA,
+    keep_beliefs: int = 0,
 ) -> tuple[EvaluationResult, Predictions]:
     """Evaluate an entry on ``dataset``; returns the result and the predictions: keypoints
     (T, N, P, 2) and, for a model, each joint's confidence (the belief at its peak; 0 for a
@@ -95,7 +97,12 @@ def score_entry(
     skipped, scores = [], None
     if entry.model is not None:
         predictions = entry.model.predict(
-            dataset, batch_size=batch_size, on_bad_image=on_bad_image, progress=progress, tta=tta
+            dataset,
+            batch_size=batch_size,
+            on_bad_image=on_bad_image,
+            progress=progress,
+            tta=tta,
+            keep_beliefs=keep_beliefs,
         )
         skipped = predictions.skipped.names
         scores = predictions.confidence.mean(-1)  # (T, N): ranks the people for OKS AP
@@ -146,11 +153,11 @@ def time_model(
             break
     if not indices:
         raise PoseMachinesError(f"no readable image to time a model on in {dataset.describe()}")
-    batches = [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
-    for b in batches[: max(1, warmup)]:
+    timed = list(batches(indices, batch_size))
+    for b in timed[: max(1, warmup)]:
         model.predict_samples([dataset[i] for i in b], tta)
     per_image = []
-    for b in batches:
+    for b in timed:
         start = time.perf_counter()
         model.predict_samples([dataset[i] for i in b], tta)
         per_image.append((time.perf_counter() - start) * 1000 / len(b))
@@ -173,14 +180,15 @@ def model_device(model: PoseModel) -> str:
 
 # -- comparisons ---------------------------------------------------------------------------------
 
-BACKENDS_FOR_DEFAULT = ("mean", "forest", "cnn", "hybrid")
-
 
 def default_entries(root: str | Path = "runs") -> list[Path]:
-    """The latest finished run of each backend under ``root``."""
+    """The latest finished run of each backend of pose models under ``root`` (every registered
+    one, plugins included, and the stacks: ``runs/hybrid-N``)."""
     from posemachines.files.runs import latest_run
+    from posemachines.registry import backends
 
-    found = [latest_run(b, root) for b in BACKENDS_FOR_DEFAULT]
+    pose_backends = [name for name, b in backends().items() if b.stages]
+    found = [latest_run(b, root) for b in [*pose_backends, "hybrid"]]
     found = [p for p in found if p is not None]
     if not found:
         raise PoseMachinesError(
@@ -307,9 +315,12 @@ def compare_entries(
     from posemachines.evaluation.metrics import torso_pck_by
 
     check_comparable(entries, data)
-    rows, skipped = [], set()
+    rows, skipped, kept = [], set(), {}
     for e in entries:
-        result, predictions = score_entry(e, data, on_bad_image=on_bad_image, tta=tta)
+        result, predictions = score_entry(
+            e, data, on_bad_image=on_bad_image, tta=tta, keep_beliefs=1
+        )
+        kept[e.label] = predictions.beliefs
         preds = predictions.keypoints
         skipped |= set(result.skipped_images)
         row = {
@@ -348,15 +359,11 @@ def compare_entries(
         if not len(shown)
         else list(shown[np.linspace(0, len(shown) - 1, min(n_examples, len(shown))).astype(int)])
     )
-    beliefs = {}
-    if examples:
-        for e in entries:
-            if e.model is not None:
-                crop = person_crop(data[examples[0]], e.model.input_size, data.skeleton)
-                beliefs[e.label] = (
-                    crop.image,
-                    [b[0] for b in e.model.stage_beliefs(crop.image[None])],
-                )
+    beliefs = {}  # the first example's, as each model decoded them while scored
+    for e in entries:
+        if examples and examples[0] in kept.get(e.label, {}):
+            crop = person_crop(data[examples[0]], e.model.input_size, data.skeleton)
+            beliefs[e.label] = (crop.image, kept[e.label][examples[0]])
     notes = fairness_notes(entries, data)
     if skipped:
         notes.append(

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from posemachines.core.model import load_model
 from posemachines.errors import PoseMachinesError
 from posemachines.files.model_dir import read_manifest
 from posemachines.files.owned import check_owned_file, write_owned_file
+from posemachines.loading import load_model
 
 
 def describe(folder: str | Path) -> dict:

@@ -310,16 +310,14 @@ def read_model(folder: str | Path, device: str = "cpu") -> ModelFiles:
 
 
 def _check_arrays(stages, channels: int, side: int) -> None:
-    """Arrays a stage predicts from as they are (a mean stage's beliefs) must fit the model."""
+    """Each stage checks that what it loaded fits the model (``Stage.check_fits``)."""
     for t, stage in enumerate(stages, 1):
-        beliefs = getattr(stage, "mean_beliefs_", None)
-        if beliefs is not None and (
-            np.shape(beliefs) != (channels, side, side) or not np.isfinite(beliefs).all()
-        ):
-            raise PoseMachinesError(
-                f"stage {t}: mean_beliefs has shape {np.shape(beliefs)}, expected "
-                f"({channels}, {side}, {side}) finite values"
-            )
+        check = getattr(stage, "check_fits", None)
+        if check is not None:
+            try:
+                check(channels, side)
+            except PoseMachinesError as exc:
+                raise PoseMachinesError(f"stage {t}: {exc}") from None
 
 
 def _check_structure(folder: Path, manifest: dict) -> None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from posemachines.core.batches import batches
 from posemachines.core.model import PoseModel
 from posemachines.core.tta import NO_TTA, TestTimeAugmentation
 from posemachines.data import CorruptImageError, PoseDataset, SkippedImages, read_image
@@ -80,9 +81,9 @@ def predict_dataset_people(
     results, shapes, skipped, found = [], {}, SkippedImages(), 0
     todo = list(_images(dataset))
     with progress_bar(total=len(todo), desc="people", unit="img", disable=not progress) as bar:
-        for first in range(0, len(todo), IMAGES_AT_ONCE):
+        for group in batches(todo, IMAGES_AT_ONCE):
             ids, keys, images = [], [], []
-            for image_id, names, read in todo[first : first + IMAGES_AT_ONCE]:
+            for image_id, names, read in group:
                 try:
                     images.append(read())
                 except CorruptImageError as exc:
@@ -99,7 +100,7 @@ def predict_dataset_people(
             people = poses_for_boxes(model, images, boxes, tta=tta, batch_size=batch_size, nms=nms)
             for image_id, persons in zip(ids, people):
                 results += [p.to_coco(image_id) for p in persons]
-            bar.update(len(todo[first : first + IMAGES_AT_ONCE]))
+            bar.update(len(group))
     return results, shapes, found, skipped
 
 

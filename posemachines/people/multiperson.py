@@ -15,6 +15,7 @@ from typing import Protocol
 
 import numpy as np
 
+from posemachines.core.batches import batches
 from posemachines.core.model import PoseModel
 from posemachines.core.skeletons import Skeleton
 from posemachines.core.tta import NO_TTA, TestTimeAugmentation
@@ -38,6 +39,7 @@ class Person:
     confidence: np.ndarray
     score: float = 0.0
     track_id: int | None = None
+    beliefs: list | None = None  # every stage's (P+1, h, w) over its crop, when kept
 
     def to_coco(self, image_id) -> dict:
         """COCO's keypoint-results entry (final stage), with the box and, in videos, the id."""
@@ -169,9 +171,11 @@ def poses_for_boxes(
     tta: TestTimeAugmentation = NO_TTA,
     batch_size: int = 32,
     nms: float | None = NMS_OKS,
+    keep_beliefs: bool = False,
 ) -> list[list[Person]]:
     """The people of each image: a pose for every box (the crops of all images batched),
-    scored, and repeats dropped (``nms=None`` keeps every pose)."""
+    scored, and repeats dropped (``nms=None`` keeps every pose); ``keep_beliefs``: each
+    person keeps the beliefs it was decoded from."""
     p = model.skeleton.num_joints
     samples, owners = [], []
     for k, (image, found) in enumerate(zip(images, boxes)):
@@ -179,12 +183,13 @@ def poses_for_boxes(
             samples.append(make_sample("", image, p, box=box))
             owners.append((k, box))
     people: list[list[Person]] = [[] for _ in images]
-    for first in range(0, len(samples), batch_size):
-        part = samples[first : first + batch_size]
-        keypoints, confidence = model.predict_samples(part, tta)
-        for j, (k, box) in enumerate(owners[first : first + len(part)]):
+    for part in batches(list(zip(samples, owners)), batch_size):
+        keypoints, confidence, beliefs = model.predict_samples([s for s, _ in part], tta)
+        for j, (_, (k, box)) in enumerate(part):
             person = Person(box[:4].copy(), float(box[4]), keypoints[:, j], confidence[:, j])
             person.score = person_score(person.box_score, person.confidence[-1])
+            if keep_beliefs:
+                person.beliefs = [b[j] for b in beliefs]
             people[k].append(person)
     if nms is not None:
         people = [oks_nms(found, model.skeleton, nms) for found in people]

@@ -23,7 +23,6 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
-from posemachines.core.crops import person_crop
 from posemachines.core.model import PoseModel
 from posemachines.core.tta import NO_TTA
 from posemachines.inference import one_person_each
@@ -60,18 +59,16 @@ def person_json(person, model: PoseModel, stages: bool) -> dict:
 
 
 def beliefs_json(model: PoseModel, image: np.ndarray, person, whole_image: bool) -> dict:
-    """Every stage's belief maps over the person's square crop, for drawing over the image:
-    the crop's square in image pixels and, per stage, one g x g map per joint."""
+    """Every stage's belief maps over the person's square crop (those its keypoints were
+    decoded from), for drawing over the image: the crop's square in image pixels and, per
+    stage, one g x g map per joint."""
     box = None if whole_image else person.box
-    sample = make_sample("", image, model.skeleton.num_joints, box=box)
-    crop = person_crop(sample, model.input_size, model.skeleton)
-    maps = model.stage_beliefs(crop.image[None])
-    x, y, side, _ = square_box(sample)
+    x, y, side, _ = square_box(make_sample("", image, model.skeleton.num_joints, box=box))
     p = model.skeleton.num_joints
     return {
         "square": [round(float(x), 1), round(float(y), 1), round(float(side), 1)],
-        "grid": int(maps[0].shape[-1]),
-        "stages": [np.round(np.clip(m[0, :p], 0, 1), 2).tolist() for m in maps],
+        "grid": int(person.beliefs[0].shape[-1]),
+        "stages": [np.round(np.clip(m[:p], 0, 1), 2).tolist() for m in person.beliefs],
     }
 
 
@@ -81,12 +78,15 @@ def predictor(model: PoseModel, finder=None):
 
     def predict(items: list) -> list[dict]:
         images = [image for image, _, _ in items]
+        keep = any(beliefs for _, _, beliefs in items)
         start = time.perf_counter()
         if finder is not None:
             keys = [(k,) for k in range(len(images))]
-            people = poses_for_boxes(model, images, finder.find(images, keys), tta=NO_TTA)
+            found = finder.find(images, keys)
+            people = poses_for_boxes(model, images, found, tta=NO_TTA, keep_beliefs=keep)
         else:
-            people = one_person_each(model, [(None, "", im) for im in images], None, None, NO_TTA)
+            batch = [(None, "", im) for im in images]
+            people = one_person_each(model, batch, None, None, NO_TTA, keep_beliefs=keep)
         ms = (time.perf_counter() - start) * 1000
         out = []
         for (image, stages, beliefs), found in zip(items, people):

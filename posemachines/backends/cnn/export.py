@@ -1,9 +1,9 @@
 """A model of CNN stages as one ONNX graph: the crop in, every stage's beliefs out.
 
-The graph does what ``CPMNetwork.stage_forward`` does for the runner, stage after stage: the
-image features of each network computed once, a refinement stage fed its own network's last
-beliefs (or, from another network of a stack, the previous beliefs resampled to its grid),
-each stage's beliefs resampled to the model's grid.
+The graph chains the stages as the runner does, through the same ``CPM.stage``: the image
+features of each network computed once, a refinement stage fed its own network's last beliefs
+(or, from another network of a stack, the previous beliefs resampled to its grid), each
+stage's beliefs resampled to the model's grid.
 """
 
 from __future__ import annotations
@@ -31,20 +31,16 @@ class StagesGraph(nn.Module):
 
     def forward(self, crop: torch.Tensor):
         image = crop.permute(0, 3, 1, 2) / 255.0 - 0.5
-        features: dict[int, torch.Tensor] = {}
+        computed: dict[int, dict] = {}
         outputs: list[torch.Tensor] = []
         own, last_net = None, None
         for net, t, grid in self.plan:
-            module = self.networks[net]
-            first = t == 0 and not module.cfg.foreign_input
-            if net not in features and (not first or module.cfg.shared_features):
-                features[net] = module.features(image)
-            x = features.get(net)
-            if first:
-                out = module.first_stage(image, x)
-            else:
-                prev = own if last_net == net else resample(outputs[-1], x.shape[-1])
-                out = module.refinement(t)(x, prev, module.centre_map(image.shape[0], x))
+            mine = own if last_net == net else None
+
+            def previous(side: int, mine=mine, last=outputs[-1] if outputs else None):
+                return mine if mine is not None else resample(last, side)
+
+            out = self.networks[net].stage(t, image, computed.setdefault(net, {}), previous)
             own, last_net = out, net
             outputs.append(resample(out, grid or out.shape[-1]))
         return tuple(outputs)

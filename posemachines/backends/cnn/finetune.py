@@ -15,9 +15,9 @@ def start_from(module: CPM, reference: str, cfg: CPMConfig, skeleton) -> dict:
     ``module``: all of them when it predicts ``skeleton``, else the image trunk (x') alone,
     whose shapes do not depend on the joints. Returns what was loaded, for the record and the
     line that says it."""
-    from posemachines.core.model import load_model
+    from posemachines.core.model import load_model_directory
 
-    model = load_model(reference)
+    model = load_model_directory(reference)
     network = getattr(model.stages[0], "network", None)
     if model.backend != "cnn" or network is None:
         raise PoseMachinesError(f"--init {reference}: a {model.backend} model; give a CNN model")

@@ -169,6 +169,20 @@ class CPM(nn.Module):
     def first_stage(self, image: torch.Tensor, features: torch.Tensor | None) -> torch.Tensor:
         return self.stage1(features if self.cfg.shared_features else image)
 
+    def stage(self, t: int, image: torch.Tensor, computed: dict, previous) -> torch.Tensor:
+        """Stage ``t`` (0-based) alone, for whoever chains stages one at a time (the runner's
+        CNN stages, the ONNX graph of a model): stage 1 on the image, a later stage on x'
+        (computed once into ``computed``), the beliefs before it (``previous(side)``: them
+        on x's grid) and the centre map."""
+        first = t == 0 and not self.cfg.foreign_input
+        if "features" not in computed and (not first or self.cfg.shared_features):
+            computed["features"] = self.features(image)
+        x = computed.get("features")
+        if first:
+            return self.first_stage(image, x)
+        beliefs = previous(x.shape[-1]).to(x.dtype)
+        return self.refinement(t)(x, beliefs, self.centre_map(x.shape[0], x))  # traced batch
+
     def forward(self, image: torch.Tensor, below: torch.Tensor | None = None) -> list[torch.Tensor]:
         """image: (N, 3, S, S) in [-0.5, 0.5]; ``below``: (N, P+1, S/8, S/8) beliefs of the
         stages under a ``foreign_input`` network. Returns each stage's beliefs (N, P+1, S/8,

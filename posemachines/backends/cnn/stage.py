@@ -56,26 +56,17 @@ class CPMNetwork:
         """
         key = ("cnn", id(self))
         state = cache.setdefault(key, {})
+
+        def previous_on(side: int) -> torch.Tensor:
+            # Our own tensor when the previous beliefs are what we returned last.
+            if state.get("last_numpy") is previous:
+                return state["last_tensor"]
+            return resample(torch.as_tensor(np.asarray(previous), device=self.device), side)
+
         with autocast(self.device):
             if "image" not in state:
                 state["image"] = to_input(crops, self.device, channels_last=True)
-            first = t == 0 and not self.cfg.foreign_input
-            if "features" not in state and (not first or self.cfg.shared_features):
-                state["features"] = self.module.features(state["image"])
-            x = state.get("features")
-            if first:
-                out = self.module.first_stage(state["image"], x)
-            else:
-                # Reuse our own tensor when the previous beliefs are what we returned last.
-                if state.get("last_numpy") is previous:
-                    prev = state["last_tensor"]
-                else:
-                    prev = resample(
-                        torch.as_tensor(np.asarray(previous), device=self.device), x.shape[-1]
-                    )
-                prev = prev.to(x.dtype)
-                refine = self.module.refinement(t)
-                out = refine(x, prev, self.module.centre_map(len(x), x))
+            out = self.module.stage(t, state["image"], state, previous_on)
         result = resample(out.float(), grid or out.shape[-1]).cpu().numpy()
         state["last_numpy"], state["last_tensor"] = result, out
         return result

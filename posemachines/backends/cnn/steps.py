@@ -11,6 +11,7 @@ import torch
 
 from posemachines.backends.cnn.batches import BatchMaker, crop_matrices
 from posemachines.backends.cnn.settings import CNNSettings
+from posemachines.core.batches import index_batches
 from posemachines.core.crops import apply_affine
 from posemachines.data.pack import PackedCrops
 from posemachines.training import crop_pck
@@ -83,8 +84,7 @@ def validate_pck(
     batches, joints = [], []
     module.eval()
     with torch.no_grad(), autocast:
-        for start in range(0, len(crops), batch):
-            idx = np.arange(start, min(start + batch, len(crops)))
+        for idx in index_batches(len(crops), batch):
             mats, flips = crop_matrices(crops, codec.input_size, idx, None, None)
             inputs, _, _ = maker.make(idx, mats, flips)
             batches.append([b.float().cpu().numpy() for b in module(*inputs)])

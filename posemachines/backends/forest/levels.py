@@ -12,6 +12,7 @@ from scipy import ndimage
 from posemachines.backends.forest.settings import ForestSettings
 from posemachines.backends.forest.stage import forest_beliefs, stage_image_features, stage_inputs
 from posemachines.backends.forest.tree_arrays import compact_forest, joined_forests
+from posemachines.core.batches import index_batches
 from posemachines.core.targets import BeliefCodec
 from posemachines.parallel import workers
 from posemachines.training import crop_pck
@@ -130,8 +131,7 @@ def predict_dense(
     """Belief maps (N, C, h, w) for many crops: features in parallel, trees in threads."""
     out = []
     with workers(n_jobs) as parallel:
-        for start in range(0, len(crops), chunk):
-            idx = range(start, min(start + chunk, len(crops)))
+        for idx in index_batches(len(crops), chunk):
             inputs = parallel(
                 delayed(_inputs)(crops[i], _at(previous, i), _at(parts, i), config) for i in idx
             )

@@ -26,6 +26,7 @@ from posemachines.backends.forest.levels import (
 )
 from posemachines.backends.forest.settings import ForestSettings
 from posemachines.backends.forest.stage import ForestStage
+from posemachines.core.batches import index_batches
 from posemachines.core.crops import Augmentation
 from posemachines.core.model import PoseModel, TrainingRecord
 from posemachines.core.skeletons import part_positions
@@ -70,10 +71,10 @@ def _save_checkpoint(checkpoint: Checkpoint, model, oof, progress: dict) -> None
 
 
 def _load_checkpoint(checkpoint: Checkpoint):
-    from posemachines.core.model import load_model
+    from posemachines.core.model import load_model_directory
 
     state = checkpoint.load_state()
-    model = load_model(checkpoint.current / "model")
+    model = load_model_directory(checkpoint.current / "model")
     beliefs = checkpoint.current / "beliefs.npy"
     oof = np.load(beliefs, allow_pickle=False) if beliefs.is_file() else None
     return model, oof, state
@@ -81,9 +82,9 @@ def _load_checkpoint(checkpoint: Checkpoint):
 
 def _init_stages(init_model, init_stages: int, skeleton):
     """The stages of ``init_model`` a hybrid keeps below its forest stages, and its codec."""
-    from posemachines.core.model import load_model
+    from posemachines.core.model import load_model_directory
 
-    init = load_model(init_model)
+    init = load_model_directory(init_model)
     if not init.skeleton.matches(skeleton):
         raise PoseMachinesError(
             f"--init model uses skeleton {init.skeleton.describe()}, the data "
@@ -359,6 +360,4 @@ def _model(dataset, s: ForestSettings, stages) -> PoseModel:
 def _run_below(stages, crops) -> np.ndarray:
     from posemachines.core.runner import run_stages
 
-    return np.concatenate(
-        [run_stages(stages, crops[i : i + 64])[-1] for i in range(0, len(crops), 64)]
-    )
+    return np.concatenate([run_stages(stages, crops[i])[-1] for i in index_batches(len(crops), 64)])

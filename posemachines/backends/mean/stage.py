@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from posemachines.core.stage import StageState
+from posemachines.errors import PoseMachinesError
 
 
 class MeanPoseStage:
@@ -46,3 +47,12 @@ class MeanPoseStage:
     @classmethod
     def from_state(cls, state: StageState) -> MeanPoseStage:
         return cls(state.arrays["mean_beliefs"])
+
+    def check_fits(self, channels: int, side: int) -> None:
+        """The beliefs it predicts as they are must be the model's, and finite."""
+        beliefs = self.mean_beliefs_
+        if np.shape(beliefs) != (channels, side, side) or not np.isfinite(beliefs).all():
+            raise PoseMachinesError(
+                f"mean_beliefs has shape {np.shape(beliefs)}, expected "
+                f"({channels}, {side}, {side}) finite values"
+            )

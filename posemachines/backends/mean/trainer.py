@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
-
 from posemachines.backends.mean.settings import MeanSettings
 from posemachines.backends.mean.stage import MeanPoseStage
+from posemachines.core.batches import index_batches
 from posemachines.core.model import PoseModel, TrainingRecord
 from posemachines.data import PoseDataset, SkippedImages
 from posemachines.errors import PoseMachinesError
@@ -37,8 +36,8 @@ class MeanTrainer:
         with progress_bar(
             total=len(dataset), desc="mean", unit="img", disable=not run.progress
         ) as bar:
-            for first in range(0, len(dataset), CHUNK):
-                part = dataset.subset(np.arange(first, min(first + CHUNK, len(dataset))))
+            for rows in index_batches(len(dataset), CHUNK):
+                part = dataset.subset(rows)
                 _, joints, labelled, _ = crop_dataset(
                     part,
                     codec.input_size,

@@ -13,6 +13,7 @@ from torch.nn import functional as F
 
 from posemachines.backends.people.network import STRIDE, PeopleNet
 from posemachines.backends.people.settings import PeopleSettings
+from posemachines.core.batches import batches
 from posemachines.core.model import TrainingRecord
 from posemachines.errors import PoseMachinesError
 from posemachines.files.owned import atomic_write_bytes, atomic_write_json, sha256
@@ -95,8 +96,7 @@ class PeopleModel:
         self.network.eval()
         out = []
         side = self.settings.input_size
-        for first in range(0, len(images), batch_size):
-            part = images[first : first + batch_size]
+        for part in batches(images, batch_size):
             squares, factors = zip(*(letterbox(im, side) for im in part))
             scores, boxes = peaks(
                 *self.network(to_tensor(np.stack(squares), self.device)), MAX_PEOPLE
@@ -180,9 +180,9 @@ def score_people(model: PeopleModel, dataset, on_bad_image: str = "skip") -> dic
 
     found, truth, skipped = [], [], []
     groups = list(dataset.people_by_image().items())
-    for first in range(0, len(groups), 16):
+    for group in batches(groups, 16):
         images = []
-        for key, indices in groups[first : first + 16]:
+        for key, indices in group:
             try:
                 image = dataset[indices[0]].image
             except CorruptImageError:
