@@ -44,11 +44,33 @@ def test_keypoints(model) -> np.ndarray:
 
 
 def load(folder: Path):
-    try:
-        from posemachines.loading import load_model
-    except ImportError:  # versions before load_model moved to posemachines.core.model
-        from posemachines.files.model_dir import load_model
-    return load_model(folder)
+    """A model directory, or the exported ``model.onnx`` a folder holds, loaded by whichever
+    module of this version has ``load_model`` (it moved as the package grew)."""
+    import importlib
+
+    onnx = folder / "model.onnx"
+    # The older names first: an editable install of this checkout can lend its newer modules
+    # to an older tree on PYTHONPATH.
+    for module in (
+        "posemachines.runtimes",
+        "posemachines.model",
+        "posemachines.io",
+        "posemachines.loading",
+    ):
+        try:
+            load_model = importlib.import_module(module).load_model
+        except (ImportError, AttributeError):
+            continue
+        return load_model(onnx if onnx.is_file() else folder)
+    raise ImportError("no load_model in this version of posemachines")
+
+
+def version_of(folder: Path) -> str:
+    onnx = folder / "model.onnx"
+    if onnx.is_file():
+        return "exported .onnx"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    return f"format {manifest.get('format_version', 1)}"
 
 
 def save(root: Path) -> None:
@@ -61,8 +83,13 @@ def save(root: Path) -> None:
             print(f"{name:17s} not trained by this version: {done.stderr.strip()[-200:]}")
             continue
         np.save(out / "expected.npy", test_keypoints(load(out)))
-        version = json.loads((out / "manifest.json").read_text()).get("format_version", 1)
-        print(f"{name:17s} saved (format {version})")
+        print(f"{name:17s} saved ({version_of(out)})")
+    exported = root / "cnn-onnx"
+    command = [sys.executable, "-m", "posemachines.cli.main", "export", str(root / "cnn")]
+    done = subprocess.run([*command, "--out", str(exported / "model.onnx")], capture_output=True)
+    if done.returncode == 0:
+        np.save(exported / "expected.npy", test_keypoints(load(exported)))
+        print(f"{'cnn-onnx':17s} saved (exported .onnx)")
 
 
 def check(root: Path) -> int:
@@ -73,8 +100,7 @@ def check(root: Path) -> int:
         diff = float(np.nanmax(np.abs(got - expected))) if got.shape == expected.shape else np.inf
         same_nan = bool(np.array_equal(np.isnan(got), np.isnan(expected)))
         worst = max(worst, diff if same_nan else np.inf)
-        version = json.loads((folder / "manifest.json").read_text()).get("format_version", 1)
-        print(f"{root.name}/{folder.name:17s} format {version}: max |difference| {diff:.3g} px")
+        print(f"{root.name}/{folder.name:17s} {version_of(folder)}: max |difference| {diff:.3g} px")
     print(f"worst: {worst:.3g} px")
     return 0 if worst == 0 else 1
 

@@ -22,9 +22,9 @@ from pathlib import Path
 
 from experiment import compare_runs, experiment_options, training_set
 
+from posemachines.backends.cnn.figures import training_gradients
 from posemachines.backends.cnn.settings import CNNSettings
 from posemachines.backends.cnn.trainer import train_cnn
-from posemachines.evaluation.comparison import training_gradients
 
 
 def main():

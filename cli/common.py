@@ -281,3 +281,12 @@ class ModelArgument(click.ParamType):
 
 
 MODEL = ModelArgument()
+
+
+def default_cnn(doing: str) -> str:
+    """The zoo's default CNN, for a command given no model, said in one line."""
+    from posemachines.zoo import DEFAULT_CNN
+
+    model = MODEL.convert(DEFAULT_CNN, None, None)
+    echo_err(f"no model given: {doing} the zoo's {DEFAULT_CNN} (pm models lists the others)")
+    return model

@@ -5,9 +5,9 @@ from __future__ import annotations
 import click
 from posemachines.cli.common import (
     MODEL,
+    default_cnn,
     device_name,
     device_option,
-    echo_err,
     friendly_errors,
     make_tta,
     on_bad_image_option,
@@ -84,12 +84,10 @@ def predict(model, inputs, no_overlays, device, flip, scales, **options):
 def model_and_inputs(model: str, inputs: tuple) -> tuple[str, tuple]:
     """The model and the inputs: when the first argument names no model, every argument is an
     input and the model is the zoo's default CNN (said in one line)."""
-    from posemachines.zoo import DEFAULT_CNN, names_a_model
+    from posemachines.zoo import names_a_model
 
     if names_a_model(model):
         if not inputs:
             raise click.UsageError("give the images, folders or videos to predict")
         return MODEL.convert(model, None, None), inputs
-    default = MODEL.convert(DEFAULT_CNN, None, None)
-    echo_err(f"no model given: using the zoo's {DEFAULT_CNN} (pm models lists the others)")
-    return default, (model, *inputs)
+    return default_cnn("using"), (model, *inputs)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 from posemachines.cli.common import (
     MODEL,
+    default_cnn,
     device_name,
     device_option,
     echo_err,
@@ -107,11 +108,7 @@ def serve(model, people, host, port, token, token_file, cors, max_batch, max_wai
     from posemachines.loading import load_pose_model
 
     dev = device_name(device)
-    if model is None:
-        from posemachines.zoo import DEFAULT_CNN
-
-        model = MODEL.convert(DEFAULT_CNN, None, None)
-        echo_err(f"no model given: serving the zoo's {DEFAULT_CNN}")
+    model = model if model is not None else default_cnn("serving")
     pose_model = load_pose_model(model, dev, runtime)
     people_model = None
     if people:

@@ -27,6 +27,7 @@ import registers), or by calling ``register_backend``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,7 @@ BUILT_IN: dict[str, dict] = {
         trainer=f"{_B}.cnn.trainer:CNNTrainer",
         stages={"cnn": f"{_B}.cnn.stage:CPMStage"},
         summary="the 2016 Convolutional Pose Machine",
+        figures=f"{_B}.cnn.figures:report_figures",
     ),
     "people": dict(
         settings=f"{_B}.people.settings:PeopleSettings",
@@ -89,6 +91,9 @@ class Backend:
     trainer: type | str
     stages: dict = field(default_factory=dict)
     summary: str = ""
+    # What a comparison report shows of its models beyond the scores: a function
+    # (model, folder, pck_by_joint_and_stage, skeleton) -> {name: figure data}, or None.
+    figures: Callable | str | None = None
 
     def trainer_class(self) -> type:
         return resolve(self.trainer)
@@ -117,7 +122,13 @@ _LOADED = False
 
 
 def register_backend(
-    name: str, *, settings: type | str, trainer: type | str, stages: dict, summary: str = ""
+    name: str,
+    *,
+    settings: type | str,
+    trainer: type | str,
+    stages: dict,
+    summary: str = "",
+    figures: Callable | str | None = None,
 ) -> Backend:
     """Make ``name`` a backend (see the module's docstring); returns its record. Registering a
     name again replaces it (a notebook re-running its cell)."""
@@ -135,7 +146,7 @@ def register_backend(
             f"backend {name!r}: the setting {taken[0]!r} cannot be an option, `pm train` has its "
             "own; give it another name"
         )
-    backend = Backend(name, settings, trainer, dict(stages), summary)
+    backend = Backend(name, settings, trainer, dict(stages), summary, figures)
     _BACKENDS[name] = backend
     return backend
 

@@ -7,7 +7,7 @@ is scored on the same samples, with the same crops, decoding, metrics and timing
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -249,14 +249,48 @@ def _dir_megabytes(path: Path) -> float:
 
 
 @dataclass
+class Row:
+    """One entry of a comparison, scored on the comparison's samples.
+
+    ``result`` is its ``EvaluationResult`` as a dict; ``predictions`` (T, N, P, 2);
+    ``pck_by_joint_and_stage`` (T, P) and ``pck_by_image`` (N,) of the final stage. A model
+    adds its timing, input size, stages, training record and, with a people source, its
+    ``detected`` scores; ``figures`` are what its backend has to show of it (a CNN: receptive
+    fields, accuracy by joint group, gradients), by name."""
+
+    label: str
+    kind: str
+    path: str
+    result: dict
+    predictions: np.ndarray
+    pck_by_joint_and_stage: np.ndarray
+    pck_by_image: np.ndarray
+    megabytes: float | None = None
+    timing: dict | None = None
+    input_size: int | None = None
+    stages: int | None = None
+    train_seconds: float | None = None
+    train_data: str | None = None
+    detected: dict | None = None
+    figures: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        """The entry of the report's JSON document (no per-sample arrays; no gradients)."""
+        skip = {"predictions", "pck_by_image", "figures"}
+        if self.input_size is None:  # a prediction file: no model's figures
+            skip |= {"timing", "input_size", "stages", "train_seconds", "train_data"}
+        if self.detected is None:
+            skip.add("detected")
+        doc = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
+        return {**doc, **{k: v for k, v in self.figures.items() if k != "gradients"}}
+
+
+@dataclass
 class Comparison:
     """Everything a report shows: every entry scored on the same samples, with its tables.
 
-    ``rows`` hold per entry: label, kind, path, ``result`` (EvaluationResult as a dict),
-    ``predictions`` (T, N, P, 2), ``pck_by_joint_and_stage`` (T, P), ``pck_by_image`` (N,)
-    of the final stage, and for models the timing, input size, stages, size on disk and the
-    training record. ``examples`` are the samples shown as pictures, ``beliefs`` each model's
-    beliefs by stage of the first example's crop.
+    ``rows`` hold a ``Row`` per entry. ``examples`` are the samples shown as pictures,
+    ``beliefs`` each model's beliefs by stage of the first example's crop.
     """
 
     dataset: PoseDataset
@@ -286,14 +320,7 @@ class Comparison:
             "device": self.device,
             "test_time_augmentation": self.tta.to_dict(),
             "skipped_images": self.skipped,
-            "entries": [
-                {
-                    k: v
-                    for k, v in r.items()
-                    if k not in ("predictions", "pck_by_image", "gradients")
-                }
-                for r in self.rows
-            ],
+            "entries": [r.to_json() for r in self.rows],
         }
 
 
@@ -323,34 +350,28 @@ def compare_entries(
         kept[e.label] = predictions.beliefs
         preds = predictions.keypoints
         skipped |= set(result.skipped_images)
-        row = {
-            "label": e.label,
-            "kind": e.kind,
-            "path": str(e.path),
-            "result": result.to_dict(),
-            "predictions": preds,
-            "pck_by_joint_and_stage": np.array(
-                [torso_pck_by(p, data.joints, data.labelled, data.skeleton, 0) for p in preds]
-            ),
-            "pck_by_image": torso_pck_by(preds[-1], data.joints, data.labelled, data.skeleton, 1),
-            "megabytes": None if e.part_of else round(_dir_megabytes(e.path), 2),
-        }
+        by_joint = [torso_pck_by(p, data.joints, data.labelled, data.skeleton, 0) for p in preds]
+        row = Row(
+            e.label,
+            e.kind,
+            str(e.path),
+            result.to_dict(),
+            preds,
+            np.array(by_joint),
+            torso_pck_by(preds[-1], data.joints, data.labelled, data.skeleton, 1),
+            megabytes=None if e.part_of else round(_dir_megabytes(e.path), 2),
+        )
         if e.model is not None:
-            row.update(_cnn_figures(e, row["pck_by_joint_and_stage"], data.skeleton))
-            row["timing"] = time_model(
-                e.model, data, timing_images, tta=tta, on_bad_image=on_bad_image
-            )
-            row["input_size"] = e.model.input_size
-            row["stages"] = e.model.num_stages
-            row["train_seconds"] = e.model.record.seconds
-            row["train_data"] = e.model.record.dataset or None
+            how = dict(tta=tta, on_bad_image=on_bad_image)
+            row.timing = time_model(e.model, data, timing_images, **how)
+            row.input_size, row.stages = e.model.input_size, e.model.num_stages
+            row.train_seconds = e.model.record.seconds
+            row.train_data = e.model.record.dataset or None
+            row.figures = backend_figures(e, row.pck_by_joint_and_stage, data.skeleton)
             if people is not None:
                 from posemachines.people.detected_boxes import evaluate_detected
 
-                found = evaluate_detected(
-                    e.model, data, *people, tta=tta, on_bad_image=on_bad_image
-                )
-                row["detected"] = found.to_dict()
+                row.detected = evaluate_detected(e.model, data, *people, **how).to_dict()
         rows.append(row)
     readable = np.array([name not in skipped for name in data.names])
     shown = np.flatnonzero(readable)
@@ -373,48 +394,14 @@ def compare_entries(
     return Comparison(data, rows, notes, sorted(skipped), readable, examples, beliefs, device, tta)
 
 
-def _cnn_figures(entry: Entry, pck_by_joint_and_stage, skeleton) -> dict:
-    """For CNN entries: each stage's analytic receptive field and PCK of the joint groups near
-    and far down the kinematic chain; the gradient summaries its training log holds."""
+def backend_figures(entry: Entry, pck_by_joint_and_stage, skeleton) -> dict:
+    """What the entry's backend has to show of its model (``Backend.figures``; none for
+    stacks of several kinds or backends that say nothing)."""
+    from posemachines.plugins import resolve
+    from posemachines.registry import backends
+
     kinds = {s.kind for s in entry.model.stages}
-    if kinds != {"cnn"}:
-        return {}  # receptive fields are a network's; a stack's forest stages have none
-    network = entry.model.stages[0].network
-    from posemachines.backends.cnn.analysis import receptive_fields
-
-    groups = skeleton.kinematic_groups()
-    figures = {
-        "receptive_field_px": receptive_fields(network.cfg),
-        "pck_by_group_and_stage": {
-            name: np.nanmean(pck_by_joint_and_stage[:, idx], axis=1).tolist()
-            for name, idx in groups.items()
-            if idx
-        },
-        "supervision": entry.model.record.settings.get("supervision", "all"),
-    }
-    gradients = training_gradients(entry.path)
-    if gradients:
-        figures["gradients"] = gradients
-    return figures
-
-
-def training_gradients(folder: Path, points: int = 3) -> list[dict]:
-    """The gradient summaries of a run's training log at ``points`` moments (first, middle,
-    last), or [] when it recorded none."""
-    log = Path(folder) / "train_log.jsonl"
-    if not log.is_file():
-        return []
-    import json
-
-    records = []
-    for line in log.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict) and isinstance(record.get("gradients"), dict):
-            records.append(record)
-    if not records:
-        return []
-    picks = sorted({int(round(i)) for i in np.linspace(0, len(records) - 1, points)})
-    return [records[i] for i in picks]
+    owners = [b for b in backends().values() if kinds <= set(b.stages)]
+    if len(owners) != 1 or owners[0].figures is None:
+        return {}
+    return resolve(owners[0].figures)(entry.model, entry.path, pck_by_joint_and_stage, skeleton)

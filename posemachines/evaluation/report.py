@@ -51,8 +51,8 @@ def make_figures(comparison: Comparison) -> dict[str, bytes]:
     figs = {}
     fig, ax = plt.subplots(figsize=(6, 4))
     for r in rows:
-        res = r["result"]
-        ax.plot(res["thresholds"], [_percent(v) for v in res["pck_curve"]], label=r["label"])
+        res = r.result
+        ax.plot(res["thresholds"], [_percent(v) for v in res["pck_curve"]], label=r.label)
     ax.set(
         xlabel="normalised distance (fraction of torso)",
         ylabel="PCK (%)",
@@ -65,8 +65,8 @@ def make_figures(comparison: Comparison) -> dict[str, bytes]:
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for r in rows:
-        vals = [_percent(s["pck@0.2"]) for s in r["result"]["per_stage"]]
-        ax.plot(range(1, len(vals) + 1), vals, marker="o", label=r["label"])
+        vals = [_percent(s["pck@0.2"]) for s in r.result["per_stage"]]
+        ax.plot(range(1, len(vals) + 1), vals, marker="o", label=r.label)
     ax.set(xlabel="stage", ylabel="PCK@0.2 (%)", ylim=(0, 100), title="accuracy versus stage")
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.grid(alpha=0.3)
@@ -76,17 +76,17 @@ def make_figures(comparison: Comparison) -> dict[str, bytes]:
     joints = list(data.skeleton.joints)
     fig, axes = plt.subplots(1, len(rows), figsize=(3.2 * len(rows) + 1, 4.2), squeeze=False)
     for ax, r in zip(axes[0], rows):
-        table = 100 * r["pck_by_joint_and_stage"]
+        table = 100 * r.pck_by_joint_and_stage
         im = ax.imshow(table.T, vmin=0, vmax=100, cmap="viridis", aspect="auto")
         t = len(table)
-        ax.set(title=r["label"], xlabel="stage", xticks=range(t), xticklabels=range(1, t + 1))
+        ax.set(title=r.label, xlabel="stage", xticks=range(t), xticklabels=range(1, t + 1))
         ax.set_yticks(range(len(joints)), joints if ax is axes[0][0] else [""] * len(joints))
     fig.colorbar(im, ax=axes[0].tolist(), label="PCK@0.2 (%)")
     figs["per_joint_by_stage"] = _figure_png(fig)
 
-    if any("gradients" in r for r in rows):
+    if any("gradients" in r.figures for r in rows):
         figs["gradients_by_stage"] = gradient_figure(rows)
-    if any("receptive_field_px" in r for r in rows):
+    if any("receptive_field_px" in r.figures for r in rows):
         figs["receptive_field"] = receptive_field_figure(rows, data.skeleton)
     if comparison.examples:
         figs.update(qualitative_figures(comparison))
@@ -99,11 +99,11 @@ def gradient_figure(rows) -> bytes:
     from posemachines.backends.cnn.gradients import GRADIENT_EDGES
 
     plt = _plt()
-    runs = [r for r in rows if "gradients" in r]
-    stages = list(runs[0]["gradients"][0]["gradients"])
+    runs = [r for r in rows if "gradients" in r.figures]
+    stages = list(runs[0].figures["gradients"][0]["gradients"])
     for r in runs[1:]:
-        stages += [s for s in r["gradients"][0]["gradients"] if s not in stages]
-    points = max(len(r["gradients"]) for r in runs)
+        stages += [s for s in r.figures["gradients"][0]["gradients"] if s not in stages]
+    points = max(len(r.figures["gradients"]) for r in runs)
     centres = np.sqrt(np.array(GRADIENT_EDGES[:-1]) * np.array(GRADIENT_EDGES[1:]))
     fig, axes = plt.subplots(
         len(stages), points, figsize=(3.2 * points, 1.6 * len(stages) + 0.6), squeeze=False
@@ -112,12 +112,13 @@ def gradient_figure(rows) -> bytes:
         for row, stage in enumerate(stages):
             ax = axes[row][col]
             for r in runs:
-                records = r["gradients"]
+                records = r.figures["gradients"]
                 record = records[min(col, len(records) - 1)]
                 summary = record["gradients"].get(stage)
                 if summary is None:
                     continue
-                label = f"{r['label']} ({r.get('supervision', 'all')}): median {summary['q50']:.1e}"
+                supervision = r.figures.get("supervision", "all")
+                label = f"{r.label} ({supervision}): median {summary['q50']:.1e}"
                 ax.step(centres, summary["histogram"], where="mid", label=label)
                 if row == 0:
                     ax.set_title(f"step {record['step']}", fontsize=8)
@@ -138,17 +139,17 @@ def receptive_field_figure(rows, skeleton) -> bytes:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.5, 4))
     styles = {name: ls for name, ls in zip(skeleton.kinematic_groups(), ("-", "--"))}
-    cnn_rows = [r for r in rows if "receptive_field_px" in r]
+    cnn_rows = [r for r in rows if "receptive_field_px" in r.figures]
     for colour, r in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"] * 9, cnn_rows):
-        fields = r["receptive_field_px"]
-        for name, values in r["pck_by_group_and_stage"].items():
+        fields = r.figures["receptive_field_px"]
+        for name, values in r.figures["pck_by_group_and_stage"].items():
             ax.plot(
                 fields[: len(values)],
                 [100 * v for v in values],
                 styles.get(name, ":"),
                 color=colour,
                 marker="o",
-                label=f"{r['label']}: {name}",
+                label=f"{r.label}: {name}",
             )
     ax.set(
         xlabel="receptive field of the stage (input pixels, analytic)",
@@ -172,11 +173,9 @@ def qualitative_figures(comparison: Comparison) -> dict[str, bytes]:
     )
     for r, row in enumerate(rows):
         for c, i in enumerate(picks):
-            axes[r][c].imshow(
-                draw_skeleton(data[i].image, row["predictions"][-1, i], data.skeleton)
-            )
+            axes[r][c].imshow(draw_skeleton(data[i].image, row.predictions[-1, i], data.skeleton))
             axes[r][c].set_axis_off()
-            axes[r][c].set_title(f"{row['label']}: {data.names[i]}", fontsize=7)
+            axes[r][c].set_title(f"{row.label}: {data.names[i]}", fontsize=7)
     figs["skeletons"] = _figure_png(fig)
 
     if comparison.beliefs:
@@ -198,17 +197,15 @@ def qualitative_figures(comparison: Comparison) -> dict[str, bytes]:
 
     fig, axes = plt.subplots(len(rows), 3, figsize=(7.5, 2.6 * len(rows)), squeeze=False)
     for r, row in enumerate(rows):
-        per_image = row["pck_by_image"]
+        per_image = row.pck_by_image
         order = np.argsort(np.nan_to_num(per_image, nan=2.0), kind="stable")
         worst = [i for i in order if comparison.readable[i]][:3]
         for c in range(3):
             axes[r][c].set_axis_off()
         for c, i in enumerate(worst):
-            axes[r][c].imshow(
-                draw_skeleton(data[i].image, row["predictions"][-1, i], data.skeleton)
-            )
+            axes[r][c].imshow(draw_skeleton(data[i].image, row.predictions[-1, i], data.skeleton))
             axes[r][c].set_title(
-                f"{row['label']}: {data.names[i]} PCK {100 * per_image[i]:.1f}%", fontsize=7
+                f"{row.label}: {data.names[i]} PCK {100 * per_image[i]:.1f}%", fontsize=7
             )
     figs["worst_cases"] = _figure_png(fig)
     return figs

@@ -243,12 +243,7 @@ class OwnedFolder:
     def claim(self, name: str) -> None:
         if name in self.owned or name in BOOKKEEPING or TEMPORARY in name:
             return
-        path = self.root / name
-        if path.exists() or path.is_symlink():
-            raise PoseMachinesError(
-                f"{path} was not written by posemachines and is left alone; move it or "
-                "choose another --out"
-            )
+        refuse_if_foreign(self.root / name, self.owned)
         self.owned.add(name)
         self._write_record()
 
@@ -299,15 +294,19 @@ def write_owned_file(
 def check_owned_file(path: str | Path, *, replace: bool = True, hint: str = "") -> None:
     """Refuse before any work what ``write_owned_file`` would refuse after it."""
     path = Path(path)
-    if not (path.exists() or path.is_symlink()):
-        return
     record = OwnedFolder.read_record(path.parent) or {"files": []}
-    if path.name not in record["files"] or path.is_symlink() or not path.is_file():
-        raise PoseMachinesError(
-            f"{path} was not written by posemachines and is left alone; move it or choose "
-            "another name"
-        )
+    refuse_if_foreign(path, record["files"] if path.is_file() and not path.is_symlink() else ())
     _check_single(path, replace, hint)
+
+
+def refuse_if_foreign(path: Path, owned) -> None:
+    """Refuse ``path`` when something is there that is not among the names the toolkit wrote
+    (``owned``): the user's file, never replaced."""
+    if (path.exists() or path.is_symlink()) and path.name not in owned:
+        raise PoseMachinesError(
+            f"{path} was not written by posemachines and is left alone; move it or write "
+            "somewhere else"
+        )
 
 
 def _check_single(path: Path, replace: bool, hint: str) -> None:
