@@ -15,10 +15,13 @@ functions here read no command line and print nothing (what a user should know g
 training : ``train``/``train_model`` (``pm train``), ``plan_training``, ``run_training``
 scoring  : ``evaluate`` (``pm evaluate``, ``record=True`` keeps the scores), ``dataset_of``
 comparing: ``compare`` (``pm compare``), ``bench`` (``pm bench``)
+exporting: ``export`` (``pm export``: ONNX, float32 or int8)
+predicting: ``predict_into`` (``pm predict``)
 people   : ``predict_people``, ``people_source`` (``--people``/``--boxes``)
 """
 
 from posemachines.api.comparing import bench, compare
+from posemachines.api.exporting import Exported, export
 from posemachines.api.people import people_source, predict_people
 from posemachines.api.scoring import dataset_of, evaluate
 from posemachines.api.training import (
@@ -32,6 +35,8 @@ from posemachines.api.training import (
 )
 
 __all__ = [
+    "Exported",
+    "export",
     "NotASetting",
     "Trained",
     "TrainingPlan",
