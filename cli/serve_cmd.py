@@ -8,14 +8,11 @@ from posemachines.cli.common import (
     default_cnn,
     device_name,
     device_option,
-    echo_err,
     friendly_errors,
     runtime_option,
 )
 
 from posemachines.errors import PoseMachinesError
-
-LOCAL = ("127.0.0.1", "localhost", "::1")
 
 
 @click.command()
@@ -97,32 +94,18 @@ def serve(model, people, host, port, token, token_file, cors, max_batch, max_wai
     is given): a page at / (an image or the webcam,
     the skeletons stage by stage, the belief maps) and an API (POST /v1/predict, GET
     /v1/model, GET /healthz, the OpenAPI page at /docs). Needs posemachines[serve]."""
-    try:
-        import uvicorn
+    from posemachines.api.serving import serve as run
+    from posemachines.api.serving import serving_app
 
-        from posemachines.serve.app import Limits, create_app
-    except ImportError:
-        raise PoseMachinesError(
-            "pm serve needs FastAPI: pip install 'posemachines[serve]'"
-        ) from None
-    from posemachines.loading import load_pose_model
-
-    dev = device_name(device)
     model = model if model is not None else default_cnn("serving")
-    pose_model = load_pose_model(model, dev, runtime)
-    people_model = None
-    if people:
-        from posemachines.backends.people.model import load_people_model
-
-        people_model = load_people_model(people, dev)
     if token_file:
         token = read_token(token_file)
-    if host not in LOCAL and not token:
-        echo_err(f"warning: listening on {host} without --token: anyone who reaches it may use it")
-    limits = Limits(max_bytes, max_pixels, timeout, max_batch, max_wait_ms / 1000, queue)
-    app = create_app(pose_model, people_model, limits=limits, token=token, cors=cors, docs=docs)
+    limits = dict(max_bytes=max_bytes, max_pixels=max_pixels, timeout=timeout, queue=queue)
+    limits.update(max_batch=max_batch, max_wait=max_wait_ms / 1000)
+    how = dict(device=device_name(device), runtime=runtime, limits=limits, token=token)
+    app = serving_app(model, people=people, cors=cors, docs=docs, **how)
     click.echo(f"serving {model} on {address(host, port)} (Ctrl+C stops)")
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    run(app, host, port, token=token)
 
 
 def address(host: str, port: int) -> str:

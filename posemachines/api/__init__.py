@@ -17,6 +17,7 @@ scoring  : ``evaluate`` (``pm evaluate``, ``record=True`` keeps the scores), ``d
 comparing: ``compare`` (``pm compare``), ``bench`` (``pm bench``)
 exporting: ``export`` (``pm export``: ONNX, float32 or int8)
 predicting: ``predict_into`` (``pm predict``)
+serving  : ``serving_app``, ``serve`` (``pm serve``)
 people   : ``predict_people``, ``people_source`` (``--people``/``--boxes``)
 """
 
@@ -24,6 +25,7 @@ from posemachines.api.comparing import bench, compare
 from posemachines.api.exporting import Exported, export
 from posemachines.api.people import people_source, predict_people
 from posemachines.api.scoring import dataset_of, evaluate
+from posemachines.api.serving import serve, serving_app
 from posemachines.api.training import (
     NotASetting,
     Trained,
@@ -47,6 +49,8 @@ __all__ = [
     "people_source",
     "plan_training",
     "predict_people",
+    "serve",
+    "serving_app",
     "run_training",
     "train",
     "train_model",
