@@ -172,3 +172,30 @@ def test_two_supervisions_report_gradients_and_receptive_fields(tmp_path, synthe
     groups = entries[0]["pck_by_group_and_stage"]
     assert set(groups) == {"head and shoulders", "elbows, wrists, knees, ankles"}
     assert all(len(v) == 2 for v in groups.values())
+
+
+def test_the_default_compare_list_comes_from_the_registry(tmp_path, mean_model_dir):
+    """A backend registered by a plugin has its latest run compared by a bare pm compare; a
+    backend of no pose stages (the people model) has none."""
+    import json
+    from dataclasses import dataclass
+
+    from posemachines.evaluation.comparison import default_entries
+    from posemachines.registry import register_backend, unregister_backend
+
+    runs = tmp_path / "runs"
+    shutil.copytree(mean_model_dir, runs / "mean-1")
+    shutil.copytree(mean_model_dir, runs / "knn-1")
+    manifest = json.loads((runs / "knn-1" / "manifest.json").read_text())
+    (runs / "knn-1" / "manifest.json").write_text(json.dumps({**manifest, "backend": "knn"}))
+    assert default_entries(runs) == [runs / "mean-1"]
+
+    @dataclass(frozen=True)
+    class KNNSettings:
+        neighbours: int = 5
+
+    register_backend("knn", settings=KNNSettings, trainer=object, stages={"knn": object})
+    try:
+        assert default_entries(runs) == [runs / "mean-1", runs / "knn-1"]
+    finally:
+        unregister_backend("knn")
