@@ -80,12 +80,6 @@ def _option(name: str, settings: type, how, help_text: str) -> click.Option:
     return click.Option([flag, name], type=kind, default=None, help=help_text, metavar=how.metavar)
 
 
-GENERIC = (
-    "backend stack folds dataset split images data_root synthetic_size protocol on_bad_image "
-    "on_bad_annotation out seed jobs dask resume overwrite"
-).split()
-
-
 @click.command(cls=TrainCommand)
 @click.option(
     "--stack",
@@ -140,18 +134,10 @@ def train(**options):
     interrupted run; --overwrite writes into any folder, replacing only the model's files.
     """
     from posemachines.api import train_model
+    from posemachines.options import RUN_OPTIONS
 
-    o = {k: options.pop(k) for k in GENERIC}  # what is left: the backends' settings
-    if o["backend"] is not None and o["stack"] is not None:
-        raise PoseMachinesError("give --backend or --stack, not both")
-    if o["stack"] is not None:
-        from posemachines.backends.stack import parse_stack
-
-        parse_stack(o["stack"])  # "forest" alone is a stack without its count, not a backend
-    if o["resume"] and o["out"] is None:
-        raise PoseMachinesError("--resume needs --out pointing at the interrupted run")
-    if o["jobs"] == 0 or o["jobs"] < -1:
-        raise PoseMachinesError(f"--jobs must be -1 (all cores) or at least 1, got {o['jobs']}")
+    o = {k: options.pop(k) for k in list(options) if k in RUN_OPTIONS}  # the rest: settings
+    check_run_options(o)
     with settings_as_flags():
         trained = train_model(
             o["stack"] or o["backend"] or "forest",
@@ -172,6 +158,20 @@ def train(**options):
             f"{len(skipped)} unreadable training image(s) skipped: {', '.join(skipped[:5])}{more}"
         )
     click.echo(f"model written to {trained.folder}")
+
+
+def check_run_options(o: dict) -> None:
+    """What the command line can get wrong that a Python call cannot, in its own words."""
+    if o["backend"] is not None and o["stack"] is not None:
+        raise PoseMachinesError("give --backend or --stack, not both")
+    if o["stack"] is not None:
+        from posemachines.backends.stack import parse_stack
+
+        parse_stack(o["stack"])  # "forest" alone is a stack without its count, not a backend
+    if o["resume"] and o["out"] is None:
+        raise PoseMachinesError("--resume needs --out pointing at the interrupted run")
+    if o["jobs"] == 0 or o["jobs"] < -1:
+        raise PoseMachinesError(f"--jobs must be -1 (all cores) or at least 1, got {o['jobs']}")
 
 
 @contextmanager
