@@ -4,16 +4,18 @@ LSPET (images 1-9000) is written as a COCO-format file with an upper-body subset
 joints, in another order and under other names, and LSP test (1001-2000, which no zoo model
 saw) the same way; then the same network is trained twice for --minutes each, once from
 scratch and once with --init MODEL (the image trunk is all that fits another skeleton), and
-both are scored on the LSP test file (image protocol).
+both are scored on the LSP test file (image protocol). With --side-by-side the two trainings
+run at once, one thread each (the same machine for both, half the wall time).
 
     python benchmarks/finetune_other_skeleton.py --data-root ../shared/data \
-        --init cpm-cpu-lsp --minutes 15 --out /tmp/finetune
+        --init cpm-cpu-lsp --minutes 15 --out /tmp/finetune [--side-by-side]
 
 Prints each command as it runs it and both PCK@0.2 scores.
 """
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -61,12 +63,20 @@ def write_coco(dataset, path: Path, whole_image: bool) -> None:
 
 
 def pm(*args) -> str:
-    command = [str(Path(sys.executable).parent / "pm"), *map(str, args)]
     print("$ pm " + " ".join(map(str, args)), flush=True)
+    command = [str(Path(sys.executable).parent / "pm"), *map(str, args)]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode:
         sys.exit(done.stderr.strip())
     return done.stdout
+
+
+def start(args: list, log: Path, env=None) -> subprocess.Popen:
+    """``pm ARGS`` started, its output going to ``log`` (a pipe left unread would stall it)."""
+    print("$ pm " + " ".join(map(str, args)), flush=True)
+    command = [str(Path(sys.executable).parent / "pm"), *map(str, args)]
+    with open(log, "w") as sink:
+        return subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env)
 
 
 def main() -> None:
@@ -76,6 +86,7 @@ def main() -> None:
     parser.add_argument("--config", default="cpm-cpu")
     parser.add_argument("--minutes", type=float, default=15.0)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--side-by-side", action="store_true", help="both at once, 1 thread each")
     args = parser.parse_args()
     from posemachines.data import load_dataset
 
@@ -84,17 +95,29 @@ def main() -> None:
     write_coco(load_dataset("lspet", "train", args.data_root), train, whole_image=False)
     write_coco(load_dataset("lsp", "test", args.data_root), test, whole_image=True)
     lspet, lsp = args.data_root / "lspet" / "images", args.data_root / "lsp" / "images"
-    scores = {}
-    for label, extra in (("from scratch", []), (f"--init {args.init}", ["--init", args.init])):
+    runs = {"from scratch": [], f"--init {args.init}": ["--init", args.init]}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"} if args.side_by_side else None
+    started = {}
+    for label, extra in runs.items():
         out = args.out / ("scratch" if not extra else "finetuned")
-        pm("train", "--backend", "cnn", "--config", args.config, "--device", "cpu",
-           "--dataset", f"coco-format:{train}", "--images", lspet, "--time-budget",
-           args.minutes, "--out", out, "--overwrite", *extra)  # fmt: skip
+        command = ["train", "--backend", "cnn", "--config", args.config, "--device", "cpu",
+                   "--dataset", f"coco-format:{train}", "--images", lspet, "--time-budget",
+                   args.minutes, "--out", out, "--overwrite", *extra]  # fmt: skip
+        log = args.out / f"{out.name}.log"
+        started[label] = (out, log, start(command, log, env))
+        if not args.side_by_side:
+            started[label][2].wait()
+    scores = {}
+    for label, (out, log, training) in started.items():
+        if training.wait():
+            sys.exit(f"{label}: {log.read_text().strip()[-2000:]}")
         doc = pm("evaluate", out, "--dataset", f"coco-format:{test}", "--images", lsp,
                  "--protocol", "image", "--json")  # fmt: skip
         scores[label] = json.loads(doc.strip().splitlines()[-1])["metrics"]["pck@0.2"]
     for label, pck in scores.items():
-        print(f"{label}: PCK@0.2 {100 * pck:.1f} on LSP test (upper body, {args.minutes:g} min)")
+        how = "side by side, 1 thread each" if args.side_by_side else "one after the other"
+        budget = f"{args.minutes:g} min, {how}"
+        print(f"{label}: PCK@0.2 {100 * pck:.1f} on LSP test (upper body, {budget})")
 
 
 if __name__ == "__main__":
