@@ -90,7 +90,7 @@ def check_every_write(args, tmp_path: Path) -> int:
     return writes
 
 
-FOREST = ["--backend", "forest", "--dataset", "synthetic", "--synthetic-size", "16"]
+FOREST = ["--backend", "forest", "--dataset", "synthetic", "--synthetic-size", "8"]
 FOREST += ["--stages", "3", "--trees", "2", "--depth", "6", "--folds", "2", "--jobs", "1"]
 
 
@@ -113,7 +113,7 @@ def test_a_cnn_run_killed_at_any_write_resumes_to_the_same_model(tmp_path):
 @pytest.mark.slow
 def test_a_stack_run_killed_at_any_write_resumes_to_the_same_model(tmp_path):
     pytest.importorskip("torch")
-    args = ["--stack", "cnn:1,forest:1", "--dataset", "synthetic", "--synthetic-size", "12"]
+    args = ["--stack", "cnn:1,forest:1", "--dataset", "synthetic", "--synthetic-size", "8"]
     args += ["--config", "cpm-tiny", "--epochs", "1", "--batch-size", "4", "--device", "cpu"]
     args += ["--trees", "2", "--depth", "6", "--folds", "2", "--jobs", "1"]
     writes = check_every_write(args, tmp_path)
