@@ -1,6 +1,6 @@
 # Two commands set everything up on a fresh machine (see README):
 #   make demo   creates .venv, installs posemachines, trains and compares models on synthetic data
-#   make test   installs the test tools too, then runs ruff and the fast suite (about 3 minutes)
+#   make test   installs the test tools too, then runs ruff and the fast suite (under 2 minutes)
 #   make test-all   every test: the fast suite and the slow end-to-end ones (CI runs both)
 PYTHON ?= python3
 VENV ?= .venv
