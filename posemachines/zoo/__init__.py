@@ -20,6 +20,7 @@ ZOO_DIR = Path(__file__).resolve().parent
 # name -> one line on what it is. Only entries whose folder is shipped are listed.
 ENTRIES = {
     "forest-lsp": "the 2014 Pose Machine: 3 random-forest stages (45 trees each), LSP train",
+    "cpm-cpu-lsp": "a Convolutional Pose Machine for CPUs (cpm-cpu: 160 px, 4 stages), LSP + LSPET",
 }
 DEFAULT_CNN = "cpm-cpu-lsp"  # what `pm predict photo.jpg` and `pm serve` use with no model
 
