@@ -194,22 +194,6 @@ def data_request(o: dict, seed: int = 0):
     return DataRequest(name, split, data_root, size, protocol, images, o["on_bad_annotation"], seed)
 
 
-def load_data(
-    dataset,
-    split,
-    data_root,
-    synthetic_size,
-    protocol,
-    seed=0,
-    images=None,
-    on_bad_annotation="stop",
-):
-    """The dataset split the options name (notes on stderr: a long load, bad annotations)."""
-    o = dict(dataset=dataset, split=split, data_root=data_root, synthetic_size=synthetic_size)
-    o.update(protocol=protocol, images=images, on_bad_annotation=on_bad_annotation)
-    return data_request(o, seed).load()
-
-
 class CommandGroup(click.Group):
     """``pm``: keeps the command line as typed, for the records (``command_line``)."""
 

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import click
-from posemachines.cli.common import echo_err, stacked
+from posemachines.cli.common import stacked
 
 from posemachines.errors import PoseMachinesError
 
@@ -49,23 +49,6 @@ PEOPLE_OPTIONS = ("people", "boxes", "min_box_score", "max_people")
 def check_people_options(people, boxes) -> None:
     if people and boxes:
         raise PoseMachinesError("give --people or --boxes, not both")
-
-
-def people_source(people, boxes, min_box_score: float, device: str, max_people: int):
-    """The people source the options name, with a label for the reader; (None, None) when
-    neither is given."""
-    from posemachines.api import people_source as source
-
-    check_people_options(people, boxes)
-    return source(people, boxes, min_box_score, device, max_people) or (None, None)
-
-
-def report_boxes(source) -> None:
-    """One line for the boxes of a detections file left out or never used."""
-    summary = getattr(source, "summary", None)
-    line = summary() if summary else None
-    if line:
-        echo_err(line)
 
 
 def format_people(doc: dict, title: str) -> str:
